@@ -1,0 +1,51 @@
+"""Defaults for every config field; experiment configs import this and change what differs.
+
+  python -m experiments.train --config=configs/default.py --workdir=/tmp/run \
+      --config.model=lenet5 --config.dataset=digits --config.image_size=28
+"""
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+
+  # Model: a registry name (convjax.models.list_models()).
+  config.model = 'lenet5'
+  config.num_classes = config_dict.placeholder(int)  # None: the dataset's number of classes.
+  config.half_precision = False  # bfloat16 activations; parameters and optimiser stay float32.
+
+  # Data.
+  config.dataset = 'fashion_mnist'  # 'digits' or 'fashion_mnist'.
+  config.data_dir = config_dict.placeholder(str)  # IDX files, or TFDS's data_dir.
+  config.data_source = 'auto'  # 'auto' (local IDX files, else TFDS), 'idx' or 'tfds'.
+  config.download = False  # Let TFDS download a missing dataset (needs internet).
+  config.image_size = config_dict.placeholder(int)  # Resize both splits once, when set.
+
+  # Schedule. batch_size is global: split over every device of every process.
+  config.batch_size = 128
+  config.eval_batch_size = 1000
+  config.num_epochs = 10.0
+  config.num_train_steps = -1  # > 0 overrides num_epochs.
+
+  # Optimiser.
+  config.optimizer = 'adam'  # sgd, momentum, nesterov, adam, adamw.
+  config.learning_rate = 1e-3  # For the global batch; not rescaled with batch size.
+  config.momentum = 0.9  # momentum and nesterov.
+  config.adam_b1 = 0.9
+  config.adam_b2 = 0.999
+  config.adam_eps = 1e-8
+  config.weight_decay = 0.0  # Kernels only; decoupled for adamw, L2 for the rest.
+  config.lr_schedule = 'cosine'  # constant, cosine, step.
+  config.warmup_epochs = 0.0
+  config.lr_decay_epochs = (30, 60, 80)  # step schedule: epochs where the rate is multiplied...
+  config.lr_decay_factor = 0.1  # ...by this.
+
+  # Bookkeeping.
+  config.seed = 0
+  config.log_every_steps = 100
+  config.eval_every_steps = -1  # <= 0: evaluate once per epoch.
+  config.checkpoint_every_steps = -1  # <= 0: once per epoch.
+  config.max_checkpoints_to_keep = 3
+  config.prefetch_batches = 2
+  return config

@@ -1,0 +1,1 @@
+"""convjax: convolutional networks in JAX/Flax, as pure functions trained data-parallel."""

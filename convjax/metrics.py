@@ -1,0 +1,118 @@
+"""What a run reports: metrics.jsonl, TensorBoard events, and progress on stdout."""
+import json
+import math
+import os
+import sys
+import time
+from typing import Any
+
+import tqdm
+
+METRICS_FILE = 'metrics.jsonl'
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  """Every complete line of WORKDIR/metrics.jsonl; a torn last line is skipped."""
+  path = os.path.join(workdir, METRICS_FILE)
+  if not os.path.exists(path):
+    return []
+  records = []
+  with open(path) as f:
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue  # A line cut short by a kill mid-write.
+  return records
+
+
+class MetricsWriter:
+  """Appends one JSON object per line to metrics.jsonl and mirrors scalars to TensorBoard.
+
+  On resume from step s, lines for steps after s (written after the last checkpoint by a run
+  that then died) are dropped first, so no step appears twice.
+  """
+
+  def __init__(self, workdir: str, start_step: int, enabled: bool = True):
+    self._enabled = enabled
+    if not enabled:
+      return
+    self._path = os.path.join(workdir, METRICS_FILE)
+    self._keep_until(start_step)
+    self._file = open(self._path, 'a')
+    from tensorboardX import SummaryWriter  # Imported here: only the writing process needs it.
+    self._tensorboard = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+
+  def _keep_until(self, step: int) -> None:
+    if not os.path.exists(self._path):
+      return
+    kept = [r for r in read_metrics(os.path.dirname(self._path)) if r.get('step', 0) <= step]
+    tmp = self._path + '.tmp'
+    with open(tmp, 'w') as f:
+      f.writelines(json.dumps(r) + '\n' for r in kept)
+    os.replace(tmp, self._path)  # Atomic: the old file stays whole until the new one is.
+
+  def write(self, step: int, values: dict[str, Any]) -> None:
+    if not self._enabled:
+      return
+    record = {'step': int(step), **{k: _plain(v) for k, v in values.items()}}
+    self._file.write(json.dumps(record) + '\n')
+    self._file.flush()
+    for key, value in record.items():
+      if key != 'step' and isinstance(value, float):
+        self._tensorboard.add_scalar(key, value, step)
+
+  def close(self) -> None:
+    if self._enabled:
+      self._file.close()
+      self._tensorboard.close()
+
+
+def _plain(value: Any) -> Any:
+  """numpy scalars -> Python numbers, so json can write them."""
+  if hasattr(value, 'item'):
+    value = value.item()
+  return value
+
+
+class Progress:
+  """A tqdm bar on a terminal; otherwise a line every `log_every_steps` with loss, images/s, ETA."""
+
+  def __init__(self, start_step: int, total_steps: int, enabled: bool = True):
+    self._interactive = enabled and sys.stdout.isatty()
+    self._enabled = enabled
+    self._total, self._start, self._time = total_steps, start_step, time.time()
+    self._bar = tqdm.tqdm(total=total_steps, initial=start_step, unit='step',
+                          dynamic_ncols=True) if self._interactive else None
+
+  def update(self, step: int, loss: float, images_per_sec: float) -> None:
+    if not self._enabled:
+      return
+    if self._bar is not None:
+      self._bar.update(step - self._bar.n)
+      self._bar.set_postfix(loss=f'{loss:.4f}', img_s=f'{images_per_sec:,.0f}')
+      return
+    elapsed = time.time() - self._time
+    rate = (step - self._start) / elapsed if elapsed > 0 else math.nan
+    eta = (self._total - step) / rate if rate > 0 else math.nan
+    print(f'step {step}/{self._total}  loss {loss:.4f}  {images_per_sec:,.0f} img/s  '
+          f'ETA {_duration(eta)}', flush=True)
+
+  def message(self, text: str) -> None:
+    if not self._enabled:
+      return
+    if self._bar is not None:
+      self._bar.write(text)
+    else:
+      print(text, flush=True)
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()
+
+
+def _duration(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return '?'
+  minutes, seconds = divmod(int(seconds), 60)
+  return f'{minutes}m{seconds:02d}s' if minutes else f'{seconds}s'

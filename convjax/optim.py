@@ -1,0 +1,62 @@
+"""Optimisers and learning-rate schedules, built from the config with optax."""
+import jax
+import optax
+
+OPTIMIZERS = ('sgd', 'momentum', 'nesterov', 'adam', 'adamw')
+SCHEDULES = ('constant', 'cosine', 'step')
+
+
+def create_schedule(config, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
+  """Learning rate as a function of step.
+
+  `warmup_epochs` of linear warmup from 0, then:
+    constant: `learning_rate` throughout;
+    cosine: cosine decay to 0 at `total_steps`;
+    step: multiply by `lr_decay_factor` at each epoch in `lr_decay_epochs`.
+  """
+  base = config.learning_rate
+  warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
+  decay_steps = max(total_steps - warmup_steps, 1)
+  if config.lr_schedule == 'constant':
+    main = optax.constant_schedule(base)
+  elif config.lr_schedule == 'cosine':
+    main = optax.cosine_decay_schedule(base, decay_steps)
+  elif config.lr_schedule == 'step':
+    boundaries = {int(e * steps_per_epoch) - warmup_steps: config.lr_decay_factor
+                  for e in config.lr_decay_epochs}
+    main = optax.piecewise_constant_schedule(base, boundaries)
+  else:
+    raise ValueError(f"unknown lr_schedule '{config.lr_schedule}'; valid schedules are: "
+                     f"{', '.join(SCHEDULES)}")
+  if not warmup_steps:
+    return main
+  warmup = optax.linear_schedule(0.0, base, warmup_steps)
+  return optax.join_schedules([warmup, main], [warmup_steps])
+
+
+def _decay_kernels_only(params):
+  """Weight decay applies to conv and dense kernels, not to biases or norm scales."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def create_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransformation:
+  """The config's optimiser.
+
+  `weight_decay` is decoupled (Loshchilov & Hutter) for adamw and an L2 term added to the
+  gradient for the others, as in PyTorch's SGD and Adam. Either way it skips biases and norms.
+  """
+  name, decay = config.optimizer, config.weight_decay
+  if name == 'adamw':
+    return optax.adamw(schedule, config.adam_b1, config.adam_b2, config.adam_eps,
+                       weight_decay=decay, mask=_decay_kernels_only)
+  if name == 'adam':
+    base = optax.adam(schedule, config.adam_b1, config.adam_b2, config.adam_eps)
+  elif name == 'sgd':
+    base = optax.sgd(schedule)
+  elif name in ('momentum', 'nesterov'):
+    base = optax.sgd(schedule, momentum=config.momentum, nesterov=name == 'nesterov')
+  else:
+    raise ValueError(f"unknown optimizer '{name}'; valid optimizers are: {', '.join(OPTIMIZERS)}")
+  if not decay:
+    return base
+  return optax.chain(optax.add_decayed_weights(decay, mask=_decay_kernels_only), base)

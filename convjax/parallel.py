@@ -1,0 +1,104 @@
+"""Everything that knows about devices: the pmap axis, replication, sharding, collectives.
+
+Models and the training loop never mention devices. Per-device functions call `mean`, `sum` and
+`device_index` from here, and `pmap` turns them into data-parallel programs over every local
+device. Swapping this module's pmap for jit + shard_map changes nothing elsewhere.
+"""
+import collections
+import itertools
+import os
+from typing import Any, Callable, Iterable, Iterator
+
+import jax
+import numpy as np
+from jax import lax
+
+AXIS = 'batch'  # The named axis that gradients and metrics are averaged over.
+
+
+def maybe_initialize_distributed(coordinator_address: str | None = None,
+                                 num_processes: int | None = None,
+                                 process_id: int | None = None) -> None:
+  """Starts JAX's multi-controller runtime when asked to by arguments or the environment.
+
+  A single machine needs nothing. For several processes, pass all three arguments, or set
+  JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID (what jax.distributed reads).
+  """
+  if coordinator_address or os.environ.get('JAX_COORDINATOR_ADDRESS'):
+    if jax.default_backend() == 'cpu':
+      jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+
+
+def local_device_count() -> int:
+  return jax.local_device_count()
+
+
+def process_index() -> int:
+  return jax.process_index()
+
+
+def process_count() -> int:
+  return jax.process_count()
+
+
+def device_index() -> jax.Array:
+  """Inside a per-device function: this device's position on the data-parallel axis."""
+  return lax.axis_index(AXIS)
+
+
+def mean(tree: Any) -> Any:
+  """Inside a per-device function: the average of `tree` over all devices (every process)."""
+  return lax.pmean(tree, AXIS)
+
+
+def sum(tree: Any) -> Any:  # pylint: disable=redefined-builtin
+  """Inside a per-device function: the sum of `tree` over all devices (every process)."""
+  return lax.psum(tree, AXIS)
+
+
+def pmap(per_device_fn: Callable, donate_first_arg: bool = False) -> Callable:
+  """Runs `per_device_fn` on every local device; arguments carry a leading [devices] axis.
+
+  With `donate_first_arg`, the first argument's buffers (the train state) are reused for the
+  output, so a step needs one copy of the state in memory, not two.
+  """
+  return jax.pmap(per_device_fn, axis_name=AXIS, donate_argnums=(0,) if donate_first_arg else ())
+
+
+def _local_sharding() -> jax.sharding.NamedSharding:
+  mesh = jax.sharding.Mesh(np.array(jax.local_devices()), (AXIS,))
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(AXIS))
+
+
+def replicate(tree: Any) -> Any:
+  """Copies every leaf to every local device: leaf [...] -> [devices, ...]."""
+  sharding, count = _local_sharding(), local_device_count()
+  return jax.tree.map(lambda x: jax.device_put(np.stack([np.asarray(x)] * count), sharding), tree)
+
+
+def unreplicate(tree: Any) -> Any:
+  """The first device's copy of a replicated tree, fetched to host: [devices, ...] -> [...]."""
+  return jax.device_get(jax.tree.map(lambda x: x[0], tree))
+
+
+def shard(batch: Any) -> Any:
+  """Splits each leaf's leading axis over local devices: [n, ...] -> [devices, n / devices, ...].
+
+  The transfer starts asynchronously; the caller does not wait for it.
+  """
+  count, sharding = local_device_count(), _local_sharding()
+  return jax.tree.map(
+      lambda x: jax.device_put(x.reshape((count, -1) + x.shape[1:]), sharding), batch)
+
+
+def prefetch(batches: Iterable[Any], size: int = 2) -> Iterator[Any]:
+  """Shards batches onto the devices `size` steps ahead, overlapping transfer with compute."""
+  queue = collections.deque()
+  iterator = iter(batches)
+  for batch in itertools.islice(iterator, size):
+    queue.append(shard(batch))
+  while queue:
+    yield queue.popleft()
+    for batch in itertools.islice(iterator, 1):
+      queue.append(shard(batch))

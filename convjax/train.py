@@ -1,0 +1,288 @@
+"""Training: the state, the per-device steps, and the loop that runs them.
+
+`train_step` and `eval_step` are pure per-device functions; `parallel.pmap` makes them
+data-parallel. The loop only sees replicated states and sharded batches, never devices.
+"""
+import contextlib
+import dataclasses
+import functools
+import json
+import math
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax.training import train_state
+
+from convjax import checkpoint, config as config_lib, data, metrics, models, optim, parallel
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Training produced a NaN or Inf loss; the message names the step."""
+
+
+class TrainState(train_state.TrainState):
+  """Parameters, optimiser state and step, plus:
+
+  batch_stats: batch-norm running averages ({} for models without batch norm).
+  rng: a raw uint32[2] key; step s on device d draws dropout from fold_in(fold_in(rng, s), d).
+  """
+  batch_stats: Any
+  rng: jax.Array
+
+
+def create_train_state(model, tx: optax.GradientTransformation, input_shape, seed: int) -> TrainState:
+  """A fresh state; input_shape is (height, width, channels)."""
+  init_key, dropout_key = jax.random.split(jax.random.PRNGKey(seed))
+  dummy = jnp.zeros((1,) + tuple(input_shape), jnp.float32)
+  variables = jax.jit(functools.partial(model.init, train=False))(init_key, dummy)
+  return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
+                           batch_stats=variables.get('batch_stats', {}), rng=dropout_key)
+
+
+def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
+  """Softmax cross-entropy per example: logits [batch, classes], int labels [batch] -> [batch]."""
+  return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+
+
+def _variables(state: TrainState, params) -> dict:
+  return {'params': params, 'batch_stats': state.batch_stats}
+
+
+def train_step(state: TrainState, batch: dict, *, normalize: Callable,
+               schedule: optax.Schedule) -> tuple[TrainState, dict]:
+  """One SGD step on one device's share of the global batch.
+
+  Gradients and metrics are averaged over all devices. Batch-norm layers normalise with this
+  device's batch statistics; the running averages are then averaged over devices so every
+  replica holds the same state (the flax ImageNet example's choice).
+
+  Args:
+    state: this device's replica.
+    batch: image uint8 [per_device_batch, h, w, c], label int32 [per_device_batch].
+    normalize: uint8 images -> model input.
+    schedule: the learning rate by step, for logging.
+  Returns:
+    The new state and {'train_loss', 'train_accuracy', 'learning_rate'}.
+  """
+  images, labels = normalize(batch['image']), batch['label']
+  dropout_rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), parallel.device_index())
+
+  def loss_fn(params):
+    logits, updates = state.apply_fn(_variables(state, params), images, train=True,
+                                     rngs={'dropout': dropout_rng}, mutable=['batch_stats'])
+    return cross_entropy(logits, labels).mean(), (logits, updates)
+
+  (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grads = parallel.mean(grads)
+  batch_stats = parallel.mean(updates.get('batch_stats', {}))
+  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  step_metrics = parallel.mean({'train_loss': loss,
+                                'train_accuracy': jnp.mean(jnp.argmax(logits, -1) == labels)})
+  step_metrics['learning_rate'] = schedule(state.step)
+  return new_state, step_metrics
+
+
+def eval_step(state: TrainState, batch: dict, *, normalize: Callable) -> dict:
+  """Summed loss, top-1 and top-5 hits and example count over the masked global batch.
+
+  batch: image uint8 [per_device_batch, h, w, c], label int32 [...], mask float32 [...] (0 = padding).
+  """
+  logits = state.apply_fn(_variables(state, state.params), normalize(batch['image']), train=False)
+  labels, mask = batch['label'], batch['mask']
+  top_k = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+  return parallel.sum({
+      'loss': jnp.sum(cross_entropy(logits, labels) * mask),
+      'correct': jnp.sum((top_k[:, 0] == labels) * mask),
+      'top5_correct': jnp.sum(jnp.any(top_k == labels[:, None], -1) * mask),
+      'count': jnp.sum(mask),
+  })
+
+
+def evaluate(p_eval_step: Callable, state: TrainState, split: data.Split, batch_size: int) -> dict:
+  """test_loss, test_accuracy, test_top5_accuracy and num_test_examples over the whole split."""
+  batches = data.eval_batches(split, batch_size, parallel.process_index(), parallel.process_count())
+  sums = [p_eval_step(state, batch) for batch in parallel.prefetch(batches)]
+  totals = jax.tree.map(lambda *x: float(np.sum([v[0] for v in x])), *jax.device_get(sums))
+  count = totals['count']
+  return {'test_loss': totals['loss'] / count, 'test_accuracy': totals['correct'] / count,
+          'test_top5_accuracy': totals['top5_correct'] / count, 'num_test_examples': int(count)}
+
+
+@dataclasses.dataclass
+class _Run:
+  """What the loop needs, built once by `_setup`."""
+  config: Any
+  workdir: str
+  dataset: data.Dataset
+  meta: dict
+  total_steps: int
+  steps_per_epoch: int
+  p_train_step: Callable
+  p_eval_step: Callable
+  checkpointer: checkpoint.Checkpointer
+  writer: metrics.MetricsWriter
+  progress: metrics.Progress
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains config.model on config.dataset, evaluating and checkpointing into `workdir`.
+
+  Resumes from the newest checkpoint in `workdir` when there is one. Returns the final
+  evaluation metrics plus 'wall_seconds' and 'train_images_per_sec'.
+  """
+  start_time = time.time()
+  config_lib.validate(config, jax.device_count())
+  dataset = data.load(config.dataset, config.data_dir, config.data_source, config.download,
+                      config.image_size)
+  meta = {'model': config.model, 'num_classes': config_lib.num_classes(config),
+          'input_shape': list(dataset.image_shape), 'dataset': config.dataset}
+  _check_workdir(workdir)
+  checkpoint.check_compatible(workdir, meta)
+  run, state, start_step = _setup(config, workdir, dataset, meta)
+  try:
+    state, train_rate = _train(run, state, start_step)
+    final = evaluate(run.p_eval_step, state, dataset.test, config.eval_batch_size)
+    run.writer.write(run.total_steps, final)
+  finally:
+    run.checkpointer.wait()
+    run.checkpointer.close()
+    run.writer.close()
+    run.progress.close()
+  final.update(wall_seconds=time.time() - start_time, train_images_per_sec=train_rate)
+  run.progress.message(
+      f"done: {config.model} on {config.dataset}, test accuracy {final['test_accuracy']:.4f} "
+      f"({final['num_test_examples']} images), wall time {final['wall_seconds']:.1f} s, "
+      f"{train_rate:,.0f} train images/s")
+  return final
+
+
+def _check_workdir(workdir: str) -> None:
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise config_lib.ConfigError(f'workdir {workdir} exists and is not a directory')
+  parent = workdir if os.path.isdir(workdir) else os.path.dirname(os.path.abspath(workdir))
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.access(parent, os.W_OK):
+    raise config_lib.ConfigError(f'workdir {workdir} is not writable')
+
+
+def _setup(config, workdir: str, dataset: data.Dataset, meta: dict) -> tuple[_Run, TrainState, int]:
+  steps_per_epoch = data.steps_per_epoch(len(dataset.train), config.batch_size)
+  total_steps = config_lib.total_steps(config, len(dataset.train))
+  schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
+  dtype = jnp.bfloat16 if config.half_precision else jnp.float32
+  model = models.create(config.model, meta['num_classes'], dtype=dtype)
+  state = create_train_state(model, optim.create_optimizer(config, schedule),
+                             dataset.image_shape, config.seed)
+  checkpointer = checkpoint.Checkpointer(workdir, config.max_checkpoints_to_keep)
+  start_step = checkpointer.latest_step() or 0
+  if start_step:
+    state = checkpointer.restore(start_step, state)
+  is_chief = parallel.process_index() == 0
+  if is_chief:
+    _write_json(os.path.join(workdir, 'config.json'), {**config.to_dict(), **meta})
+  normalize = functools.partial(data.normalize, mean=dataset.mean, std=dataset.std, dtype=dtype)
+  run = _Run(
+      config=config, workdir=workdir, dataset=dataset, meta=meta, total_steps=total_steps,
+      steps_per_epoch=max(steps_per_epoch, 1),
+      p_train_step=parallel.pmap(functools.partial(train_step, normalize=normalize, schedule=schedule),
+                                 donate_first_arg=True),
+      p_eval_step=parallel.pmap(functools.partial(eval_step, normalize=normalize)),
+      checkpointer=checkpointer,
+      writer=metrics.MetricsWriter(workdir, start_step, enabled=is_chief),
+      progress=metrics.Progress(start_step, total_steps, enabled=is_chief))
+  run.writer.write(start_step, {
+      'event': 'start', 'num_devices': jax.device_count(), 'num_processes': parallel.process_count(),
+      'global_batch_size': config.batch_size,
+      'per_device_batch_size': config.batch_size // jax.device_count(),
+      'total_steps': total_steps, 'model': config.model, 'dataset': config.dataset})
+  return run, parallel.replicate(state), start_step
+
+
+def _write_json(path: str, content: dict) -> None:
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(content, f, indent=2, default=str)
+  os.replace(tmp, path)
+
+
+def _train(run: _Run, state: TrainState, start_step: int) -> tuple[TrainState, float]:
+  """Steps from start_step to run.total_steps; returns the state and mean train images/s."""
+  config = run.config
+  log_every = config_lib.every_steps(config.log_every_steps, run.steps_per_epoch)
+  eval_every = config_lib.every_steps(config.eval_every_steps, run.steps_per_epoch)
+  checkpoint_every = config_lib.every_steps(config.checkpoint_every_steps, run.steps_per_epoch)
+  batches = parallel.prefetch(data.train_batches(
+      run.dataset.train, config.batch_size, config.seed, start_step, run.total_steps,
+      parallel.process_index(), parallel.process_count()), config.prefetch_batches)
+  pending, timer = [], _Timer()
+  for step, batch in zip(range(start_step + 1, run.total_steps + 1), batches):
+    state, step_metrics = run.p_train_step(state, batch)
+    pending.append((step, step_metrics))
+    if step == start_step + 1:
+      jax.block_until_ready(state)  # Leave compilation out of the images/s figures.
+      timer.restart(step)
+    is_last = step == run.total_steps
+    if step % log_every == 0 or step % checkpoint_every == 0 or is_last:
+      _log_train(run, pending, timer, step)
+      pending = []
+    with timer.excluded():
+      if step % eval_every == 0 and not is_last:
+        run.writer.write(step, evaluate(run.p_eval_step, state, run.dataset.test,
+                                        config.eval_batch_size))
+      if step % checkpoint_every == 0 or is_last:
+        run.checkpointer.save(step, parallel.unreplicate(state), run.meta)
+  return state, timer.overall_rate(config.batch_size)
+
+
+class _Timer:
+  """Training images/s over the last logging interval and over the run.
+
+  Compilation, evaluation and checkpointing are excluded, so the figure is the step's own.
+  """
+
+  def __init__(self):
+    self.restart(0)
+
+  def restart(self, step: int) -> None:
+    self._first_step = self._last_step = step
+    self._first_time = self._last_time = time.time()
+    self._excluded = self._excluded_since_last = 0.0
+
+  @contextlib.contextmanager
+  def excluded(self):
+    start = time.time()
+    yield
+    self._excluded += time.time() - start
+    self._excluded_since_last += time.time() - start
+
+  def interval_rate(self, step: int, batch_size: int) -> float:
+    now = time.time()
+    seconds = now - self._last_time - self._excluded_since_last
+    rate = (step - self._last_step) * batch_size / max(seconds, 1e-9)
+    self._last_step, self._last_time, self._excluded_since_last = step, now, 0.0
+    return rate
+
+  def overall_rate(self, batch_size: int) -> float:
+    steps = self._last_step - self._first_step
+    seconds = self._last_time - self._first_time - (self._excluded - self._excluded_since_last)
+    return steps * batch_size / max(seconds, 1e-9) if steps else math.nan
+
+
+def _log_train(run: _Run, pending: list, timer: _Timer, step: int) -> None:
+  """Fetches the pending steps' metrics, stops on a non-finite loss, writes their mean."""
+  fetched = [(s, jax.device_get(m)) for s, m in pending]
+  for s, m in fetched:
+    if not np.all(np.isfinite(m['train_loss'])):
+      raise NonFiniteLossError(f'training loss became {float(m["train_loss"][0])} at step {s}; '
+                               'stopped without checkpointing it (lower learning_rate?)')
+  means = {k: float(np.mean([m[k][0] for _, m in fetched])) for k in fetched[-1][1]}
+  means['learning_rate'] = float(fetched[-1][1]['learning_rate'][0])
+  means['images_per_sec'] = timer.interval_rate(step, run.config.batch_size)
+  run.writer.write(step, means)
+  run.progress.update(step, means['train_loss'], means['images_per_sec'])
