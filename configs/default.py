@@ -41,6 +41,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.lr_decay_epochs = (30, 60, 80)  # step schedule: epochs where the rate is multiplied...
   config.lr_decay_factor = 0.1  # ...by this.
 
+  # Devices: data-parallel over this many local devices per process; <= 0 means all of them.
+  config.num_devices = -1
+
   # Bookkeeping.
   config.seed = 0
   config.log_every_steps = 100

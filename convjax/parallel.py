@@ -30,10 +30,6 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
 
 
-def local_device_count() -> int:
-  return jax.local_device_count()
-
-
 def process_index() -> int:
   return jax.process_index()
 
@@ -57,48 +53,67 @@ def sum(tree: Any) -> Any:  # pylint: disable=redefined-builtin
   return lax.psum(tree, AXIS)
 
 
-def pmap(per_device_fn: Callable, donate_first_arg: bool = False) -> Callable:
-  """Runs `per_device_fn` on every local device; arguments carry a leading [devices] axis.
+class DataParallel:
+  """Data parallelism over `num_local_devices` devices of this process (all of them by default).
 
-  With `donate_first_arg`, the first argument's buffers (the train state) are reused for the
-  output, so a step needs one copy of the state in memory, not two.
+  The global batch is split over every device of every process; each process feeds its own
+  devices with arrays whose leading axis is [num_local_devices].
   """
-  return jax.pmap(per_device_fn, axis_name=AXIS, donate_argnums=(0,) if donate_first_arg else ())
 
+  def __init__(self, num_local_devices: int | None = None):
+    available = jax.local_devices()
+    if num_local_devices is not None and not 1 <= num_local_devices <= len(available):
+      raise ValueError(f'num_devices={num_local_devices} is not between 1 and the '
+                       f'{len(available)} local devices')
+    self.devices = available[:num_local_devices or len(available)]
+    mesh = jax.sharding.Mesh(np.array(self.devices), (AXIS,))
+    self._sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(AXIS))
 
-def _local_sharding() -> jax.sharding.NamedSharding:
-  mesh = jax.sharding.Mesh(np.array(jax.local_devices()), (AXIS,))
-  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(AXIS))
+  @property
+  def num_local_devices(self) -> int:
+    return len(self.devices)
 
+  @property
+  def num_devices(self) -> int:
+    """Devices over all processes: what the global batch is divided by."""
+    return len(self.devices) * jax.process_count()
 
-def replicate(tree: Any) -> Any:
-  """Copies every leaf to every local device: leaf [...] -> [devices, ...]."""
-  sharding, count = _local_sharding(), local_device_count()
-  return jax.tree.map(lambda x: jax.device_put(np.stack([np.asarray(x)] * count), sharding), tree)
+  def pmap(self, per_device_fn: Callable, donate_first_arg: bool = False) -> Callable:
+    """Runs `per_device_fn` on every device; arguments carry a leading [devices] axis.
 
+    With `donate_first_arg`, the first argument's buffers (the train state) are reused for
+    the output, so a step holds one copy of the state in memory, not two.
+    """
+    return jax.pmap(per_device_fn, axis_name=AXIS, devices=self.devices,
+                    donate_argnums=(0,) if donate_first_arg else ())
 
-def unreplicate(tree: Any) -> Any:
-  """The first device's copy of a replicated tree, fetched to host: [devices, ...] -> [...]."""
-  return jax.device_get(jax.tree.map(lambda x: x[0], tree))
+  def replicate(self, tree: Any) -> Any:
+    """Copies every leaf to every device: leaf [...] -> [devices, ...]."""
+    count = self.num_local_devices
+    return jax.tree.map(
+        lambda x: jax.device_put(np.stack([np.asarray(x)] * count), self._sharding), tree)
 
+  @staticmethod
+  def unreplicate(tree: Any) -> Any:
+    """The first device's copy of a replicated tree, fetched to host: [devices, ...] -> [...]."""
+    return jax.device_get(jax.tree.map(lambda x: x[0], tree))
 
-def shard(batch: Any) -> Any:
-  """Splits each leaf's leading axis over local devices: [n, ...] -> [devices, n / devices, ...].
+  def shard(self, batch: Any) -> Any:
+    """Splits each leaf's leading axis over devices: [n, ...] -> [devices, n / devices, ...].
 
-  The transfer starts asynchronously; the caller does not wait for it.
-  """
-  count, sharding = local_device_count(), _local_sharding()
-  return jax.tree.map(
-      lambda x: jax.device_put(x.reshape((count, -1) + x.shape[1:]), sharding), batch)
+    The transfer starts asynchronously; the caller does not wait for it.
+    """
+    count = self.num_local_devices
+    return jax.tree.map(
+        lambda x: jax.device_put(x.reshape((count, -1) + x.shape[1:]), self._sharding), batch)
 
-
-def prefetch(batches: Iterable[Any], size: int = 2) -> Iterator[Any]:
-  """Shards batches onto the devices `size` steps ahead, overlapping transfer with compute."""
-  queue = collections.deque()
-  iterator = iter(batches)
-  for batch in itertools.islice(iterator, size):
-    queue.append(shard(batch))
-  while queue:
-    yield queue.popleft()
-    for batch in itertools.islice(iterator, 1):
-      queue.append(shard(batch))
+  def prefetch(self, batches: Iterable[Any], size: int = 2) -> Iterator[Any]:
+    """Shards batches onto the devices `size` steps ahead, overlapping transfer with compute."""
+    queue = collections.deque()
+    iterator = iter(batches)
+    for batch in itertools.islice(iterator, size):
+      queue.append(self.shard(batch))
+    while queue:
+      yield queue.popleft()
+      for batch in itertools.islice(iterator, 1):
+        queue.append(self.shard(batch))

@@ -1,6 +1,6 @@
 """Training: the state, the per-device steps, and the loop that runs them.
 
-`train_step` and `eval_step` are pure per-device functions; `parallel.pmap` makes them
+`train_step` and `eval_step` are pure per-device functions; `parallel.DataParallel` makes them
 data-parallel. The loop only sees replicated states and sharded batches, never devices.
 """
 import contextlib
@@ -103,10 +103,11 @@ def eval_step(state: TrainState, batch: dict, *, normalize: Callable) -> dict:
   })
 
 
-def evaluate(p_eval_step: Callable, state: TrainState, split: data.Split, batch_size: int) -> dict:
+def evaluate(dp: parallel.DataParallel, p_eval_step: Callable, state: TrainState,
+             split: data.Split, batch_size: int) -> dict:
   """test_loss, test_accuracy, test_top5_accuracy and num_test_examples over the whole split."""
   batches = data.eval_batches(split, batch_size, parallel.process_index(), parallel.process_count())
-  sums = [p_eval_step(state, batch) for batch in parallel.prefetch(batches)]
+  sums = [p_eval_step(state, batch) for batch in dp.prefetch(batches)]
   totals = jax.tree.map(lambda *x: float(np.sum([v[0] for v in x])), *jax.device_get(sums))
   count = totals['count']
   return {'test_loss': totals['loss'] / count, 'test_accuracy': totals['correct'] / count,
@@ -118,6 +119,7 @@ class _Run:
   """What the loop needs, built once by `_setup`."""
   config: Any
   workdir: str
+  dp: parallel.DataParallel
   dataset: data.Dataset
   meta: dict
   total_steps: int
@@ -136,17 +138,18 @@ def train_and_evaluate(config, workdir: str) -> dict:
   evaluation metrics plus 'wall_seconds' and 'train_images_per_sec'.
   """
   start_time = time.time()
-  config_lib.validate(config, jax.device_count())
+  dp = parallel.DataParallel(config.num_devices if config.num_devices > 0 else None)
+  config_lib.validate(config, dp.num_devices)
   dataset = data.load(config.dataset, config.data_dir, config.data_source, config.download,
                       config.image_size)
   meta = {'model': config.model, 'num_classes': config_lib.num_classes(config),
           'input_shape': list(dataset.image_shape), 'dataset': config.dataset}
   _check_workdir(workdir)
   checkpoint.check_compatible(workdir, meta)
-  run, state, start_step = _setup(config, workdir, dataset, meta)
+  run, state, start_step = _setup(config, workdir, dp, dataset, meta)
   try:
     state, train_rate = _train(run, state, start_step)
-    final = evaluate(run.p_eval_step, state, dataset.test, config.eval_batch_size)
+    final = evaluate(dp, run.p_eval_step, state, dataset.test, config.eval_batch_size)
     run.writer.write(run.total_steps, final)
   finally:
     run.checkpointer.wait()
@@ -171,7 +174,8 @@ def _check_workdir(workdir: str) -> None:
     raise config_lib.ConfigError(f'workdir {workdir} is not writable')
 
 
-def _setup(config, workdir: str, dataset: data.Dataset, meta: dict) -> tuple[_Run, TrainState, int]:
+def _setup(config, workdir: str, dp: parallel.DataParallel, dataset: data.Dataset,
+           meta: dict) -> tuple[_Run, TrainState, int]:
   steps_per_epoch = data.steps_per_epoch(len(dataset.train), config.batch_size)
   total_steps = config_lib.total_steps(config, len(dataset.train))
   schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
@@ -188,20 +192,20 @@ def _setup(config, workdir: str, dataset: data.Dataset, meta: dict) -> tuple[_Ru
     _write_json(os.path.join(workdir, 'config.json'), {**config.to_dict(), **meta})
   normalize = functools.partial(data.normalize, mean=dataset.mean, std=dataset.std, dtype=dtype)
   run = _Run(
-      config=config, workdir=workdir, dataset=dataset, meta=meta, total_steps=total_steps,
+      config=config, workdir=workdir, dp=dp, dataset=dataset, meta=meta, total_steps=total_steps,
       steps_per_epoch=max(steps_per_epoch, 1),
-      p_train_step=parallel.pmap(functools.partial(train_step, normalize=normalize, schedule=schedule),
-                                 donate_first_arg=True),
-      p_eval_step=parallel.pmap(functools.partial(eval_step, normalize=normalize)),
+      p_train_step=dp.pmap(functools.partial(train_step, normalize=normalize, schedule=schedule),
+                           donate_first_arg=True),
+      p_eval_step=dp.pmap(functools.partial(eval_step, normalize=normalize)),
       checkpointer=checkpointer,
       writer=metrics.MetricsWriter(workdir, start_step, enabled=is_chief),
       progress=metrics.Progress(start_step, total_steps, enabled=is_chief))
   run.writer.write(start_step, {
-      'event': 'start', 'num_devices': jax.device_count(), 'num_processes': parallel.process_count(),
+      'event': 'start', 'num_devices': dp.num_devices, 'num_processes': parallel.process_count(),
       'global_batch_size': config.batch_size,
-      'per_device_batch_size': config.batch_size // jax.device_count(),
+      'per_device_batch_size': config.batch_size // dp.num_devices,
       'total_steps': total_steps, 'model': config.model, 'dataset': config.dataset})
-  return run, parallel.replicate(state), start_step
+  return run, dp.replicate(state), start_step
 
 
 def _write_json(path: str, content: dict) -> None:
@@ -217,7 +221,7 @@ def _train(run: _Run, state: TrainState, start_step: int) -> tuple[TrainState, f
   log_every = config_lib.every_steps(config.log_every_steps, run.steps_per_epoch)
   eval_every = config_lib.every_steps(config.eval_every_steps, run.steps_per_epoch)
   checkpoint_every = config_lib.every_steps(config.checkpoint_every_steps, run.steps_per_epoch)
-  batches = parallel.prefetch(data.train_batches(
+  batches = run.dp.prefetch(data.train_batches(
       run.dataset.train, config.batch_size, config.seed, start_step, run.total_steps,
       parallel.process_index(), parallel.process_count()), config.prefetch_batches)
   pending, timer = [], _Timer()
@@ -233,10 +237,10 @@ def _train(run: _Run, state: TrainState, start_step: int) -> tuple[TrainState, f
       pending = []
     with timer.excluded():
       if step % eval_every == 0 and not is_last:
-        run.writer.write(step, evaluate(run.p_eval_step, state, run.dataset.test,
+        run.writer.write(step, evaluate(run.dp, run.p_eval_step, state, run.dataset.test,
                                         config.eval_batch_size))
       if step % checkpoint_every == 0 or is_last:
-        run.checkpointer.save(step, parallel.unreplicate(state), run.meta)
+        run.checkpointer.save(step, run.dp.unreplicate(state), run.meta)
   return state, timer.overall_rate(config.batch_size)
 
 

@@ -1,7 +1,8 @@
-"""What every experiment script shares: one clear sentence on bad input, not a traceback."""
+"""What every experiment script shares: bad input gets one clear sentence and exit status 1."""
+import re
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 _SHOW_TRACEBACK = flags.DEFINE_bool('show_traceback', False, 'Show full tracebacks on errors.')
 
@@ -12,14 +13,46 @@ def _expected_errors() -> tuple[type[Exception], ...]:
           checkpoint.IncompatibleCheckpointError, train.NonFiniteLossError, ValueError)
 
 
+def _fail(message: str) -> None:
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(1)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing, with config-file and override mistakes turned into one sentence."""
+  try:
+    remaining = flags.FLAGS(argv)
+    if 'config' in flags.FLAGS:
+      flags.FLAGS['config'].value.keys()  # A config that failed to load raises only when used.
+    return remaining
+  except flags.Error as e:
+    _fail(str(e).splitlines()[0])
+  except AttributeError as e:
+    if 'get_config' in str(e):
+      _fail('the --config file does not define get_config()')
+    _fail_on_override(argv, e)
+  except KeyError as e:
+    _fail_on_override(argv, e)
+  except (OSError, ImportError, SyntaxError) as e:  # config_flags: a config file that won't load.
+    _fail(f'the --config file could not be loaded: {str(e).strip().splitlines()[-1].strip()}')
+
+
+def _fail_on_override(argv: list[str], error: Exception) -> None:
+  """config_flags raises AttributeError or KeyError for an override of a missing field."""
+  field = str(error).strip('"\'')
+  override = next((a for a in argv if re.match(rf'--config\.(.*\.)?{re.escape(field)}\b', a)), field)
+  _fail(f'{override.split("=")[0]} names no field of the config: {field!r} does not exist')
+
+
 def run(main) -> None:
-  """app.run(main), printing expected errors as `error: <sentence>` with exit status 1."""
+  """app.run(main) with quiet library logs and no traceback for expected errors."""
   def guarded(argv):
+    if not flags.FLAGS['verbosity'].present:
+      logging.set_verbosity(logging.WARNING)  # Orbax and JAX log a lot at INFO.
     try:
       main(argv)
     except Exception as e:  # pylint: disable=broad-except
       if _SHOW_TRACEBACK.value or not isinstance(e, _expected_errors()):
         raise
-      print(f'error: {e}', file=sys.stderr)
-      sys.exit(1)
-  app.run(guarded)
+      _fail(str(e))
+  app.run(guarded, flags_parser=_parse_flags)
