@@ -62,10 +62,15 @@ class Checkpointer:
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
-  def restore(self, step: int, target: Any) -> Any:
-    """The state saved at `step`, with `target`'s tree structure and dtypes."""
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target)))
+  def restore(self, step: int, target: Any = None) -> Any:
+    """The state saved at `step`, with `target`'s tree structure and dtypes (plain dicts if None)."""
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target)))
+    except ValueError as e:  # Orbax's tree-mismatch report, many lines long.
+      raise IncompatibleCheckpointError(
+          f'the checkpoint at step {step} does not fit this config (a different optimizer or '
+          f'model settings?): {str(e).splitlines()[0]}; use another --workdir') from e
     return restored.state
 
   def wait(self) -> None:

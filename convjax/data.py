@@ -151,14 +151,15 @@ def _load_tfds(name, data_dir, download) -> tuple[Split, Split]:
   """Reads both splits through TFDS's array_record data source (no TensorFlow needed to read)."""
   import tensorflow_datasets as tfds  # Imported here: slow to import, and only this path needs it.
   try:
-    sources = tfds.data_source(name, data_dir=data_dir, download=download)
+    sources = [tfds.data_source(name, split=split, data_dir=data_dir, download=download)
+               for split in ('train', 'test')]
   except Exception as e:  # TFDS raises many types: not found, no network, no TensorFlow.
     raise DatasetNotFoundError(f'{_how_to_get(name, data_dir)} (TFDS said: {e})') from e
-  return tuple(_split_from_source(sources[split]) for split in ('train', 'test'))
+  return tuple(_split_from_source(source) for source in sources)
 
 
 def _split_from_source(source) -> Split:
-  examples = source.__getitems__(list(range(len(source))))
+  examples = [source[i] for i in range(len(source))]
   images = np.stack([np.asarray(ex['image'], np.uint8) for ex in examples])
   labels = np.array([ex['label'] for ex in examples], np.int32)
   return Split(images.reshape(images.shape[:3] + (-1,)), labels)

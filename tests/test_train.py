@@ -1,0 +1,187 @@
+import functools
+import json
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from convjax import checkpoint, data, metrics, models, parallel, train
+from tests.conftest import NUM_TEST_DEVICES
+
+
+def read_lines(workdir, key):
+  return [r for r in metrics.read_metrics(workdir) if key in r]
+
+
+def restore_params(workdir):
+  """(step, params) of the newest checkpoint in workdir, as host arrays."""
+  saved = checkpoint.Checkpointer(workdir, max_to_keep=3)
+  step = saved.latest_step()
+  params = saved.restore(step)['params']
+  saved.close()
+  return step, params
+
+
+def assert_trees_equal(a, b):
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_end_to_end_writes_the_workdir(tmp_path, digits_config):
+  workdir = str(tmp_path / 'run')
+  final = train.train_and_evaluate(digits_config, workdir)
+  records = metrics.read_metrics(workdir)
+  first = records[0]
+  assert first['num_devices'] == NUM_TEST_DEVICES and first['num_processes'] == 1
+  assert first['global_batch_size'] == 64 and first['per_device_batch_size'] == 16
+  train_lines = read_lines(workdir, 'train_loss')
+  assert [r['step'] for r in train_lines] == [4, 6, 8, 12]  # Also at checkpoints: see _train.
+  for r in train_lines:
+    assert {'train_accuracy', 'learning_rate', 'images_per_sec'} <= set(r)
+  eval_lines = read_lines(workdir, 'test_accuracy')
+  assert [r['step'] for r in eval_lines] == [6, 12]
+  assert all(r['num_test_examples'] == 359 for r in eval_lines)
+  assert final['num_test_examples'] == 359 and 0 <= final['test_top5_accuracy'] <= 1
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['12', '6']
+  assert json.load(open(os.path.join(workdir, 'config.json')))['num_classes'] == 10
+  assert os.listdir(os.path.join(workdir, 'tensorboard'))
+
+
+def test_evaluation_counts_every_example_for_any_batch_and_device_count(tmp_path, digits_config):
+  digits_config.num_train_steps = 1
+  digits_config.eval_batch_size = 12  # 359 = 29 * 12 + 11: the last batch is padded.
+  digits_config.num_devices = 3
+  digits_config.batch_size = 63
+  final = train.train_and_evaluate(digits_config, str(tmp_path))
+  assert final['num_test_examples'] == 359
+
+
+def test_one_and_four_devices_give_the_same_losses(tmp_path, digits_config):
+  digits_config.log_every_steps = 1
+  losses = {}
+  for num_devices in (1, NUM_TEST_DEVICES):
+    digits_config.num_devices = num_devices
+    workdir = str(tmp_path / str(num_devices))
+    train.train_and_evaluate(digits_config, workdir)
+    losses[num_devices] = [r['train_loss'] for r in read_lines(workdir, 'train_loss')]
+  assert len(losses[1]) == 12
+  np.testing.assert_allclose(losses[1], losses[NUM_TEST_DEVICES], rtol=2e-5)
+
+
+def test_crash_and_rerun_ends_exactly_where_a_straight_run_ends(tmp_path, digits_config, monkeypatch):
+  straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
+  train.train_and_evaluate(digits_config, straight)
+
+  real_train_batch = data.train_batch
+  def crash_at_step_9(split, batch_size, seed, step, *args):
+    if step == 9:
+      raise KeyboardInterrupt('simulated kill')
+    return real_train_batch(split, batch_size, seed, step, *args)
+  monkeypatch.setattr(data, 'train_batch', crash_at_step_9)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(digits_config, resumed)
+  monkeypatch.setattr(data, 'train_batch', real_train_batch)
+  train.train_and_evaluate(digits_config, resumed)  # Resumes from the step-6 checkpoint.
+
+  assert_trees_equal(restore_params(straight), restore_params(resumed))
+  steps = [r['step'] for r in read_lines(resumed, 'train_loss')]
+  assert steps == sorted(set(steps)), 'a step was logged twice'
+  straight_losses = [r['train_loss'] for r in read_lines(straight, 'train_loss')]
+  assert [r['train_loss'] for r in read_lines(resumed, 'train_loss')] == straight_losses
+
+
+def test_extending_a_finished_run_matches_a_longer_straight_run(tmp_path, digits_config):
+  digits_config.lr_schedule = 'constant'  # Cosine's shape depends on the total step count.
+  straight, extended = str(tmp_path / 'straight'), str(tmp_path / 'extended')
+  train.train_and_evaluate(digits_config, straight)
+  digits_config.num_train_steps = 6
+  train.train_and_evaluate(digits_config, extended)
+  digits_config.num_train_steps = 12
+  train.train_and_evaluate(digits_config, extended)
+  assert_trees_equal(restore_params(straight), restore_params(extended))
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, digits_config):
+  workdir = str(tmp_path)
+  digits_config.num_train_steps = 6
+  train.train_and_evaluate(digits_config, workdir)
+  good = restore_params(workdir)
+  digits_config.num_train_steps = 12
+  digits_config.learning_rate = 1e12
+  with pytest.raises(train.NonFiniteLossError, match=r'at step (7|8)\b'):
+    train.train_and_evaluate(digits_config, workdir)
+  assert_trees_equal(restore_params(workdir), good)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['6']
+
+
+def test_a_workdir_of_another_model_is_refused_untouched(tmp_path, digits_config):
+  workdir = str(tmp_path)
+  digits_config.num_train_steps = 6
+  train.train_and_evaluate(digits_config, workdir)
+  metrics_before = open(os.path.join(workdir, 'metrics.jsonl')).read()
+  saver = checkpoint.Checkpointer(workdir, max_to_keep=3)
+  step, state = 7, {'w': np.zeros(3)}
+  saver.save(step, state, {'model': 'vgg16', 'num_classes': 10, 'input_shape': [28, 28, 1]})
+  saver.wait(), saver.close()
+  with pytest.raises(checkpoint.IncompatibleCheckpointError, match="model='vgg16'"):
+    train.train_and_evaluate(digits_config, workdir)
+  assert open(os.path.join(workdir, 'metrics.jsonl')).read() == metrics_before
+
+
+def test_loss_falls_on_a_fixed_batch():
+  dp = parallel.DataParallel()
+  model = models.create('lenet5')
+  state = train.create_train_state(model, optax.adam(3e-3), (28, 28, 1), seed=0)
+  split = data.load('digits', image_size=28).train
+  batch = dp.shard(data.train_batch(split, 32, seed=0, step=0))
+  normalize = functools.partial(data.normalize, mean=(0.3,), std=(0.4,))
+  step = dp.pmap(functools.partial(train.train_step, normalize=normalize,
+                                   schedule=optax.constant_schedule(3e-3)), donate_first_arg=True)
+  state = dp.replicate(state)
+  losses = []
+  for _ in range(25):
+    state, step_metrics = step(state, batch)
+    losses.append(float(step_metrics['train_loss'][0]))
+  assert losses[-1] < 0.2 * losses[0]
+
+
+class TinyBatchNormNet(nn.Module):
+  """A test-only model with batch norm and dropout, to check the step's state handling."""
+  num_classes: int = 10
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = nn.Conv(4, (3, 3), dtype=self.dtype)(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.5)(x)
+    x = nn.Dropout(0.5, deterministic=not train)(nn.relu(x))
+    return nn.Dense(self.num_classes)(x.mean((1, 2)))
+
+
+def test_batch_stats_are_averaged_so_every_replica_holds_the_same_state():
+  dp = parallel.DataParallel()
+  state = train.create_train_state(TinyBatchNormNet(), optax.sgd(0.1), (8, 8, 1), seed=0)
+  initial_mean = state.batch_stats['BatchNorm_0']['mean']
+  # Each device gets differently scaled images, so local batch statistics differ.
+  images = (np.arange(NUM_TEST_DEVICES * 4)[:, None, None, None] * np.ones((1, 8, 8, 1)) * 15)
+  batch = dp.shard({'image': images.astype(np.uint8),
+                    'label': np.zeros(NUM_TEST_DEVICES * 4, np.int32)})
+  normalize = functools.partial(data.normalize, mean=(0.,), std=(1.,))
+  step = dp.pmap(functools.partial(train.train_step, normalize=normalize,
+                                   schedule=optax.constant_schedule(0.1)))
+  new_state, _ = step(dp.replicate(state), batch)
+  means = np.asarray(new_state.batch_stats['BatchNorm_0']['mean'])
+  for replica in means[1:]:
+    np.testing.assert_array_equal(replica, means[0])
+  assert not np.allclose(means[0], initial_mean)
+
+
+def test_a_checkpoint_of_another_optimizer_is_refused_clearly(tmp_path, digits_config):
+  digits_config.num_train_steps = 6
+  train.train_and_evaluate(digits_config, str(tmp_path))
+  digits_config.optimizer = 'sgd'
+  with pytest.raises(checkpoint.IncompatibleCheckpointError, match='step 6 does not fit'):
+    train.train_and_evaluate(digits_config, str(tmp_path))
