@@ -26,7 +26,7 @@ def latest_meta(workdir: str) -> tuple[int, dict] | None:
   directory = checkpoint_dir(workdir)
   if not os.path.isdir(directory):
     return None
-  with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False, read_only=True)) as manager:
+  with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False)) as manager:
     step = manager.latest_step()
     if step is None:
       return None

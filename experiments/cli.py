@@ -39,9 +39,13 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 def _fail_on_override(argv: list[str], error: Exception) -> None:
   """config_flags raises AttributeError or KeyError for an override of a missing field."""
-  field = str(error).strip('"\'')
-  override = next((a for a in argv if re.match(rf'--config\.(.*\.)?{re.escape(field)}\b', a)), field)
-  _fail(f'{override.split("=")[0]} names no field of the config: {field!r} does not exist')
+  message = str(error)
+  field = re.search(r"(\w+)", message).group(1)
+  override = next((a.split('=')[0] for a in argv
+                   if re.match(rf'--config\.(.*\.)?{field}(=|$)', a)), f'--config.{field}')
+  suggestion = re.search(r'Did you mean "(\w+)"', message)
+  hint = f' (did you mean {suggestion.group(1)}?)' if suggestion else ''
+  _fail(f'{override} names no field of the config{hint}')
 
 
 def run(main) -> None:

@@ -1,0 +1,87 @@
+"""The training command as users run it: bad input gets one sentence, exit 1, and no damage."""
+import hashlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DIGITS = ['--config=configs/default.py', '--config.dataset=digits', '--config.image_size=28',
+          '--config.batch_size=64', '--config.eval_batch_size=100']
+
+
+def run_train(workdir, *args):
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  return subprocess.run([sys.executable, '-m', 'experiments.train', f'--workdir={workdir}', *args],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def tree_digest(directory):
+  digest = hashlib.sha256()
+  for root, _, files in sorted(os.walk(directory)):
+    for name in sorted(files):
+      path = os.path.join(root, name)
+      digest.update(path.encode() + open(path, 'rb').read())
+  return digest.hexdigest()
+
+
+@pytest.fixture(scope='module')
+def trained_workdir(tmp_path_factory):
+  """A workdir holding a finished 6-step run, shared by the bad-input cases."""
+  workdir = str(tmp_path_factory.mktemp('trained'))
+  result = run_train(workdir, *DIGITS, '--config.num_train_steps=6')
+  assert result.returncode == 0, result.stderr
+  assert 'done: lenet5 on digits, test accuracy' in result.stdout
+  return workdir
+
+
+BAD_INPUTS = [
+    (['--config.model=lenet7'], "unknown model 'lenet7'; valid values are: lenet5"),
+    (['--config.dataset=imagenet'], "unknown dataset 'imagenet'; valid values are: digits, fashion_mnist"),
+    (['--config.optimizer=lion'], "unknown optimizer 'lion'"),
+    (['--config.lr_schedule=linear'], "unknown lr_schedule 'linear'"),
+    (['--config.batch_sise=64'], "--config.batch_sise names no field of the config"),
+    (['--config.batch_size=big'], 'flag --config.batch_size=big'),
+    (['--config.batch_size=0'], 'batch_size must be positive, got 0'),
+    (['--config.learning_rate=-0.1'], 'learning_rate must be positive, got -0.1'),
+    (['--config.num_epochs=0', '--config.num_train_steps=-1'], 'num_epochs must be positive'),
+    (['--config.batch_size=66'], 'batch_size=66 is not divisible by the 4 devices'),
+    (['--config.num_classes=12'], "num_classes=12 does not match dataset 'digits'"),
+    (['--config.optimizer=sgd'], 'the checkpoint at step 6 does not fit this config'),
+    (['--config.image_size=32'], 'holds a checkpoint (step 6) of input_shape=[28, 28, 1]'),
+]
+
+
+@pytest.mark.parametrize('overrides,message', BAD_INPUTS, ids=[m for _, m in BAD_INPUTS])
+def test_bad_input_is_one_sentence_and_damages_nothing(trained_workdir, overrides, message):
+  before = tree_digest(trained_workdir)
+  result = run_train(trained_workdir, *DIGITS, *overrides)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
+  assert result.stderr.startswith('error: ') and message in result.stderr, result.stderr
+  assert 'Traceback' not in result.stderr
+  assert tree_digest(trained_workdir) == before
+
+
+@pytest.mark.parametrize('config_file,message', [
+    ('configs/missing.py', 'the --config file could not be loaded'),
+    ('convjax/__init__.py', 'the --config file does not define get_config()'),
+])
+def test_bad_config_files(tmp_path, config_file, message):
+  result = run_train(str(tmp_path / 'w'), f'--config={config_file}')
+  assert result.returncode == 1 and message in result.stderr
+  assert not os.path.exists(tmp_path / 'w')
+
+
+def test_a_file_as_workdir_is_refused(tmp_path):
+  path = tmp_path / 'not_a_dir'
+  path.write_text('keep me')
+  result = run_train(str(path), *DIGITS)
+  assert result.returncode == 1 and 'is not a directory' in result.stderr
+  assert path.read_text() == 'keep me'
+
+
+def test_show_traceback_flag_shows_it(tmp_path):
+  result = run_train(str(tmp_path), *DIGITS, '--config.model=lenet7', '--show_traceback')
+  assert result.returncode != 0 and 'Traceback' in result.stderr
