@@ -16,18 +16,20 @@ from jax import lax
 AXIS = 'batch'  # The named axis that gradients and metrics are averaged over.
 
 
-def maybe_initialize_distributed(coordinator_address: str | None = None,
-                                 num_processes: int | None = None,
-                                 process_id: int | None = None) -> None:
-  """Starts JAX's multi-controller runtime when asked to by arguments or the environment.
+def maybe_initialize_distributed() -> None:
+  """Starts JAX's multi-controller runtime when the environment asks for it.
 
-  A single machine needs nothing. For several processes, pass all three arguments, or set
-  JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID (what jax.distributed reads).
+  A single machine needs nothing. For several processes, set JAX_COORDINATOR_ADDRESS
+  (host:port of process 0), JAX_NUM_PROCESSES and JAX_PROCESS_ID in every process. On CPU the
+  processes exchange collectives through gloo.
   """
-  if coordinator_address or os.environ.get('JAX_COORDINATOR_ADDRESS'):
-    if jax.default_backend() == 'cpu':
-      jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  address = os.environ.get('JAX_COORDINATOR_ADDRESS')
+  if not address:
+    return
+  if jax.config.jax_platforms in (None, '', 'cpu'):
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  jax.distributed.initialize(address, int(os.environ['JAX_NUM_PROCESSES']),
+                             int(os.environ['JAX_PROCESS_ID']))
 
 
 def process_index() -> int:
@@ -53,6 +55,14 @@ def sum(tree: Any) -> Any:  # pylint: disable=redefined-builtin
   return lax.psum(tree, AXIS)
 
 
+def _first_devices_per_process(count: int) -> list[jax.Device]:
+  """The first `count` devices of every process, ordered by process."""
+  by_process = collections.defaultdict(list)
+  for device in jax.devices():
+    by_process[device.process_index].append(device)
+  return [d for process in sorted(by_process) for d in by_process[process][:count]]
+
+
 class DataParallel:
   """Data parallelism over `num_local_devices` devices of this process (all of them by default).
 
@@ -66,6 +76,8 @@ class DataParallel:
       raise ValueError(f'num_devices={num_local_devices} is not between 1 and the '
                        f'{len(available)} local devices')
     self.devices = available[:num_local_devices or len(available)]
+    # pmap's axis spans every process: the same number of devices from each.
+    self._pmap_devices = _first_devices_per_process(len(self.devices))
     mesh = jax.sharding.Mesh(np.array(self.devices), (AXIS,))
     self._sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(AXIS))
 
@@ -84,7 +96,7 @@ class DataParallel:
     With `donate_first_arg`, the first argument's buffers (the train state) are reused for
     the output, so a step holds one copy of the state in memory, not two.
     """
-    return jax.pmap(per_device_fn, axis_name=AXIS, devices=self.devices,
+    return jax.pmap(per_device_fn, axis_name=AXIS, devices=self._pmap_devices,
                     donate_argnums=(0,) if donate_first_arg else ())
 
   def replicate(self, tree: Any) -> Any:

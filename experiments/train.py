@@ -3,7 +3,7 @@
   python -m experiments.train --config=configs/lenet5_fashion_mnist.py --workdir=DIR \
       [--config.num_epochs=3 --config.batch_size=512 ...] [--show_traceback]
 """
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from experiments import cli
@@ -15,7 +15,8 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 def main(argv):
   del argv
-  from convjax import train  # After flag parsing, so --help is fast and XLA flags can apply.
+  from convjax import parallel, train  # After flag parsing, so --help is fast.
+  parallel.maybe_initialize_distributed()
   train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

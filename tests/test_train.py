@@ -185,3 +185,14 @@ def test_a_checkpoint_of_another_optimizer_is_refused_clearly(tmp_path, digits_c
   digits_config.optimizer = 'sgd'
   with pytest.raises(checkpoint.IncompatibleCheckpointError, match='step 6 does not fit'):
     train.train_and_evaluate(digits_config, str(tmp_path))
+
+
+def test_half_precision_trains_with_float32_master_weights(tmp_path, digits_config):
+  digits_config.half_precision = True
+  digits_config.num_train_steps = 6
+  final = train.train_and_evaluate(digits_config, str(tmp_path))
+  assert np.isfinite(final['test_loss']) and final['num_test_examples'] == 359
+  _, params = restore_params(str(tmp_path))
+  assert {p.dtype for p in jax.tree.leaves(params)} == {np.dtype('float32')}
+  losses = [r['train_loss'] for r in read_lines(str(tmp_path), 'train_loss')]
+  assert losses[-1] < losses[0]

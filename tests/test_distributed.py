@@ -1,0 +1,56 @@
+"""Two processes joined by jax.distributed (gloo on loopback) train exactly like one process."""
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+
+from convjax import metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARGS = ['-m', 'experiments.train', '--config=configs/default.py', '--config.dataset=digits',
+        '--config.image_size=28', '--config.num_train_steps=6', '--config.batch_size=64',
+        '--config.eval_batch_size=100', '--config.log_every_steps=1']
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def launch(workdir, env):
+  base = {k: v for k, v in os.environ.items() if not k.startswith(('XLA_FLAGS', 'JAX_'))}
+  return subprocess.Popen([sys.executable, *ARGS, f'--workdir={workdir}'], cwd=ROOT,
+                          env={**base, 'JAX_PLATFORMS': 'cpu', **env},
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(process):
+  output, _ = process.communicate(timeout=240)
+  assert process.returncode == 0, output
+  return output
+
+
+def train_losses(workdir):
+  return [r['train_loss'] for r in metrics.read_metrics(workdir) if 'train_loss' in r]
+
+
+def test_two_processes_match_one_process_with_two_devices(tmp_path):
+  address = f'127.0.0.1:{free_port()}'
+  multi = str(tmp_path / 'two_processes')
+  workers = [launch(multi, {'JAX_COORDINATOR_ADDRESS': address, 'JAX_NUM_PROCESSES': '2',
+                            'JAX_PROCESS_ID': str(i)}) for i in range(2)]
+  single = str(tmp_path / 'one_process')
+  finish(launch(single, {'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}))
+  for worker in workers:
+    finish(worker)
+
+  header = metrics.read_metrics(multi)[0]
+  assert (header['num_processes'], header['num_devices'], header['per_device_batch_size']) == (2, 2, 32)
+  np.testing.assert_allclose(train_losses(multi), train_losses(single), rtol=1e-5)
+  assert len(train_losses(multi)) == 6  # Written once, by process 0.
+  final = [r for r in metrics.read_metrics(multi) if 'num_test_examples' in r][-1]
+  assert final['num_test_examples'] == 359
+  assert os.listdir(os.path.join(multi, 'checkpoints')) == ['6']
