@@ -118,7 +118,6 @@ def evaluate(dp: parallel.DataParallel, p_eval_step: Callable, state: TrainState
 class _Run:
   """What the loop needs, built once by `_setup`."""
   config: Any
-  workdir: str
   dp: parallel.DataParallel
   dataset: data.Dataset
   meta: dict
@@ -150,17 +149,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
   try:
     state, train_rate = _train(run, state, start_step)
     final = evaluate(dp, run.p_eval_step, state, dataset.test, config.eval_batch_size)
-    run.writer.write(run.total_steps, final)
+    if start_step < run.total_steps:  # Else this workdir's metrics already end with it.
+      run.writer.write(run.total_steps, final)
   finally:
     run.checkpointer.wait()
     run.checkpointer.close()
     run.writer.close()
     run.progress.close()
   final.update(wall_seconds=time.time() - start_time, train_images_per_sec=train_rate)
+  speed = (f'{train_rate:,.0f} train images/s' if math.isfinite(train_rate)
+           else f'already trained to step {start_step}')
   run.progress.message(
       f"done: {config.model} on {config.dataset}, test accuracy {final['test_accuracy']:.4f} "
-      f"({final['num_test_examples']} images), wall time {final['wall_seconds']:.1f} s, "
-      f"{train_rate:,.0f} train images/s")
+      f"({final['num_test_examples']} images), wall time {final['wall_seconds']:.1f} s, {speed}")
   return final
 
 
@@ -192,7 +193,7 @@ def _setup(config, workdir: str, dp: parallel.DataParallel, dataset: data.Datase
     _write_json(os.path.join(workdir, 'config.json'), {**config.to_dict(), **meta})
   normalize = functools.partial(data.normalize, mean=dataset.mean, std=dataset.std, dtype=dtype)
   run = _Run(
-      config=config, workdir=workdir, dp=dp, dataset=dataset, meta=meta, total_steps=total_steps,
+      config=config, dp=dp, dataset=dataset, meta=meta, total_steps=total_steps,
       steps_per_epoch=max(steps_per_epoch, 1),
       p_train_step=dp.pmap(functools.partial(train_step, normalize=normalize, schedule=schedule),
                            donate_first_arg=True),

@@ -196,3 +196,12 @@ def test_half_precision_trains_with_float32_master_weights(tmp_path, digits_conf
   assert {p.dtype for p in jax.tree.leaves(params)} == {np.dtype('float32')}
   losses = [r['train_loss'] for r in read_lines(str(tmp_path), 'train_loss')]
   assert losses[-1] < losses[0]
+
+
+def test_rerunning_a_finished_run_reevaluates_without_duplicating_metrics(tmp_path, digits_config):
+  digits_config.num_train_steps = 6
+  first = train.train_and_evaluate(digits_config, str(tmp_path))
+  again = train.train_and_evaluate(digits_config, str(tmp_path))
+  assert again['test_accuracy'] == first['test_accuracy']
+  eval_steps = [r['step'] for r in read_lines(str(tmp_path), 'test_accuracy')]
+  assert eval_steps == [6]
