@@ -148,7 +148,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   run, state, start_step = _setup(config, workdir, dp, dataset, meta)
   try:
     state, train_rate = _train(run, state, start_step)
-    final = evaluate(dp, run.p_eval_step, state, dataset.test, config.eval_batch_size)
+    final = _evaluate_test_set(run, state)
     if start_step < run.total_steps:  # Else this workdir's metrics already end with it.
       run.writer.write(run.total_steps, final)
   finally:
@@ -163,6 +163,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
       f"done: {config.model} on {config.dataset}, test accuracy {final['test_accuracy']:.4f} "
       f"({final['num_test_examples']} images), wall time {final['wall_seconds']:.1f} s, {speed}")
   return final
+
+
+def _evaluate_test_set(run: _Run, state: TrainState) -> dict:
+  return evaluate(run.dp, run.p_eval_step, state, run.dataset.test, run.config.eval_batch_size)
 
 
 def _check_workdir(workdir: str) -> None:
@@ -238,8 +242,7 @@ def _train(run: _Run, state: TrainState, start_step: int) -> tuple[TrainState, f
       pending = []
     with timer.excluded():
       if step % eval_every == 0 and not is_last:
-        run.writer.write(step, evaluate(run.dp, run.p_eval_step, state, run.dataset.test,
-                                        config.eval_batch_size))
+        run.writer.write(step, _evaluate_test_set(run, state))
       if step % checkpoint_every == 0 or is_last:
         run.checkpointer.save(step, run.dp.unreplicate(state), run.meta)
   return state, timer.overall_rate(config.batch_size)
