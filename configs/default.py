@@ -14,9 +14,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = 'lenet5'
   config.num_classes = config_dict.placeholder(int)  # None: the dataset's number of classes.
   config.half_precision = False  # bfloat16 activations; parameters and optimiser stay float32.
+  # ImageNet models' small-image stem (models.SMALL_INPUT_SIZE): None picks it for inputs below
+  # 64x64; True or False forces it.
+  config.small_inputs = config_dict.placeholder(bool)
+  # > 0 turns on GoogLeNet's auxiliary classifiers and weights their loss (the paper: 0.3).
+  config.aux_loss_weight = 0.0
 
   # Data.
-  config.dataset = 'fashion_mnist'  # 'digits' or 'fashion_mnist'.
+  config.dataset = 'fashion_mnist'  # 'digits', 'fashion_mnist' or 'cifar10' (TFDS).
   config.data_dir = config_dict.placeholder(str)  # IDX files, or TFDS's data_dir.
   config.data_source = 'auto'  # 'auto' (local IDX files, else TFDS), 'idx' or 'tfds'.
   config.download = False  # Let TFDS download a missing dataset (needs internet).

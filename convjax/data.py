@@ -24,7 +24,8 @@ _IDX_FILES = {
 }
 # Where Debian's dataset-* packages put IDX files, per dataset.
 _SYSTEM_IDX_DIRS = {'fashion_mnist': '/usr/share/datasets/fashion-mnist'}
-NUM_CLASSES = {'digits': 10, 'fashion_mnist': 10}
+NUM_CLASSES = {'digits': 10, 'fashion_mnist': 10, 'cifar10': 10}
+IDX_DATASETS = ('fashion_mnist',)  # Also readable from local IDX files; the rest come from TFDS.
 DATA_SOURCES = ('auto', 'idx', 'tfds')
 
 
@@ -66,7 +67,7 @@ def load(name: str, data_dir: str | None = None, source: str = 'auto', download:
   """Loads a dataset into host memory.
 
   Args:
-    name: 'digits' or 'fashion_mnist'.
+    name: 'digits', 'fashion_mnist' or 'cifar10'.
     data_dir: a directory holding IDX files, or TFDS's data_dir.
     source: for IDX datasets, 'idx' (local files only), 'tfds', or 'auto' (IDX files when found,
       else TFDS).
@@ -77,8 +78,10 @@ def load(name: str, data_dir: str | None = None, source: str = 'auto', download:
     raise ValueError(f"unknown dataset '{name}'; valid datasets are: {', '.join(list_datasets())}")
   if name == 'digits':
     train, test = _load_digits()
-  else:
+  elif name in IDX_DATASETS:
     train, test = _load_idx_dataset(name, data_dir, source, download)
+  else:
+    train, test = _load_tfds(name, data_dir, download)
   if image_size:
     train, test = _resize(train, image_size), _resize(test, image_size)
   mean, std = _channel_stats(train.images)
@@ -166,6 +169,11 @@ def _split_from_source(source) -> Split:
 
 
 def _how_to_get(name: str, data_dir: str | None) -> str:
+  if name not in IDX_DATASETS:
+    return (f"dataset '{name}' was not found in TFDS's data_dir={data_dir!r}; get it in one of "
+            "two ways: with internet, pass --config.download=True so TFDS downloads and prepares "
+            "it (preparing needs `pip install tensorflow`); or prepare it with TFDS on a machine "
+            "with internet and copy its directory into --config.data_dir")
   return (f"dataset '{name}' was not found locally (data_dir={data_dir!r}); get it in one of three "
           f"ways: on Debian run `apt-get install dataset-{name.replace('_', '-')}`, which puts its IDX "
           f"files in {_SYSTEM_IDX_DIRS.get(name, '/usr/share/datasets')}; or put the four IDX files "

@@ -1,6 +1,130 @@
-"""Layers shared by the model families."""
+"""Layers shared by the model families: convolution, pooling, normalisation, activations.
+
+Every function takes channels-last arrays, [batch, *spatial, channels], with 1 to 3 spatial axes,
+so the same code serves 1-D signals, images and volumes.
+
+Padding, everywhere: 'VALID' (no padding), 'SAME' (output = ceil(input / stride)), an int p
+(p zeros on both sides of every spatial axis, PyTorch's convention), or explicit (low, high)
+pairs per spatial axis. Pooling also takes 'CEIL': no padding, but a final partial window is kept,
+PyTorch's ceil_mode=True, which Caffe-era networks (GoogLeNet, ZFNet, NiN) rely on.
+"""
+import functools
+from typing import Any, Callable, Sequence
+
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
+
+Padding = str | int | Sequence[tuple[int, int]]
+
+
+def _tuple(value: int | Sequence[int], ndim: int) -> tuple[int, ...]:
+  return (value,) * ndim if isinstance(value, int) else tuple(value)
+
+
+def _explicit_padding(padding: Padding, ndim: int) -> Padding:
+  """An int p becomes ((p, p),) * ndim; strings and explicit pairs pass through."""
+  return ((padding, padding),) * ndim if isinstance(padding, int) else padding
+
+
+# ------------------------------------------------------------------------------------------------
+# Activations.
+
+def scaled_tanh(x: jnp.ndarray) -> jnp.ndarray:
+  """LeCun's squashing function f(a) = A tanh(S a), A = 1.7159, S = 2/3 (LeNet-5, Appendix A).
+
+  The constants make f(1) = 1 and f(-1) = -1, with maximal curvature near +-1, so targets of +-1
+  sit in the function's useful range rather than on its asymptotes.
+  """
+  return 1.7159 * jnp.tanh(2.0 / 3.0 * x)
+
+
+ACTIVATIONS: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {
+    'relu': nn.relu,
+    'tanh': jnp.tanh,
+    'sigmoid': nn.sigmoid,
+    'gelu': nn.gelu,
+    'scaled_tanh': scaled_tanh,
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# Convolution.
+
+def conv(features: int, kernel_size: int | Sequence[int], *, ndim: int = 2,
+         strides: int | Sequence[int] = 1, padding: Padding = 'SAME',
+         dilation: int | Sequence[int] = 1, groups: int = 1, use_bias: bool = True,
+         dtype: Any = jnp.float32, name: str | None = None, **kwargs) -> nn.Conv:
+  """A convolution layer over `ndim` spatial axes (1, 2 or 3); the layer computes cross-correlation.
+
+  groups > 1 splits the input and output channels into `groups` independent convolutions, each
+  seeing in_channels / groups inputs: AlexNet's two GPU towers are groups=2. The kernel has shape
+  [*kernel_size, in_channels // groups, features].
+  """
+  return nn.Conv(features, _tuple(kernel_size, ndim), strides=_tuple(strides, ndim),
+                 padding=_explicit_padding(padding, ndim), kernel_dilation=_tuple(dilation, ndim),
+                 feature_group_count=groups, use_bias=use_bias, dtype=dtype, name=name, **kwargs)
+
+
+conv1d = functools.partial(conv, ndim=1)
+conv2d = functools.partial(conv, ndim=2)
+conv3d = functools.partial(conv, ndim=3)
+
+
+# ------------------------------------------------------------------------------------------------
+# Pooling.
+
+POOLS = ('max', 'avg', 'sum', 'min')
+
+
+def _pool_padding(x: jnp.ndarray, window: tuple[int, ...], strides: tuple[int, ...],
+                  padding: Padding) -> Padding:
+  """Resolves 'CEIL' to explicit high-side padding; other forms as for convolution."""
+  if padding != 'CEIL':
+    return _explicit_padding(padding, len(window))
+  pads = []
+  for size, k, s in zip(x.shape[1:-1], window, strides):
+    out = -(-max(size - k, 0) // s) + 1  # ceil((size - k) / s) + 1
+    pads.append((0, max((out - 1) * s + k - size, 0)))
+  return tuple(pads)
+
+
+def pool(x: jnp.ndarray, kind: str, window: int | Sequence[int],
+         strides: int | Sequence[int] | None = None, padding: Padding = 'VALID') -> jnp.ndarray:
+  """Pools each channel over windows of the spatial axes: [b, *spatial, c] -> [b, *pooled, c].
+
+  kind: 'max', 'min', 'sum' or 'avg'. Padded positions never win a max or min; for 'avg' they
+  count as zeros in the divisor (PyTorch's count_include_pad=True) except 'CEIL''s overhang,
+  which is excluded as PyTorch excludes it. strides default to the window (non-overlapping).
+  """
+  ndim = x.ndim - 2
+  window = _tuple(window, ndim)
+  strides = window if strides is None else _tuple(strides, ndim)
+  pads = _pool_padding(x, window, strides, padding)
+  if kind == 'max':
+    return nn.max_pool(x, window, strides, pads)
+  if kind == 'min':
+    return -nn.max_pool(-x, window, strides, pads)
+  if kind == 'sum':
+    return nn.pool(x, 0., jax.lax.add, window, strides, pads)
+  if kind == 'avg':
+    return nn.avg_pool(x, window, strides, pads, count_include_pad=padding != 'CEIL')
+  raise ValueError(f"unknown pooling '{kind}'; valid kinds are: {', '.join(POOLS)}")
+
+
+max_pool = functools.partial(pool, kind='max')
+avg_pool = functools.partial(pool, kind='avg')
+sum_pool = functools.partial(pool, kind='sum')
+min_pool = functools.partial(pool, kind='min')
+
+
+def global_pool(x: jnp.ndarray, kind: str = 'avg') -> jnp.ndarray:
+  """Pools away every spatial axis: [b, *spatial, c] -> [b, c] (Network in Network's classifier)."""
+  reduce = {'max': jnp.max, 'min': jnp.min, 'sum': jnp.sum, 'avg': jnp.mean}
+  if kind not in reduce:
+    raise ValueError(f"unknown pooling '{kind}'; valid kinds are: {', '.join(POOLS)}")
+  return reduce[kind](x, axis=tuple(range(1, x.ndim - 1)))
 
 
 def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
@@ -21,3 +145,44 @@ def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
 def reference_max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
   """Flax's reduce_window max pool, the definition `max_pool_2x2` must match."""
   return nn.max_pool(x, (2, 2), strides=(2, 2), padding='VALID')
+
+
+# ------------------------------------------------------------------------------------------------
+# Normalisation and regularisation.
+
+def local_response_norm(x: jnp.ndarray, size: int = 5, k: float = 2.0, alpha: float = 1e-4,
+                        beta: float = 0.75) -> jnp.ndarray:
+  """AlexNet's local response normalisation across channels (Krizhevsky et al. 2012, sec. 3.3).
+
+    b[..., i] = a[..., i] / (k + alpha * sum_{j = i - size//2}^{i + size//2} a[..., j]^2) ** beta
+
+  with the sum clipped to existing channels. This is the paper's formula: Caffe and PyTorch
+  divide alpha by `size`, so their alpha=1e-4 is this function's alpha=2e-5.
+  x: [batch, *spatial, channels] -> same shape.
+  """
+  squares = jnp.square(x.astype(jnp.float32))
+  half = size // 2
+  window_sum = jax.lax.reduce_window(
+      squares, 0., jax.lax.add, (1,) * (x.ndim - 1) + (size,), (1,) * x.ndim,
+      ((0, 0),) * (x.ndim - 1) + ((half, size - 1 - half),))
+  return (x / (k + alpha * window_sum) ** beta).astype(x.dtype)
+
+
+# Momentum 0.9 and epsilon 1e-5 are the values the reference (PyTorch/Caffe) networks train with;
+# flax's default momentum of 0.99 adapts too slowly for short runs.
+BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
+
+
+def batch_norm(train: bool, dtype: Any = jnp.float32, **kwargs) -> nn.BatchNorm:
+  """Batch norm over [batch, *spatial] per channel; running averages in 'batch_stats'."""
+  return BatchNorm(use_running_average=not train, dtype=dtype, **kwargs)
+
+
+def dropout(x: jnp.ndarray, rate: float, train: bool) -> jnp.ndarray:
+  """Inverted dropout drawing from the 'dropout' rng in training, identity in evaluation."""
+  return nn.Dropout(rate, deterministic=not train)(x) if rate > 0 else x
+
+
+def flatten(x: jnp.ndarray) -> jnp.ndarray:
+  """[batch, ...] -> [batch, features]."""
+  return x.reshape((x.shape[0], int(np.prod(x.shape[1:]))))

@@ -18,7 +18,8 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from convjax import checkpoint, config as config_lib, data, metrics, models, optim, parallel
+from convjax import (checkpoint, config as config_lib, data, metrics, models, optim, parallel,
+                     summary)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -53,8 +54,8 @@ def _variables(state: TrainState, params) -> dict:
   return {'params': params, 'batch_stats': state.batch_stats}
 
 
-def train_step(state: TrainState, batch: dict, *, normalize: Callable,
-               schedule: optax.Schedule) -> tuple[TrainState, dict]:
+def train_step(state: TrainState, batch: dict, *, normalize: Callable, schedule: optax.Schedule,
+               aux_loss_weight: float = 0.0) -> tuple[TrainState, dict]:
   """One SGD step on one device's share of the global batch.
 
   Gradients and metrics are averaged over all devices. Batch-norm layers normalise with this
@@ -66,6 +67,8 @@ def train_step(state: TrainState, batch: dict, *, normalize: Callable,
     batch: image uint8 [per_device_batch, h, w, c], label int32 [per_device_batch].
     normalize: uint8 images -> model input.
     schedule: the learning rate by step, for logging.
+    aux_loss_weight: weight of the auxiliary classifiers' losses (GoogLeNet), for models that
+      sow 'aux_logits' into 'intermediates'; train_loss reports the main classifier's loss.
   Returns:
     The new state and {'train_loss', 'train_accuracy', 'learning_rate'}.
   """
@@ -74,10 +77,14 @@ def train_step(state: TrainState, batch: dict, *, normalize: Callable,
 
   def loss_fn(params):
     logits, updates = state.apply_fn(_variables(state, params), images, train=True,
-                                     rngs={'dropout': dropout_rng}, mutable=['batch_stats'])
-    return cross_entropy(logits, labels).mean(), (logits, updates)
+                                     rngs={'dropout': dropout_rng},
+                                     mutable=['batch_stats', 'intermediates'])
+    loss = cross_entropy(logits, labels).mean()
+    aux_logits = updates.get('intermediates', {}).get('aux_logits', ())
+    aux_loss = sum(cross_entropy(aux, labels).mean() for aux in aux_logits)
+    return loss + aux_loss_weight * aux_loss, (loss, logits, updates)
 
-  (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (_, (loss, logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   grads = parallel.mean(grads)
   batch_stats = parallel.mean(updates.get('batch_stats', {}))
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
@@ -143,9 +150,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
                       config.image_size)
   meta = {'model': config.model, 'num_classes': config_lib.num_classes(config),
           'input_shape': list(dataset.image_shape), 'dataset': config.dataset}
+  model = create_model(config, meta['num_classes'], dataset.image_shape)
   _check_workdir(workdir)
   checkpoint.check_compatible(workdir, meta)
-  run, state, start_step = _setup(config, workdir, dp, dataset, meta)
+  run, state, start_step = _setup(config, workdir, dp, dataset, meta, model)
   try:
     state, train_rate = _train(run, state, start_step)
     final = _evaluate_test_set(run, state)
@@ -179,13 +187,30 @@ def _check_workdir(workdir: str) -> None:
     raise config_lib.ConfigError(f'workdir {workdir} is not writable')
 
 
+def create_model(config, num_classes: int, input_shape: tuple[int, int, int]):
+  """The config's model for this input (height, width, channels), checked before any work.
+
+  Raises summary.InputShapeError naming the layer whose output would be empty.
+  """
+  dtype = jnp.bfloat16 if config.half_precision else jnp.float32
+  overrides = {}
+  if config.aux_loss_weight > 0:
+    if not models.has_field(config.model, 'aux_logits'):
+      raise config_lib.ConfigError(f'aux_loss_weight={config.aux_loss_weight} needs a model with '
+                                   f"auxiliary classifiers, and '{config.model}' has none")
+    overrides['aux_logits'] = True
+  model = models.create(config.model, num_classes, input_shape=input_shape,
+                        small_inputs=config.small_inputs, dtype=dtype, **overrides)
+  summary.check_input_shape(model, input_shape)
+  return model
+
+
 def _setup(config, workdir: str, dp: parallel.DataParallel, dataset: data.Dataset,
-           meta: dict) -> tuple[_Run, TrainState, int]:
+           meta: dict, model) -> tuple[_Run, TrainState, int]:
   steps_per_epoch = data.steps_per_epoch(len(dataset.train), config.batch_size)
   total_steps = config_lib.total_steps(config, len(dataset.train))
   schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
   dtype = jnp.bfloat16 if config.half_precision else jnp.float32
-  model = models.create(config.model, meta['num_classes'], dtype=dtype)
   state = create_train_state(model, optim.create_optimizer(config, schedule),
                              dataset.image_shape, config.seed)
   checkpointer = checkpoint.Checkpointer(workdir, config.max_checkpoints_to_keep)
@@ -199,7 +224,8 @@ def _setup(config, workdir: str, dp: parallel.DataParallel, dataset: data.Datase
   run = _Run(
       config=config, dp=dp, dataset=dataset, meta=meta, total_steps=total_steps,
       steps_per_epoch=max(steps_per_epoch, 1),
-      p_train_step=dp.pmap(functools.partial(train_step, normalize=normalize, schedule=schedule),
+      p_train_step=dp.pmap(functools.partial(train_step, normalize=normalize, schedule=schedule,
+                                             aux_loss_weight=config.aux_loss_weight),
                            donate_first_arg=True),
       p_eval_step=dp.pmap(functools.partial(eval_step, normalize=normalize)),
       checkpointer=checkpointer,

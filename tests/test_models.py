@@ -1,19 +1,118 @@
+"""The architecture zoo: exact sizes, FLOPs, shapes, features, purity, and one learning step each."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from convjax import layers, models
+from convjax import models, parallel, summary, train
+from convjax.models import lenet
 
 
 def num_params(model, input_shape):
-  variables = jax.eval_shape(
-      lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1,) + input_shape), train=False))
-  return sum(x.size for x in jax.tree.leaves(variables['params']))
+  return summary.count_params(model, input_shape)
 
 
-def test_lenet5_has_61706_parameters():
-  assert num_params(models.create('lenet5'), (28, 28, 1)) == 61_706
+def conv(k, c_in, c_out, bias=True, groups=1):
+  """Parameters of a k x k convolution, computed by hand."""
+  return k * k * c_in // groups * c_out + (c_out if bias else 0)
+
+
+def dense(n_in, n_out):
+  return n_in * n_out + n_out
+
+
+# ------------------------------------------------------------------------------------------------
+# Exact parameter counts at the native input (224x224x3 and 1000 classes for ImageNet models).
+
+# torchvision's published counts (../shared/REFERENCE.md).
+TORCHVISION = {
+    'alexnet': 61_100_840,
+    'vgg11': 132_863_336, 'vgg11_bn': 132_868_840, 'vgg13': 133_047_848, 'vgg13_bn': 133_053_736,
+    'vgg16': 138_357_544, 'vgg16_bn': 138_365_992, 'vgg19': 143_667_240, 'vgg19_bn': 143_678_248,
+    'resnet18': 11_689_512, 'resnet34': 21_797_672, 'resnet50': 25_557_032,
+    'resnet101': 44_549_160, 'resnet152': 60_192_808, 'densenet121': 7_978_856,
+}
+
+
+def alexnet_2012_count():
+  convs = (conv(11, 3, 96) + conv(5, 96, 256, groups=2) + conv(3, 256, 384) +
+           conv(3, 384, 384, groups=2) + conv(3, 384, 256, groups=2))
+  return convs + dense(6 * 6 * 256, 4096) + dense(4096, 4096) + dense(4096, 1000)
+
+
+def zfnet_count():
+  convs = (conv(7, 3, 96) + conv(5, 96, 256) + conv(3, 256, 384) + conv(3, 384, 384) +
+           conv(3, 384, 256))
+  return convs + dense(6 * 6 * 256, 4096) + dense(4096, 4096) + dense(4096, 1000)
+
+
+def googlenet_count(batch_norm=False, aux=False):
+  """Table 1 of the paper, column by column; batch norm adds 2 per channel and drops conv biases."""
+  def unit(k, c_in, c_out):
+    return conv(k, c_in, c_out, bias=not batch_norm) + (2 * c_out if batch_norm else 0)
+  total, channels = unit(7, 3, 64) + unit(1, 64, 64) + unit(3, 64, 192), 192
+  from convjax.models.googlenet import INCEPTION_3, INCEPTION_4, INCEPTION_5
+  for n1, r3, n3, r5, n5, proj in INCEPTION_3 + INCEPTION_4 + INCEPTION_5:
+    total += (unit(1, channels, n1) + unit(1, channels, r3) + unit(3, r3, n3) +
+              unit(1, channels, r5) + unit(5, r5, n5) + unit(1, channels, proj))
+    channels = n1 + n3 + n5 + proj
+  aux_head = lambda c_in: unit(1, c_in, 128) + dense(4 * 4 * 128, 1024) + dense(1024, 1000)
+  return total + dense(1024, 1000) + (aux_head(512) + aux_head(528) if aux else 0)
+
+
+def cifar_resnet_count(depth):
+  """6n+2 layers, option-A shortcuts: only the convs, batch norms and the classifier hold weights."""
+  n, total, c_in = (depth - 2) // 6, conv(3, 3, 16, bias=False) + 2 * 16, 16
+  for width in (16, 32, 64):
+    for _ in range(n):
+      total += conv(3, c_in, width, bias=False) + conv(3, width, width, bias=False) + 4 * width
+      c_in = width
+  return total + dense(64, 10)
+
+
+def nin_count():
+  return (conv(5, 3, 192) + conv(1, 192, 160) + conv(1, 160, 96) +
+          conv(5, 96, 192) + 2 * conv(1, 192, 192) +
+          conv(3, 192, 192) + conv(1, 192, 192) + conv(1, 192, 10))
+
+
+EXPECTED_PARAMS = {
+    **TORCHVISION,
+    'lenet5': 61_706, 'lenet5_1998': 60_000,
+    'alexnet_2012': alexnet_2012_count(), 'zfnet': zfnet_count(),
+    'googlenet': googlenet_count(), 'googlenet_bn': googlenet_count(batch_norm=True),
+    **{f'resnet{d}': cifar_resnet_count(d) for d in (20, 32, 44, 56, 110)},
+    'nin': nin_count(),
+}
+
+
+def test_registry_has_every_architecture_of_the_zoo():
+  assert models.list_models() == sorted(EXPECTED_PARAMS)
+
+
+@pytest.mark.parametrize('name', sorted(EXPECTED_PARAMS))
+def test_exact_parameter_count_at_native_input(name):
+  spec = models.get_spec(name)
+  assert num_params(models.create(name), spec.input_shape) == EXPECTED_PARAMS[name]
+
+
+def test_hand_counts_match_the_papers_rounded_figures():
+  assert alexnet_2012_count() == 60_965_224  # "60 million parameters"
+  assert [round(cifar_resnet_count(d) / 1e6, 2) for d in (20, 32, 44, 56)] == [
+      0.27, 0.46, 0.66, 0.85]
+  assert round(cifar_resnet_count(110) / 1e6, 1) == 1.7
+  assert round(nin_count() / 1e6, 2) == 0.97
+
+
+def test_lenet5_1998_parameters_per_layer_match_the_paper():
+  variables = jax.eval_shape(lambda: models.create('lenet5_1998').init(
+      jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 1)), train=False))
+  sizes = {name: sum(x.size for x in jax.tree.leaves(p)) for name, p in variables['params'].items()}
+  assert sizes == {'Conv_0': 156, 'S2': 12, 'C3': 1_516, 'S4': 32, 'Conv_1': 48_120,
+                   'F6': 10_164}
 
 
 def test_lenet5_parameters_per_layer():
@@ -21,39 +120,232 @@ def test_lenet5_parameters_per_layer():
       jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)), train=False))
   sizes = {name: sum(x.size for x in jax.tree.leaves(p)) for name, p in variables['params'].items()}
   assert sizes == {'Conv_0': 156, 'Conv_1': 2416, 'Dense_0': 48120, 'Dense_1': 10164,
-                   'Dense_2': 850}
+                   'classifier': 850}
 
 
-def test_lenet5_output_shape_and_num_classes_override():
-  model = models.create('lenet5', num_classes=7)
-  x = jnp.ones((3, 28, 28, 1))
-  variables = model.init(jax.random.PRNGKey(0), x, train=False)
-  assert model.apply(variables, x, train=True).shape == (3, 7)
-  assert num_params(model, (28, 28, 1)) == 61_706 - 3 * 85
+def test_googlenet_auxiliary_heads_add_their_parameters():
+  model = models.create('googlenet', aux_logits=True)
+  assert num_params(model, (224, 224, 3)) == googlenet_count(aux=True)
 
 
-def test_half_precision_computes_in_bfloat16_with_float32_params_and_logits():
-  model = models.create('lenet5', dtype=jnp.bfloat16)
-  x = jnp.ones((2, 28, 28, 1))
-  variables = model.init(jax.random.PRNGKey(0), x, train=False)
-  assert {p.dtype for p in jax.tree.leaves(variables)} == {jnp.dtype('float32')}
-  assert model.apply(variables, x).dtype == jnp.float32
+# ------------------------------------------------------------------------------------------------
+# FLOPs: forward multiply-adds per image equal torchvision's published GMACs.
+
+PUBLISHED_GMACS = {'alexnet': 0.714, 'vgg11': 7.61, 'vgg13': 11.31, 'vgg16': 15.47,
+                   'vgg19': 19.63, 'resnet18': 1.81, 'resnet34': 3.66, 'resnet50': 4.09,
+                   'resnet101': 7.80, 'resnet152': 11.51, 'densenet121': 2.83}
+
+
+@pytest.mark.parametrize('name', sorted(PUBLISHED_GMACS))
+def test_flops_match_published_gmacs(name):
+  flops = summary.flops_per_image(models.create(name), (224, 224, 3))
+  digits = len(str(PUBLISHED_GMACS[name]).split('.')[1])
+  assert round(flops / 2 / 1e9, digits) == PUBLISHED_GMACS[name]
+
+
+def test_lenet5_1998_flops_count_connections_not_the_zero_kernel_entries():
+  layers_ = {layer.path: layer for layer in summary.layers(models.create('lenet5_1998'),
+                                                           (32, 32, 1))}
+  # The paper: C1 has 122,304 connections, C3 151,600, C5 48,120 (each including one bias term).
+  assert layers_['Conv_0'].multiply_adds == 122_304 - 28 * 28 * 6
+  assert layers_['C3'].multiply_adds == 151_600 - 10 * 10 * 16
+  assert layers_['Conv_1'].multiply_adds == 48_120 - 120
+
+
+def test_layer_by_layer_flops_equal_the_compiled_program_for_a_valid_conv():
+  model = models.create('lenet5')
+  x = jnp.zeros((1, 28, 28, 1))
+  variables = model.init(jax.random.PRNGKey(0), x)
+  conv_only = lambda v, x: jax.lax.conv_general_dilated(
+      x, v['params']['Conv_1']['kernel'], (1, 1), 'VALID',
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  cost = jax.jit(conv_only).lower(variables, jnp.zeros((1, 14, 14, 6))).compile().cost_analysis()
+  mine = [l for l in summary.layers(model, (28, 28, 1)) if l.path == 'Conv_1'][0].multiply_adds
+  assert cost['flops'] == 2 * mine
+
+
+# ------------------------------------------------------------------------------------------------
+# Inputs: native, small images, and inputs a model cannot take.
+
+@pytest.mark.parametrize('name', sorted(EXPECTED_PARAMS))
+def test_every_model_takes_28x28_grayscale(name):
+  model = models.create(name, num_classes=10, input_shape=(28, 28, 1))
+  logits = jax.eval_shape(lambda: model.init_with_output(
+      jax.random.PRNGKey(0), jnp.zeros((2, 28, 28, 1)))[0])
+  assert logits.shape == (2, 10) and logits.dtype == jnp.float32
+
+
+def test_small_image_stem_is_chosen_by_input_size_and_can_be_forced():
+  assert models.create('resnet18', input_shape=(224, 224, 3)).stem == 'imagenet'
+  assert models.create('resnet18', input_shape=(32, 32, 3)).stem == 'small'
+  assert models.create('resnet18', input_shape=(32, 32, 3), small_inputs=False).stem == 'imagenet'
+  assert models.create('resnet18', input_shape=(224, 224, 3), small_inputs=True).stem == 'small'
+  assert models.create('vgg11', input_shape=(28, 28, 1)).head_width == 512
+  assert models.create('resnet20', input_shape=(224, 224, 3)).stem == 'small'  # Native CIFAR.
+
+
+def test_too_small_input_names_the_layer_whose_output_would_be_empty():
+  with pytest.raises(summary.InputShapeError, match=r'layer Conv_1 \(Conv\).*4x4x6 -> 0x0x16'):
+    summary.check_input_shape(models.create('lenet5'), (8, 8, 1))
+  alexnet = models.create('alexnet', input_shape=(28, 28, 1), small_inputs=False)
+  with pytest.raises(summary.InputShapeError, match='layer Conv_2'):
+    summary.check_input_shape(alexnet, (28, 28, 1))
+  with pytest.raises(summary.InputShapeError, match='up to 32x32'):
+    summary.check_input_shape(models.create('lenet5_1998'), (40, 40, 1))
 
 
 def test_registry_lists_gets_and_rejects():
-  assert models.list_models() == ['lenet5']
-  assert models.list_models('lenet*') == ['lenet5']
-  assert models.list_models('resnet*') == []
-  spec = models.get_spec('lenet5')
-  assert (spec.input_shape, spec.num_classes) == ((28, 28, 1), 10)
+  assert models.list_models('lenet*') == ['lenet5', 'lenet5_1998']
+  assert models.list_models('resnet1*') == ['resnet101', 'resnet110', 'resnet152', 'resnet18']
+  spec = models.get_spec('resnet50')
+  assert (spec.input_shape, spec.num_classes) == ((224, 224, 3), 1000)
+  assert models.get_spec('resnet20').input_shape == (32, 32, 3)
   with pytest.raises(models.UnknownModelError, match="unknown model 'lenet7'.*lenet5"):
     models.create('lenet7')
 
 
-@pytest.mark.parametrize('shape', [(2, 8, 8, 3), (1, 7, 9, 2), (3, 28, 28, 6)])
-def test_reshape_max_pool_matches_reduce_window_values_and_gradients(shape):
-  x = jax.random.normal(jax.random.PRNGKey(1), shape)
-  np.testing.assert_array_equal(layers.max_pool_2x2(x), layers.reference_max_pool_2x2(x))
-  cotangent = jax.random.normal(jax.random.PRNGKey(2), layers.max_pool_2x2(x).shape)
-  grad = lambda pool: jax.grad(lambda y: jnp.sum(pool(y) * cotangent))(x)
-  np.testing.assert_allclose(grad(layers.max_pool_2x2), grad(layers.reference_max_pool_2x2))
+def test_num_classes_override_and_half_precision():
+  model = models.create('lenet5', num_classes=7)
+  assert num_params(model, (28, 28, 1)) == 61_706 - 3 * 85
+  model = models.create('resnet20', dtype=jnp.bfloat16)
+  x = jnp.ones((2, 32, 32, 3))
+  variables = model.init(jax.random.PRNGKey(0), x)
+  assert {p.dtype for p in jax.tree.leaves(variables)} == {jnp.dtype('float32')}
+  assert model.apply(variables, x).dtype == jnp.float32
+
+
+# ------------------------------------------------------------------------------------------------
+# Behaviour of every model, on tiny variants: same block structure, narrower (and for the deepest,
+# shallower) so the whole zoo compiles in about a minute.
+
+TINY = {
+    'alexnet': dict(widths=(8, 16, 16, 16, 16), head_width=32),
+    'alexnet_2012': dict(widths=(8, 16, 16, 16, 16), head_width=32),
+    'zfnet': dict(widths=(8, 16, 16, 16, 16), head_width=32),
+    **{f'vgg{d}{bn}': dict(widths=(8, 8, 16, 16, 16), head_width=64, dropout_rate=0.1)
+       for d in (11, 13, 16, 19) for bn in ('', '_bn')},
+    **{f'resnet{d}': dict(widths=(8, 8, 16, 16), stage_sizes=(1, 1, 1, 1))
+       for d in (18, 34, 50, 101, 152)},
+    **{f'resnet{d}': dict(stage_sizes=(1, 1, 1)) for d in (20, 32, 44, 56, 110)},
+    'densenet121': dict(growth_rate=4, init_features=8, block_sizes=(1, 1, 1, 1)),
+    'nin': dict(width=16),
+    'googlenet': dict(aux_logits=True, stages=(((4, 4, 4, 2, 2, 2),),
+                                               ((4, 4, 4, 2, 2, 2),) * 3, ((8, 4, 8, 2, 4, 4),))),
+    'googlenet_bn': dict(stages=(((4, 4, 4, 2, 2, 2),), ((8, 4, 8, 2, 4, 4),))),
+}
+HAS_DROPOUT_OR_BATCH_NORM = set(EXPECTED_PARAMS) - {'lenet5', 'lenet5_1998'}
+
+
+def tiny_model(name, input_shape):
+  return models.create(name, num_classes=5, input_shape=input_shape, **TINY.get(name, {}))
+
+
+@pytest.mark.parametrize('name', sorted(EXPECTED_PARAMS))
+def test_model_is_pure_returns_features_and_learns(name):
+  """Per model, on a tiny variant (same blocks; narrower, and one block per stage):"""
+  shape = (28, 28, 1) if name.startswith('lenet') else (16, 16, 3)
+  model = tiny_model(name, shape)
+  dp = parallel.DataParallel(1)
+  state = train.create_train_state(model, optax.adam(1e-3), shape, seed=0)
+  images = jax.random.randint(jax.random.PRNGKey(3), (8,) + shape, 0, 256).astype(jnp.uint8)
+  labels = jnp.arange(8) % 5
+  normalize = lambda u: (u.astype(jnp.float32) - 127.5) / 64
+
+  @jax.jit
+  def forward(params, batch_stats):
+    variables = {'params': params, 'batch_stats': batch_stats}
+    x = normalize(images)
+    logits, features = model.apply(variables, x, return_features=True)
+    # Training-mode logits under 16 fixed dropout keys: the loss test averages over them, so
+    # dropout noise cannot decide it.
+    train_logits = jax.vmap(lambda key: model.apply(
+        variables, x, train=True, rngs={'dropout': key},
+        mutable=('batch_stats', 'intermediates'))[0])(jax.random.split(jax.random.PRNGKey(4), 16))
+    return model.apply(variables, x), logits, features, train_logits
+
+  plain, logits, features, train_logits = forward(state.params, state.batch_stats)
+  # Pure: the same parameters and input give the same output, called two ways.
+  np.testing.assert_array_equal(plain, logits)
+  assert logits.shape == (8, 5) and logits.dtype == jnp.float32
+  # Features: the penultimate activations, which the classifier maps to the logits.
+  assert features.ndim == 2 and features.shape[0] == 8
+  if 'classifier' in state.params:
+    head = state.params['classifier']
+    np.testing.assert_allclose(features @ head['kernel'] + head['bias'], logits, rtol=1e-4,
+                               atol=1e-4)
+  # Train and eval modes differ exactly where the model has dropout or batch norm.
+  assert (not np.allclose(train_logits[0], logits)) == (name in HAS_DROPOUT_OR_BATCH_NORM)
+
+  # The real pmapped train step (with aux losses for GoogLeNet) lowers the loss on a fixed batch.
+  step = dp.pmap(functools.partial(train.train_step, normalize=normalize,
+                                   schedule=optax.constant_schedule(1e-3), aux_loss_weight=0.3))
+  replicated = dp.replicate(state)
+  for _ in range(5):
+    replicated, _ = step(replicated, dp.shard({'image': images, 'label': labels}))
+  trained = dp.unreplicate(replicated)
+  loss = lambda out: float(jax.vmap(train.cross_entropy, (0, None))(out[3], labels).mean())
+  before, after = loss((plain, logits, features, train_logits)), loss(
+      forward(trained.params, trained.batch_stats))
+  assert np.isfinite(after) and after < before, (before, after)
+
+
+def test_googlenet_sows_two_auxiliary_logits_in_training_only():
+  model = models.create('googlenet', num_classes=7, input_shape=(32, 32, 3), aux_logits=True)
+  x = jnp.zeros((2, 32, 32, 3))
+  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))
+  _, state = jax.eval_shape(
+      lambda v: model.apply(v, x, train=True, mutable=['intermediates'],
+                            rngs={'dropout': jax.random.PRNGKey(0)}), variables)
+  assert [a.shape for a in state['intermediates']['aux_logits']] == [(2, 7), (2, 7)]
+  _, state = jax.eval_shape(lambda v: model.apply(v, x, mutable=['intermediates']), variables)
+  assert 'intermediates' not in state or not state['intermediates']
+
+
+# ------------------------------------------------------------------------------------------------
+# LeNet-5 (1998) pieces.
+
+def test_c3_table_connects_60_pairs_as_the_paper_table():
+  pairs = {(i, o) for o, maps in enumerate(lenet.C3_TABLE) for i in maps}
+  assert len(pairs) == 60
+  assert [len(maps) for maps in lenet.C3_TABLE] == [3] * 6 + [4] * 9 + [6]
+
+
+def test_partial_conv_is_a_dense_conv_with_unconnected_kernels_zeroed():
+  layer = lenet.PartialConv(lenet.C3_TABLE)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 14, 14, 6))
+  variables = layer.init(jax.random.PRNGKey(1), x)
+  kernel, bias = variables['params']['kernel'], variables['params']['bias']
+  dense = np.zeros((5, 5, 6, 16), np.float32)
+  connection = 0
+  for o, maps in enumerate(lenet.C3_TABLE):
+    for i in maps:
+      dense[:, :, i, o] = kernel[:, :, connection]
+      connection += 1
+  expected = jax.lax.conv_general_dilated(x, dense, (1, 1), 'VALID',
+                                          dimension_numbers=('NHWC', 'HWIO', 'NHWC')) + bias
+  np.testing.assert_allclose(layer.apply(variables, x), expected, rtol=1e-5, atol=1e-5)
+  # Map 0 sees S2 maps 0-2 only: changing map 5 leaves it unchanged.
+  moved = layer.apply(variables, x.at[..., 5].add(1.0))
+  np.testing.assert_allclose(moved[..., 0], layer.apply(variables, x)[..., 0], atol=1e-6)
+
+
+def test_rbf_outputs_are_negative_distances_to_fixed_digit_prototypes():
+  prototypes = lenet.rbf_prototypes(10)
+  assert prototypes.shape == (10, 84) and set(np.unique(prototypes)) == {-1.0, 1.0}
+  assert len({p.tobytes() for p in prototypes}) == 10
+  assert lenet.rbf_prototypes(12).shape == (12, 84)
+  model = models.create('lenet5_1998')
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, 32, 32, 1))
+  variables = model.init(jax.random.PRNGKey(1), x)
+  logits, features = model.apply(variables, x, return_features=True)
+  expected = -((features[:, None, :] - prototypes) ** 2).sum(-1)
+  np.testing.assert_allclose(logits, expected, rtol=1e-5)
+  assert np.all(np.abs(features) < 1.7159)  # F6 is squashed by the scaled tanh.
+
+
+def test_lenet5_1998_centres_28x28_images_in_the_32x32_field():
+  model = models.create('lenet5_1998')
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 28, 28, 1))
+  variables = model.init(jax.random.PRNGKey(1), x)
+  padded = jnp.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)), mode='edge')
+  np.testing.assert_allclose(model.apply(variables, x), model.apply(variables, padded))

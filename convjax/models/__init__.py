@@ -1,15 +1,19 @@
 """The model registry: every architecture convjax knows, by name.
 
-Adding a model is one file in this package (a Flax module taking `num_classes`, `dtype` and
-`train`) plus one entry in `_REGISTRY` below.
+Adding a model is one file in this package (a Flax module taking `num_classes`, `dtype`, and
+`train` and `return_features` at call time; see models/common.py) plus one entry in `_REGISTRY`.
 """
 import dataclasses
 import fnmatch
-from typing import Any, Callable
+import functools
+from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 
-from convjax.models import lenet
+from convjax.models import alexnet, densenet, googlenet, lenet, nin, resnet, vgg
+
+# ImageNet-size models switch to their small-image variant (spec.small_inputs) below this size.
+SMALL_INPUT_SIZE = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,14 +24,69 @@ class ModelSpec:
     constructor: a Flax module class (or a functools.partial of one).
     input_shape: native input (height, width, channels).
     num_classes: native number of classes.
+    small_inputs: constructor overrides for inputs smaller than SMALL_INPUT_SIZE (the small-image
+      stem); empty for models native to small images.
+    paper: the publication the model follows.
   """
   constructor: Callable[..., nn.Module]
   input_shape: tuple[int, int, int]
   num_classes: int
+  small_inputs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  paper: str = ''
+
+
+_IMAGENET = dict(input_shape=(224, 224, 3), num_classes=1000)
+_CIFAR = dict(input_shape=(32, 32, 3), num_classes=10)
+_SMALL_STEM = {'stem': 'small'}
+_RESNET = 'He et al. 2015, Deep Residual Learning for Image Recognition'
+_VGG = 'Simonyan & Zisserman 2014, Very Deep Convolutional Networks'
+
+
+def _vgg(constructor, batch_norm: bool) -> ModelSpec:
+  return ModelSpec(functools.partial(constructor, batch_norm=batch_norm), **_IMAGENET,
+                   small_inputs={'head_width': 512}, paper=_VGG)
+
+
+def _cifar_resnet(depth: int) -> ModelSpec:
+  return ModelSpec(resnet.cifar_resnet(depth), **_CIFAR, paper=_RESNET + ', section 4.2')
 
 
 _REGISTRY: dict[str, ModelSpec] = {
-    'lenet5': ModelSpec(lenet.LeNet5, input_shape=(28, 28, 1), num_classes=10),
+    'lenet5': ModelSpec(lenet.LeNet5, input_shape=(28, 28, 1), num_classes=10,
+                        paper='LeCun et al. 1998, modern variant (ReLU, max pooling, softmax)'),
+    'lenet5_1998': ModelSpec(lenet.LeNet5_1998, input_shape=(32, 32, 1), num_classes=10,
+                             paper='LeCun et al. 1998, Gradient-Based Learning Applied to '
+                                   'Document Recognition'),
+    'alexnet': ModelSpec(alexnet.AlexNetOneTower, **_IMAGENET, small_inputs={'conv1': (5, 1, 2)},
+                         paper='Krizhevsky 2014, One weird trick (single tower, torchvision)'),
+    'alexnet_2012': ModelSpec(alexnet.AlexNet2012, **_IMAGENET, small_inputs={'conv1': (5, 1, 2)},
+                              paper='Krizhevsky, Sutskever & Hinton 2012, ImageNet '
+                                    'Classification with Deep CNNs'),
+    'zfnet': ModelSpec(alexnet.ZFNet, **_IMAGENET,
+                       small_inputs={'conv1': (7, 1, 3), 'conv2': (5, 1, 2)},
+                       paper='Zeiler & Fergus 2013, Visualizing and Understanding CNNs'),
+    'vgg11': _vgg(vgg.VGG11, False), 'vgg11_bn': _vgg(vgg.VGG11, True),
+    'vgg13': _vgg(vgg.VGG13, False), 'vgg13_bn': _vgg(vgg.VGG13, True),
+    'vgg16': _vgg(vgg.VGG16, False), 'vgg16_bn': _vgg(vgg.VGG16, True),
+    'vgg19': _vgg(vgg.VGG19, False), 'vgg19_bn': _vgg(vgg.VGG19, True),
+    'googlenet': ModelSpec(googlenet.GoogLeNet, **_IMAGENET, small_inputs=_SMALL_STEM,
+                           paper='Szegedy et al. 2014, Going Deeper with Convolutions'),
+    'googlenet_bn': ModelSpec(functools.partial(googlenet.GoogLeNet, batch_norm=True), **_IMAGENET,
+                              small_inputs=_SMALL_STEM,
+                              paper='Szegedy et al. 2014, with batch norm (Ioffe & Szegedy 2015)'),
+    'resnet18': ModelSpec(resnet.ResNet18, **_IMAGENET, small_inputs=_SMALL_STEM, paper=_RESNET),
+    'resnet34': ModelSpec(resnet.ResNet34, **_IMAGENET, small_inputs=_SMALL_STEM, paper=_RESNET),
+    'resnet50': ModelSpec(resnet.ResNet50, **_IMAGENET, small_inputs=_SMALL_STEM,
+                          paper=_RESNET + ' (v1.5: stride on the 3x3)'),
+    'resnet101': ModelSpec(resnet.ResNet101, **_IMAGENET, small_inputs=_SMALL_STEM,
+                           paper=_RESNET + ' (v1.5: stride on the 3x3)'),
+    'resnet152': ModelSpec(resnet.ResNet152, **_IMAGENET, small_inputs=_SMALL_STEM,
+                           paper=_RESNET + ' (v1.5: stride on the 3x3)'),
+    'resnet20': _cifar_resnet(20), 'resnet32': _cifar_resnet(32), 'resnet44': _cifar_resnet(44),
+    'resnet56': _cifar_resnet(56), 'resnet110': _cifar_resnet(110),
+    'densenet121': ModelSpec(densenet.DenseNet121, **_IMAGENET, small_inputs=_SMALL_STEM,
+                             paper='Huang et al. 2017, Densely Connected Convolutional Networks'),
+    'nin': ModelSpec(nin.NiN, **_CIFAR, paper='Lin, Chen & Yan 2013, Network in Network'),
 }
 
 
@@ -49,16 +108,40 @@ def get_spec(name: str) -> ModelSpec:
         f"unknown model '{name}'; valid models are: {', '.join(list_models())}") from None
 
 
-def create(name: str, num_classes: int | None = None, **overrides: Any) -> nn.Module:
+def has_field(name: str, field: str) -> bool:
+  """Whether the model registered as `name` takes constructor field `field` (e.g. 'aux_logits')."""
+  constructor = get_spec(name).constructor
+  module_class = getattr(constructor, 'func', constructor)
+  return field in {f.name for f in dataclasses.fields(module_class)}
+
+
+def uses_small_inputs(name: str, input_shape, small_inputs: bool | None = None) -> bool:
+  """Whether `create` applies the small-image variant: forced by small_inputs, else automatic
+  for inputs (height, width, channels) below SMALL_INPUT_SIZE on models that have one."""
+  spec = get_spec(name)
+  if not spec.small_inputs:
+    return False
+  if small_inputs is not None:
+    return small_inputs
+  return input_shape is not None and min(input_shape[:2]) < SMALL_INPUT_SIZE
+
+
+def create(name: str, num_classes: int | None = None, input_shape=None,
+           small_inputs: bool | None = None, **overrides: Any) -> nn.Module:
   """Builds the Flax module registered as `name`.
 
   Args:
     name: a registry name, see `list_models()`.
     num_classes: classifier width; the model's native number when None.
+    input_shape: (height, width, channels) the model will see; picks the small-image variant.
+    small_inputs: True or False forces the small-image variant on or off; None decides by size.
     **overrides: other module fields, e.g. `dtype=jnp.bfloat16`.
   Returns:
     An unbound module, used as `module.init(rng, x, train=False)` and
-    `module.apply(variables, x, train=...)` with x of shape [batch, height, width, channels].
+    `module.apply(variables, x, train=..., return_features=...)` with x of shape
+    [batch, height, width, channels].
   """
   spec = get_spec(name)
+  if uses_small_inputs(name, input_shape, small_inputs):
+    overrides = {**spec.small_inputs, **overrides}
   return spec.constructor(num_classes=num_classes or spec.num_classes, **overrides)

@@ -1,0 +1,27 @@
+"""What every model family shares: the classifier head and the features-or-logits convention.
+
+Every registry model is called as `model.apply(variables, x, train=..., return_features=...)`:
+  x: [batch, height, width, channels]
+  returns logits float32 [batch, num_classes], or with return_features=True the pair
+  (logits, features [batch, embedding]), features being the penultimate activations that feed the
+  final classifier (the embedding that similarity search and feature probes use).
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+def classify(features: jnp.ndarray, num_classes: int, return_features: bool,
+             dtype: Any = jnp.float32, name: str = 'classifier'):
+  """The final fully connected softmax layer: features [b, d] -> logits [b, num_classes] float32.
+
+  Logits are cast to float32 so the loss and softmax run in float32 whatever the compute dtype.
+  """
+  logits = nn.Dense(num_classes, dtype=dtype, name=name)(features).astype(jnp.float32)
+  return outputs(logits, features, return_features)
+
+
+def outputs(logits: jnp.ndarray, features: jnp.ndarray, return_features: bool):
+  """logits, or (logits, features) when the caller asked for the embedding too."""
+  return (logits, features.astype(jnp.float32)) if return_features else logits

@@ -1,0 +1,89 @@
+"""DenseNet (Huang et al. 2017, "Densely Connected Convolutional Networks").
+
+What DenseNet introduced: inside a dense block every layer receives the concatenation of all
+earlier layers' feature maps and adds `growth_rate` new ones, so features are reused rather than
+relearned, and each layer stays narrow (k = 32 maps).
+
+  DenseNet-BC options, exposed as fields:
+    B (bottleneck): each layer is BN-ReLU-conv1x1(bn_size * k)-BN-ReLU-conv3x3(k); bn_size=0 drops
+      the 1x1 and gives the plain BN-ReLU-conv3x3 layer.
+    C (compression): a transition layer keeps floor(compression * m) of its m input maps
+      (BN-ReLU-conv1x1, then 2x2 average pool); compression=1 is no compression.
+
+  densenet121: k = 32, blocks of (6, 12, 24, 16) layers, 64 stem filters, bn_size 4,
+  compression 0.5, behind a 7x7/2 conv and 3x3/2 max pool stem; 7,978,856 parameters at
+  224x224x3, as torchvision.
+
+Small-image stem: for inputs below 64x64, models.create replaces the stem with one 3x3/1 conv
+(DenseNet-BC's CIFAR stem), so three transitions take 32x32 to 4x4.
+"""
+import functools
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from convjax import layers
+from convjax.models import common
+
+
+class DenseLayer(nn.Module):
+  """[b, h, w, m] -> [b, h, w, m + growth_rate]: new maps concatenated after the old ones."""
+  growth_rate: int
+  bn_size: int
+  norm: Any
+  conv: Any
+  activation: Callable
+  dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    y = x
+    if self.bn_size:
+      y = self.conv(self.bn_size * self.growth_rate, 1)(self.activation(self.norm()(y)))
+    y = self.conv(self.growth_rate, 3)(self.activation(self.norm()(y)))
+    y = layers.dropout(y, self.dropout_rate, train)
+    return jnp.concatenate([x, y], axis=-1)
+
+
+class DenseNet(nn.Module):
+  """[b, h, w, c] -> logits [b, num_classes]; features: the pooled final maps [b, m]."""
+  block_sizes: Sequence[int] = (6, 12, 24, 16)
+  num_classes: int = 1000
+  growth_rate: int = 32
+  init_features: int = 64
+  bn_size: int = 4  # B: bottleneck width multiplier; 0 for no bottleneck.
+  compression: float = 0.5  # C: fraction of maps a transition keeps.
+  dropout_rate: float = 0.0
+  stem: str = 'imagenet'  # 'imagenet' (7x7/2 conv + 3x3/2 max pool) or 'small' (3x3/1 conv).
+  activation: Callable = nn.relu
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, return_features: bool = False):
+    norm = functools.partial(layers.batch_norm, train, dtype=self.dtype)
+
+    def conv(features, kernel_size, **kwargs):
+      return layers.conv2d(features, kernel_size, padding=kernel_size // 2, use_bias=False,
+                           dtype=self.dtype, **kwargs)
+
+    if self.stem == 'imagenet':
+      x = self.activation(norm(name='stem_norm')(conv(self.init_features, 7, strides=2,
+                                                      name='stem_conv')(x)))
+      x = layers.max_pool(x, window=3, strides=2, padding=1)
+    elif self.stem == 'small':
+      x = conv(self.init_features, 3, name='stem_conv')(x)
+    else:
+      raise ValueError(f"unknown stem '{self.stem}'; valid stems are: imagenet, small")
+    for index, num_layers in enumerate(self.block_sizes):
+      for _ in range(num_layers):
+        x = DenseLayer(self.growth_rate, self.bn_size, norm, conv, self.activation,
+                       self.dropout_rate)(x, train)
+      if index < len(self.block_sizes) - 1:  # Transition layer.
+        x = conv(int(x.shape[-1] * self.compression), 1)(self.activation(norm()(x)))
+        x = layers.avg_pool(x, window=2)
+    x = layers.global_pool(self.activation(norm(name='final_norm')(x)))
+    return common.classify(x, self.num_classes, return_features, self.dtype)
+
+
+DenseNet121 = functools.partial(DenseNet, block_sizes=(6, 12, 24, 16))

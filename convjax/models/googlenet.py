@@ -1,0 +1,143 @@
+"""GoogLeNet, Inception v1 (Szegedy et al. 2014, "Going Deeper with Convolutions"), as published.
+
+What it introduced: the Inception module, parallel 1x1, 3x3 and 5x5 convolutions and a pooled
+branch concatenated along channels, with 1x1 "reduce" convs cutting the channels before the
+expensive 3x3 and 5x5 ones; 22 layers for 1/12 of AlexNet's parameters, global average pooling
+instead of big FC layers, and auxiliary classifiers on 4a and 4d to help gradients reach early layers.
+
+Table 1 of the paper, row by row; each Inception is
+(#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj):
+
+  conv 7x7/2 64 -> max pool 3x3/2 -> LRN -> conv 1x1 64 -> conv 3x3 192 -> LRN -> max pool 3x3/2
+  3a (64, 96, 128, 16, 32, 32)      3b (128, 128, 192, 32, 96, 64)      max pool 3x3/2
+  4a (192, 96, 208, 16, 48, 64)     4b (160, 112, 224, 24, 64, 64)      4c (128, 128, 256, 24, 64, 64)
+  4d (112, 144, 288, 32, 64, 64)    4e (256, 160, 320, 32, 128, 128)    max pool 3x3/2
+  5a (256, 160, 320, 32, 128, 128)  5b (384, 192, 384, 48, 128, 128)
+  global average pool -> dropout 0.4 -> linear
+
+As published: 5x5 convolutions in the third branch (torchvision uses 3x3 there, for compatibility
+with old weights, so its 6,624,904 parameters do not apply), convolutions with bias and ReLU, and
+the stem's LRN with the reference Caffe model's settings (size 5, k=1, alpha 1e-4 / 5, beta 0.75).
+Max pools keep a final partial window (Caffe's rounding: 112 -> 56 -> 28 -> 14 -> 7).
+
+Auxiliary classifiers (aux_logits=True): avg pool 5x5/3 -> conv 1x1 128 -> FC 1024 -> dropout 0.7
+-> linear, on the outputs of 4a and 4d, in training only. Their logits are sown into the
+'intermediates' collection as 'aux_logits'; the train step adds them to the loss with weight
+config.aux_loss_weight (0.3 in the paper).
+
+googlenet_bn: batch norm after every conv (conv bias dropped), and no LRN, which batch norm replaces.
+Small-image stem: for inputs below 64x64, the stem's 7x7/2 conv and first two max pools become a
+3x3/1 conv, so a 32x32 image reaches inception 3a at 32x32 instead of 4x4.
+"""
+import functools
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from convjax import layers
+from convjax.models import common
+
+ModuleDef = Any
+
+INCEPTION_3 = ((64, 96, 128, 16, 32, 32), (128, 128, 192, 32, 96, 64))
+INCEPTION_4 = ((192, 96, 208, 16, 48, 64), (160, 112, 224, 24, 64, 64), (128, 128, 256, 24, 64, 64),
+               (112, 144, 288, 32, 64, 64), (256, 160, 320, 32, 128, 128))
+INCEPTION_5 = ((256, 160, 320, 32, 128, 128), (384, 192, 384, 48, 128, 128))
+
+
+class ConvUnit(nn.Module):
+  """conv -> (batch norm) -> activation, the unit every GoogLeNet layer is made of."""
+  features: int
+  kernel_size: int
+  strides: int = 1
+  batch_norm: bool = False
+  activation: Callable = nn.relu
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = layers.conv2d(self.features, self.kernel_size, strides=self.strides,
+                      padding=self.kernel_size // 2, use_bias=not self.batch_norm,
+                      dtype=self.dtype)(x)
+    if self.batch_norm:
+      x = layers.batch_norm(train, dtype=self.dtype)(x)
+    return self.activation(x)
+
+
+class Inception(nn.Module):
+  """Four parallel branches concatenated on channels: [b, h, w, c] -> [b, h, w, sum of outputs].
+
+  widths: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj), Table 1's columns.
+  """
+  widths: Sequence[int]
+  unit: ModuleDef
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    n1, r3, n3, r5, n5, proj = self.widths
+    branch1 = self.unit(n1, 1)(x, train)
+    branch3 = self.unit(n3, 3)(self.unit(r3, 1)(x, train), train)
+    branch5 = self.unit(n5, 5)(self.unit(r5, 1)(x, train), train)
+    pooled = layers.max_pool(x, window=3, strides=1, padding=1)
+    return jnp.concatenate([branch1, branch3, branch5, self.unit(proj, 1)(pooled, train)], -1)
+
+
+class AuxClassifier(nn.Module):
+  """The auxiliary head on 4a and 4d: [b, 14, 14, c] -> logits [b, num_classes]."""
+  num_classes: int
+  unit: ModuleDef
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = layers.avg_pool(x, window=5, strides=3, padding='CEIL')
+    x = layers.flatten(self.unit(128, 1)(x, train))
+    x = nn.relu(nn.Dense(1024, dtype=self.dtype)(x))
+    x = layers.dropout(x, 0.7, train)
+    return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
+
+
+class GoogLeNet(nn.Module):
+  """[b, h, w, c] -> logits [b, num_classes]; features: the pooled [b, 1024]."""
+  num_classes: int = 1000
+  # Table 1's Inception rows for stages 3, 4 and 5; a max pool sits between stages.
+  stages: Sequence[Sequence[Sequence[int]]] = (INCEPTION_3, INCEPTION_4, INCEPTION_5)
+  batch_norm: bool = False
+  stem: str = 'imagenet'  # 'imagenet' or 'small'.
+  aux_logits: bool = False
+  dropout_rate: float = 0.4
+  activation: Callable = nn.relu
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, return_features: bool = False):
+    unit = functools.partial(ConvUnit, batch_norm=self.batch_norm, activation=self.activation,
+                             dtype=self.dtype)
+    pool = functools.partial(layers.max_pool, window=3, strides=2, padding='CEIL')
+    x = self._stem(x, unit, pool, train)
+    for stage, rows in enumerate(self.stages):
+      if stage > 0:
+        x = pool(x)
+      for index, widths in enumerate(rows):
+        # Auxiliary heads read the outputs of the middle stage's first and next-to-last
+        # modules: 4a and 4d.
+        if self.aux_logits and stage == 1 and index in (1, len(rows) - 1):
+          aux = AuxClassifier(self.num_classes, unit, self.dtype, name=f'aux_{index}')(x, train)
+          if train:  # Evaluation ignores them; their params exist from init either way.
+            self.sow('intermediates', 'aux_logits', aux)
+        x = Inception(widths, unit)(x, train)
+    x = layers.dropout(layers.global_pool(x), self.dropout_rate, train)
+    return common.classify(x, self.num_classes, return_features, self.dtype)
+
+  def _stem(self, x, unit: ModuleDef, pool: Callable, train: bool):
+    lrn = (lambda y: y) if self.batch_norm else functools.partial(
+        layers.local_response_norm, size=5, k=1.0, alpha=1e-4 / 5, beta=0.75)
+    if self.stem == 'imagenet':
+      x = lrn(pool(unit(64, 7, strides=2)(x, train)))
+    elif self.stem == 'small':
+      x = unit(64, 3)(x, train)
+    else:
+      raise ValueError(f"unknown stem '{self.stem}'; valid stems are: imagenet, small")
+    x = lrn(unit(192, 3)(unit(64, 1)(x, train), train))
+    return pool(x) if self.stem == 'imagenet' else x
