@@ -178,6 +178,44 @@ def batch_norm(train: bool, dtype: Any = jnp.float32, **kwargs) -> nn.BatchNorm:
   return BatchNorm(use_running_average=not train, dtype=dtype, **kwargs)
 
 
+class GroupNorm(nn.Module):
+  """Group norm (Wu & He 2018) with 32 groups, or gcd(32, channels) where 32 does not divide."""
+  scale_init: Callable = nn.initializers.ones
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    groups = int(np.gcd(32, x.shape[-1]))
+    return nn.GroupNorm(num_groups=groups, scale_init=self.scale_init, dtype=self.dtype)(x)
+
+
+class Identity(nn.Module):
+  """No normalisation; takes (and ignores) a norm layer's arguments."""
+  scale_init: Callable | None = None
+  dtype: Any = None
+
+  def __call__(self, x):
+    return x
+
+
+NORMS = ('batch', 'group', 'none')
+
+
+def normalization(kind: str, train: bool, dtype: Any = jnp.float32) -> Callable[..., nn.Module]:
+  """A factory of normalisation layers, so a model's normalisation is one constructor field.
+
+  kind: 'batch' (running averages in 'batch_stats'), 'group' (batch-independent) or 'none'.
+  The factory takes the layer's keyword arguments, e.g. name= or scale_init=.
+  """
+  if kind == 'batch':
+    return functools.partial(batch_norm, train, dtype)
+  if kind == 'group':
+    return functools.partial(GroupNorm, dtype=dtype)
+  if kind == 'none':
+    return Identity
+  raise ValueError(f"unknown normalization '{kind}'; valid kinds are: {', '.join(NORMS)}")
+
+
 def dropout(x: jnp.ndarray, rate: float, train: bool) -> jnp.ndarray:
   """Inverted dropout drawing from the 'dropout' rng in training, identity in evaluation."""
   return nn.Dropout(rate, deterministic=not train)(x) if rate > 0 else x

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from convjax import models, parallel, summary, train
+from convjax import layers, models, parallel, summary, train
 from convjax.models import lenet
 
 
@@ -349,3 +349,30 @@ def test_lenet5_1998_centres_28x28_images_in_the_32x32_field():
   variables = model.init(jax.random.PRNGKey(1), x)
   padded = jnp.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)), mode='edge')
   np.testing.assert_allclose(model.apply(variables, x), model.apply(variables, padded))
+
+
+@pytest.mark.parametrize('name', ['resnet18', 'resnet20', 'densenet121'])
+def test_normalization_and_activation_are_constructor_fields(name):
+  shape = (32, 32, 3)
+  bn = num_params(models.create(name, input_shape=shape), shape)
+  # Group norm has the same per-channel scale and offset as batch norm, and no running averages.
+  group = models.create(name, input_shape=shape, normalization='group')
+  assert num_params(group, shape) == bn
+  variables = jax.eval_shape(lambda: group.init(jax.random.PRNGKey(0), jnp.zeros((1,) + shape)))
+  assert 'batch_stats' not in variables
+  none = models.create(name, input_shape=shape, normalization='none', activation=jnp.tanh)
+  assert num_params(none, shape) < bn
+  out = jax.eval_shape(lambda: none.init_with_output(jax.random.PRNGKey(0),
+                                                     jnp.zeros((2,) + shape))[0])
+  assert out.shape == (2, models.get_spec(name).num_classes)
+
+
+def test_group_norm_and_no_norm_resnets_run_and_differ():
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 16, 16, 3))
+  outputs = []
+  for normalization in layers.NORMS:
+    model = models.create('resnet20', normalization=normalization, stage_sizes=(1, 1, 1))
+    variables = model.init(jax.random.PRNGKey(0), x)
+    outputs.append(model.apply(variables, x, train=True, mutable=['batch_stats'])[0])
+  assert all(np.isfinite(o).all() for o in outputs)
+  assert not np.allclose(outputs[0], outputs[1]) and not np.allclose(outputs[1], outputs[2])

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from convjax import checkpoint, data, metrics, models, parallel, train
+from convjax import checkpoint, config as config_lib, data, metrics, models, parallel, summary, train
 from tests.conftest import NUM_TEST_DEVICES
 
 
@@ -205,3 +205,18 @@ def test_rerunning_a_finished_run_reevaluates_without_duplicating_metrics(tmp_pa
   assert again['test_accuracy'] == first['test_accuracy']
   eval_steps = [r['step'] for r in read_lines(str(tmp_path), 'test_accuracy')]
   assert eval_steps == [6]
+
+
+def test_an_input_too_small_for_the_model_stops_before_any_file(tmp_path, digits_config):
+  digits_config.model = 'alexnet'
+  digits_config.image_size = None  # digits are 8x8: AlexNet's pools leave nothing.
+  workdir = str(tmp_path / 'run')
+  with pytest.raises(summary.InputShapeError, match=r'layer Dense_0 \(Dense\) would be empty'):
+    train.train_and_evaluate(digits_config, workdir)
+  assert not os.path.exists(workdir)
+
+
+def test_aux_loss_weight_needs_a_model_with_auxiliary_heads(tmp_path, digits_config):
+  digits_config.aux_loss_weight = 0.3
+  with pytest.raises(config_lib.ConfigError, match="'lenet5' has none"):
+    train.train_and_evaluate(digits_config, str(tmp_path / 'run'))

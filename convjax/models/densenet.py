@@ -56,12 +56,13 @@ class DenseNet(nn.Module):
   compression: float = 0.5  # C: fraction of maps a transition keeps.
   dropout_rate: float = 0.0
   stem: str = 'imagenet'  # 'imagenet' (7x7/2 conv + 3x3/2 max pool) or 'small' (3x3/1 conv).
+  normalization: str = 'batch'  # 'batch', 'group' or 'none' (layers.NORMS).
   activation: Callable = nn.relu
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False, return_features: bool = False):
-    norm = functools.partial(layers.batch_norm, train, dtype=self.dtype)
+    norm = layers.normalization(self.normalization, train, self.dtype)
 
     def conv(features, kernel_size, **kwargs):
       return layers.conv2d(features, kernel_size, padding=kernel_size // 2, use_bias=False,

@@ -101,6 +101,7 @@ class ResNet(nn.Module):
   widths: Sequence[int] = (64, 128, 256, 512)
   stem: str = 'imagenet'  # 'imagenet' (7x7/2 conv + 3x3/2 max pool) or 'small' (3x3/1 conv).
   shortcut: str = 'B'  # 'B': projection where the shape changes; 'A': zero-padded identity.
+  normalization: str = 'batch'  # 'batch', 'group' or 'none' (layers.NORMS).
   activation: Callable = nn.relu
   zero_init_residual: bool = False
   dtype: Any = jnp.float32
@@ -111,7 +112,7 @@ class ResNet(nn.Module):
         layers.conv2d, use_bias=False, dtype=self.dtype,
         kernel_init=nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'))
     conv = _same_size_padding(conv)
-    norm = functools.partial(layers.batch_norm, train, dtype=self.dtype)
+    norm = layers.normalization(self.normalization, train, self.dtype)
     if self.stem == 'imagenet':
       x = self.activation(norm(name='stem_norm')(conv(self.widths[0], 7, strides=2,
                                                         name='stem_conv')(x)))
