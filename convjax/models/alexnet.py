@@ -58,10 +58,8 @@ class AlexNet(nn.Module):
         x = layers.local_response_norm(x, size=5, k=2.0, alpha=1e-4, beta=0.75)
       if index in (0, 1, 4):  # Overlapping pooling: 3x3 windows every 2 pixels.
         x = layers.max_pool(x, window=3, strides=2, padding=next(pools))
-    x = layers.flatten(x)
-    for _ in range(2):
-      x = self.activation(nn.Dense(self.head_width, dtype=self.dtype)(x))
-      x = layers.dropout(x, self.dropout_rate, train)
+    x = common.hidden_layers(layers.flatten(x), self.head_width, 2, self.activation,
+                             self.dropout_rate, train, self.dtype)
     return common.classify(x, self.num_classes, return_features, self.dtype)
 
 

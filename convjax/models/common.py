@@ -6,10 +6,12 @@ Every registry model is called as `model.apply(variables, x, train=..., return_f
   (logits, features [batch, embedding]), features being the penultimate activations that feed the
   final classifier (the embedding that similarity search and feature probes use).
 """
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from convjax import layers
 
 
 def classify(features: jnp.ndarray, num_classes: int, return_features: bool,
@@ -25,3 +27,15 @@ def classify(features: jnp.ndarray, num_classes: int, return_features: bool,
 def outputs(logits: jnp.ndarray, features: jnp.ndarray, return_features: bool):
   """logits, or (logits, features) when the caller asked for the embedding too."""
   return (logits, features.astype(jnp.float32)) if return_features else logits
+
+
+def hidden_layers(x: jnp.ndarray, width: int, depth: int, activation: Callable, dropout_rate: float,
+                  train: bool, dtype: Any = jnp.float32) -> jnp.ndarray:
+  """The fully connected hidden layers of AlexNet-era heads: depth x (dense -> act -> dropout).
+
+  x: [b, d] -> [b, width].
+  """
+  for _ in range(depth):
+    x = activation(nn.Dense(width, dtype=dtype)(x))
+    x = layers.dropout(x, dropout_rate, train)
+  return x

@@ -45,8 +45,8 @@ def _shortcut(x: jnp.ndarray, filters: int, strides: int, kind: str, conv: Modul
   return norm(name='shortcut_norm')(conv(filters, 1, strides=strides, name='shortcut_conv')(x))
 
 
-class BasicBlock(nn.Module):
-  """conv3x3(stride) -> bn -> relu -> conv3x3 -> bn, + shortcut, relu. Output width `filters`."""
+class ResidualBlock(nn.Module):
+  """What both blocks share: their fields, and the closing batch norm + shortcut + activation."""
   filters: int
   conv: ModuleDef
   norm: ModuleDef
@@ -56,37 +56,34 @@ class BasicBlock(nn.Module):
   zero_init_residual: bool = False
   expansion = 1
 
-  @nn.compact
-  def __call__(self, x):
-    y = self.activation(self.norm()(self.conv(self.filters, 3, strides=self.strides)(x)))
-    y = self.conv(self.filters, 3)(y)
+  def close(self, x, y):
+    """Normalises the residual branch y, adds the shortcut of the block input x, activates."""
     # Zero-initialising the last scale makes each block start as the identity (Goyal et al. 2017).
     y = self.norm(scale_init=nn.initializers.zeros if self.zero_init_residual else
                   nn.initializers.ones)(y)
-    return self.activation(y + _shortcut(x, self.filters, self.strides, self.shortcut,
-                                         self.conv, self.norm))
+    width = self.filters * self.expansion
+    return self.activation(y + _shortcut(x, width, self.strides, self.shortcut, self.conv,
+                                         self.norm))
 
 
-class Bottleneck(nn.Module):
+class BasicBlock(ResidualBlock):
+  """conv3x3(stride) -> bn -> relu -> conv3x3 -> bn, + shortcut, relu. Output width `filters`."""
+
+  @nn.compact
+  def __call__(self, x):
+    y = self.activation(self.norm()(self.conv(self.filters, 3, strides=self.strides)(x)))
+    return self.close(x, self.conv(self.filters, 3)(y))
+
+
+class Bottleneck(ResidualBlock):
   """1x1 -> 3x3(stride) -> 1x1 (4 x filters), bn after each, + shortcut, relu (v1.5 stride)."""
-  filters: int
-  conv: ModuleDef
-  norm: ModuleDef
-  activation: Callable
-  strides: int = 1
-  shortcut: str = 'B'
-  zero_init_residual: bool = False
   expansion = 4
 
   @nn.compact
   def __call__(self, x):
     y = self.activation(self.norm()(self.conv(self.filters, 1)(x)))
     y = self.activation(self.norm()(self.conv(self.filters, 3, strides=self.strides)(y)))
-    y = self.conv(self.filters * self.expansion, 1)(y)
-    y = self.norm(scale_init=nn.initializers.zeros if self.zero_init_residual else
-                  nn.initializers.ones)(y)
-    return self.activation(y + _shortcut(x, self.filters * self.expansion, self.strides,
-                                         self.shortcut, self.conv, self.norm))
+    return self.close(x, self.conv(self.filters * self.expansion, 1)(y))
 
 
 class ResNet(nn.Module):

@@ -50,10 +50,8 @@ class VGG(nn.Module):
           x = layers.batch_norm(train, dtype=self.dtype)(x)
         x = self.activation(x)
       x = layers.max_pool(x, window=2, padding='CEIL')
-    x = layers.flatten(x)
-    for _ in range(2):
-      x = self.activation(nn.Dense(self.head_width, dtype=self.dtype)(x))
-      x = layers.dropout(x, self.dropout_rate, train)
+    x = common.hidden_layers(layers.flatten(x), self.head_width, 2, self.activation,
+                             self.dropout_rate, train, self.dtype)
     return common.classify(x, self.num_classes, return_features, self.dtype)
 
 
