@@ -37,8 +37,8 @@ def trained_workdir(tmp_path_factory):
 
 
 BAD_INPUTS = [
-    (['--config.model=lenet7'], "unknown model 'lenet7'; valid values are: lenet5"),
-    (['--config.dataset=imagenet'], "unknown dataset 'imagenet'; valid values are: digits, fashion_mnist"),
+    (['--config.model=lenet7'], "unknown model 'lenet7'; valid values are: alexnet, alexnet_2012, densenet121"),
+    (['--config.dataset=imagenet'], "unknown dataset 'imagenet'; valid values are: cifar10, digits, fashion_mnist"),
     (['--config.optimizer=lion'], "unknown optimizer 'lion'"),
     (['--config.lr_schedule=linear'], "unknown lr_schedule 'linear'"),
     (['--config.batch_sise=64'], "--config.batch_sise names no field of the config"),
