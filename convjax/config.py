@@ -29,6 +29,9 @@ def validate(config, num_devices: int) -> None:
     if config[field] % num_devices:
       raise ConfigError(f'{field}={config[field]} is not divisible by the {num_devices} devices; '
                         f'use a multiple of {num_devices}')
+  if config.aux_loss_weight > 0 and not models.has_field(config.model, 'aux_logits'):
+    raise ConfigError(f'aux_loss_weight={config.aux_loss_weight} needs a model with auxiliary '
+                      f"classifiers, and '{config.model}' has none")
   dataset_classes = data.NUM_CLASSES[config.dataset]
   if config.num_classes is not None and config.num_classes != dataset_classes:
     raise ConfigError(f'num_classes={config.num_classes} does not match dataset '

@@ -5,7 +5,9 @@ so the same code serves 1-D signals, images and volumes.
 
 Padding, everywhere: 'VALID' (no padding), 'SAME' (output = ceil(input / stride)), an int p
 (p zeros on both sides of every spatial axis, PyTorch's convention), or explicit (low, high)
-pairs per spatial axis. Pooling also takes 'CEIL': no padding, but a final partial window is kept,
+pairs per spatial axis. Convolutions also take 'HALF': kernel_size // 2 zeros on both sides, the
+reference implementations' choice (it keeps the size at stride 1, and at stride 2 aligns windows
+as PyTorch does, where 'SAME' would shift them). Pooling also takes 'CEIL': no padding, but a final partial window is kept,
 PyTorch's ceil_mode=True, which Caffe-era networks (GoogLeNet, ZFNet, NiN) rely on.
 """
 import functools
@@ -62,7 +64,10 @@ def conv(features: int, kernel_size: int | Sequence[int], *, ndim: int = 2,
   seeing in_channels / groups inputs: AlexNet's two GPU towers are groups=2. The kernel has shape
   [*kernel_size, in_channels // groups, features].
   """
-  return nn.Conv(features, _tuple(kernel_size, ndim), strides=_tuple(strides, ndim),
+  kernel_size = _tuple(kernel_size, ndim)
+  if padding == 'HALF':
+    padding = tuple((k // 2, k // 2) for k in kernel_size)
+  return nn.Conv(features, kernel_size, strides=_tuple(strides, ndim),
                  padding=_explicit_padding(padding, ndim), kernel_dilation=_tuple(dilation, ndim),
                  feature_group_count=groups, use_bias=use_bias, dtype=dtype, name=name, **kwargs)
 

@@ -79,12 +79,9 @@ def layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[Layer]:
                          _multiply_adds(module, main)))
     return output
 
-  def init():
-    with nn.intercept_methods(interceptor):
-      return model.init(jax.random.PRNGKey(0), jnp.zeros((1,) + tuple(input_shape)), train=False)
-
   try:
-    jax.eval_shape(init)
+    with nn.intercept_methods(interceptor):
+      _abstract_init(model, input_shape)
   except InputShapeError:
     raise
   except (ValueError, TypeError) as e:
@@ -96,11 +93,15 @@ def _shape(x) -> str:
   return 'x'.join(str(d) for d in x.shape[1:])
 
 
+def _abstract_init(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
+  """The variables model.init would create for one image of input_shape, as shapes only."""
+  return jax.eval_shape(lambda: model.init(
+      jax.random.PRNGKey(0), jnp.zeros((1,) + tuple(input_shape)), train=False))
+
+
 def count_params(model: nn.Module, input_shape: tuple[int, ...]) -> int:
   """Trainable parameters (weights, biases, batch-norm scales and offsets; not running stats)."""
-  variables = jax.eval_shape(lambda: model.init(
-      jax.random.PRNGKey(0), jnp.zeros((1,) + tuple(input_shape)), train=False))
-  return _size(variables['params'])
+  return _size(_abstract_init(model, input_shape)['params'])
 
 
 def flops_per_image(model: nn.Module, input_shape: tuple[int, ...]) -> int:

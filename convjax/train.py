@@ -193,12 +193,8 @@ def create_model(config, num_classes: int, input_shape: tuple[int, int, int]):
   Raises summary.InputShapeError naming the layer whose output would be empty.
   """
   dtype = jnp.bfloat16 if config.half_precision else jnp.float32
-  overrides = {}
-  if config.aux_loss_weight > 0:
-    if not models.has_field(config.model, 'aux_logits'):
-      raise config_lib.ConfigError(f'aux_loss_weight={config.aux_loss_weight} needs a model with '
-                                   f"auxiliary classifiers, and '{config.model}' has none")
-    overrides['aux_logits'] = True
+  # config.validate has checked that a positive weight comes with a model that has the heads.
+  overrides = {'aux_logits': True} if config.aux_loss_weight > 0 else {}
   model = models.create(config.model, num_classes, input_shape=input_shape,
                         small_inputs=config.small_inputs, dtype=dtype, **overrides)
   summary.check_input_shape(model, input_shape)
@@ -210,7 +206,6 @@ def _setup(config, workdir: str, dp: parallel.DataParallel, dataset: data.Datase
   steps_per_epoch = data.steps_per_epoch(len(dataset.train), config.batch_size)
   total_steps = config_lib.total_steps(config, len(dataset.train))
   schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
-  dtype = jnp.bfloat16 if config.half_precision else jnp.float32
   state = create_train_state(model, optim.create_optimizer(config, schedule),
                              dataset.image_shape, config.seed)
   checkpointer = checkpoint.Checkpointer(workdir, config.max_checkpoints_to_keep)
@@ -220,7 +215,8 @@ def _setup(config, workdir: str, dp: parallel.DataParallel, dataset: data.Datase
   is_chief = parallel.process_index() == 0
   if is_chief:
     _write_json(os.path.join(workdir, 'config.json'), {**config.to_dict(), **meta})
-  normalize = functools.partial(data.normalize, mean=dataset.mean, std=dataset.std, dtype=dtype)
+  normalize = functools.partial(data.normalize, mean=dataset.mean, std=dataset.std,
+                                dtype=model.dtype)
   run = _Run(
       config=config, dp=dp, dataset=dataset, meta=meta, total_steps=total_steps,
       steps_per_epoch=max(steps_per_epoch, 1),

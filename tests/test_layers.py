@@ -123,3 +123,13 @@ def test_option_a_shortcut_is_parameter_free_strided_identity_with_zero_channels
                             strides=2, shortcut='A')
   params = jax.eval_shape(lambda: block.init(jax.random.PRNGKey(0), x))['params']
   assert sorted(params) == ['BatchNorm_0', 'BatchNorm_1', 'Conv_0', 'Conv_1']  # No projection.
+
+
+def test_half_padding_is_kernel_size_over_two_on_each_side():
+  x = jax.random.normal(jax.random.PRNGKey(0), (1, 8, 8, 2))
+  half = layers.conv2d(3, (3, 5), strides=2, padding='HALF')
+  variables = half.init(jax.random.PRNGKey(1), x)
+  explicit = layers.conv2d(3, (3, 5), strides=2, padding=((1, 1), (2, 2)))
+  np.testing.assert_array_equal(half.apply(variables, x), explicit.apply(variables, x))
+  same = layers.conv2d(3, (3, 5), strides=2, padding='SAME')
+  assert not np.allclose(half.apply(variables, x), same.apply(variables, x))  # SAME pads (0, 1).

@@ -64,9 +64,7 @@ class DenseNet(nn.Module):
   def __call__(self, x, train: bool = False, return_features: bool = False):
     norm = layers.normalization(self.normalization, train, self.dtype)
 
-    def conv(features, kernel_size, **kwargs):
-      return layers.conv2d(features, kernel_size, padding=kernel_size // 2, use_bias=False,
-                           dtype=self.dtype, **kwargs)
+    conv = functools.partial(layers.conv2d, padding='HALF', use_bias=False, dtype=self.dtype)
 
     if self.stem == 'imagenet':
       x = self.activation(norm(name='stem_norm')(conv(self.init_features, 7, strides=2,

@@ -58,7 +58,7 @@ class ConvUnit(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     x = layers.conv2d(self.features, self.kernel_size, strides=self.strides,
-                      padding=self.kernel_size // 2, use_bias=not self.batch_norm,
+                      padding='HALF', use_bias=not self.batch_norm,
                       dtype=self.dtype)(x)
     if self.batch_norm:
       x = layers.batch_norm(train, dtype=self.dtype)(x)
@@ -122,9 +122,11 @@ class GoogLeNet(nn.Module):
       for index, widths in enumerate(rows):
         # Auxiliary heads read the outputs of the middle stage's first and next-to-last
         # modules: 4a and 4d.
-        if self.aux_logits and stage == 1 and index in (1, len(rows) - 1):
+        # Evaluation skips them; init runs them (in either mode) to create their parameters.
+        if (self.aux_logits and stage == 1 and index in (1, len(rows) - 1) and
+            (train or self.is_initializing())):
           aux = AuxClassifier(self.num_classes, unit, self.dtype, name=f'aux_{index}')(x, train)
-          if train:  # Evaluation ignores them; their params exist from init either way.
+          if train:
             self.sow('intermediates', 'aux_logits', aux)
         x = Inception(widths, unit)(x, train)
     x = layers.dropout(layers.global_pool(x), self.dropout_rate, train)

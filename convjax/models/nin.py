@@ -30,7 +30,7 @@ class MlpConv(nn.Module):
   def __call__(self, x):
     for index, width in enumerate(self.widths):
       kernel = self.kernel_size if index == 0 else 1
-      x = self.activation(layers.conv2d(width, kernel, padding=kernel // 2, dtype=self.dtype)(x))
+      x = self.activation(layers.conv2d(width, kernel, padding='HALF', dtype=self.dtype)(x))
     return x
 
 

@@ -106,9 +106,8 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False, return_features: bool = False):
     conv = functools.partial(
-        layers.conv2d, use_bias=False, dtype=self.dtype,
+        layers.conv2d, padding='HALF', use_bias=False, dtype=self.dtype,
         kernel_init=nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'))
-    conv = _same_size_padding(conv)
     norm = layers.normalization(self.normalization, train, self.dtype)
     if self.stem == 'imagenet':
       x = self.activation(norm(name='stem_norm')(conv(self.widths[0], 7, strides=2,
@@ -124,13 +123,6 @@ class ResNet(nn.Module):
                        strides=2 if stage > 0 and index == 0 else 1, shortcut=self.shortcut,
                        zero_init_residual=self.zero_init_residual)(x)
     return common.classify(layers.global_pool(x), self.num_classes, return_features, self.dtype)
-
-
-def _same_size_padding(conv: ModuleDef) -> ModuleDef:
-  """Wraps a conv factory so a k x k kernel pads k // 2 on each side."""
-  def make(features, kernel_size, **kwargs):
-    return conv(features, kernel_size, padding=kernel_size // 2, **kwargs)
-  return make
 
 
 ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block=BasicBlock)
