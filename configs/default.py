@@ -20,12 +20,25 @@ def get_config() -> ml_collections.ConfigDict:
   # > 0 turns on GoogLeNet's auxiliary classifiers and weights their loss (the paper: 0.3).
   config.aux_loss_weight = 0.0
 
-  # Data.
-  config.dataset = 'fashion_mnist'  # 'digits', 'fashion_mnist' or 'cifar10' (TFDS).
+  # Data: a catalogue name (convjax.data.CATALOGUE documents each one's preprocessing).
+  # In memory: digits, mnist, fashion_mnist, kmnist, cifar10, cifar100, svhn_cropped.
+  # Streamed: imagenette, imagenet2012.
+  config.dataset = 'fashion_mnist'
   config.data_dir = config_dict.placeholder(str)  # IDX files, or TFDS's data_dir.
   config.data_source = 'auto'  # 'auto' (local IDX files, else TFDS), 'idx' or 'tfds'.
   config.download = False  # Let TFDS download a missing dataset (needs internet).
-  config.image_size = config_dict.placeholder(int)  # Resize both splits once, when set.
+  config.manual_dir = config_dict.placeholder(str)  # imagenet2012: the downloaded ILSVRC tars.
+  # In-memory datasets: resize both splits once, when set. Streamed ones: the crop size (224).
+  config.image_size = config_dict.placeholder(int)
+  config.eval_crop_ratio = 0.875  # Streamed evaluation: resize to image_size / this, crop centre.
+  config.input_workers = 8  # Streamed datasets: threads that read and decode images.
+
+  # Training augmentation; evaluation never augments.
+  config.augment = ml_collections.ConfigDict()
+  config.augment.crop_padding = 0  # In memory: zero-pad by this much, crop back randomly (0 = off).
+  config.augment.flip = False  # Random horizontal flip; refused where it changes the class.
+  config.augment.cutout = 0  # In memory: side of a square set to the mean pixel (0 = off).
+  config.augment.min_crop_scale = 0.08  # Streamed: random-resized-crop's smallest area fraction.
 
   # Schedule. batch_size is global: split over every device of every process.
   config.batch_size = 128
@@ -48,6 +61,10 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Devices: data-parallel over this many local devices per process; <= 0 means all of them.
   config.num_devices = -1
+  # Several processes (hosts) through jax.distributed. True calls jax.distributed.initialize()
+  # with the cluster's own settings (SLURM, Open MPI, Kubernetes, Cloud TPU); it is also called
+  # whenever JAX_COORDINATOR_ADDRESS is set. See README "Multi-host".
+  config.distributed = False
 
   # Bookkeeping.
   config.seed = 0
@@ -55,5 +72,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_steps = -1  # <= 0: evaluate once per epoch.
   config.checkpoint_every_steps = -1  # <= 0: once per epoch.
   config.max_checkpoints_to_keep = 3
-  config.prefetch_batches = 2
+  config.prefetch_batches = 2  # Streamed datasets: batches read ahead and copied to the devices.
   return config

@@ -1,7 +1,7 @@
 """Checks an experiment config before any work, and derives the values it leaves implicit."""
 import math
 
-from convjax import data, models, optim
+from convjax import data, models, optim, sampling
 
 
 class ConfigError(ValueError):
@@ -32,10 +32,30 @@ def validate(config, num_devices: int) -> None:
   if config.aux_loss_weight > 0 and not models.has_field(config.model, 'aux_logits'):
     raise ConfigError(f'aux_loss_weight={config.aux_loss_weight} needs a model with auxiliary '
                       f"classifiers, and '{config.model}' has none")
+  _check_augmentation(config)
   dataset_classes = data.NUM_CLASSES[config.dataset]
   if config.num_classes is not None and config.num_classes != dataset_classes:
     raise ConfigError(f'num_classes={config.num_classes} does not match dataset '
                       f"'{config.dataset}', which has {dataset_classes} classes")
+
+
+def _check_augmentation(config) -> None:
+  info, augment = data.CATALOGUE[config.dataset], config.augment
+  for field in ('crop_padding', 'cutout'):
+    if augment[field] < 0:
+      raise ConfigError(f'augment.{field} must be >= 0, got {augment[field]}')
+    if augment[field] and info.streaming:
+      raise ConfigError(f"augment.{field} applies to in-memory datasets; '{config.dataset}' is "
+                        'streamed with random-resized crops (see augment.min_crop_scale)')
+  if augment.flip and not info.flip:
+    raise ConfigError(f"augment.flip would change classes of '{config.dataset}' (mirrored "
+                      'digits and characters are different symbols)')
+  for field, value in (('augment.min_crop_scale', augment.min_crop_scale),
+                       ('eval_crop_ratio', config.eval_crop_ratio)):
+    if not 0 < value <= 1:
+      raise ConfigError(f'{field} must be in (0, 1], got {value}')
+  if config.input_workers < 1:
+    raise ConfigError(f'input_workers must be at least 1, got {config.input_workers}')
 
 
 def _check_choice(field: str, value: str, valid) -> None:
@@ -52,7 +72,7 @@ def total_steps(config, num_train_examples: int) -> int:
   """num_train_steps when positive, else num_epochs (may be fractional) of full batches."""
   if config.num_train_steps > 0:
     return config.num_train_steps
-  steps = data.steps_per_epoch(num_train_examples, config.batch_size)
+  steps = sampling.steps_per_epoch(num_train_examples, config.batch_size)
   if steps == 0:
     raise ConfigError(f'batch_size={config.batch_size} is larger than the '
                       f'{num_train_examples} training examples')

@@ -1,32 +1,87 @@
-"""Datasets and batches.
+"""The dataset catalogue, and loading datasets into host memory or opening them for streaming.
 
-Each dataset loads once into host memory as uint8 images [n, height, width, channels] and int32
-labels [n]. Normalisation happens on the device inside the jitted step (`normalize`), so the host
-only gathers uint8 rows.
+Every dataset is named as in tensorflow-datasets, except scikit-learn's bundled `digits`.
+`CATALOGUE` documents each one's preprocessing: its normalisation statistics (per channel, in
+[0, 1] pixel units, of the training split), whether a horizontal flip keeps the class, and
+whether it is small enough to hold in memory.
 
-Batches are a pure function of (seed, step): epoch e is the permutation
-`np.random.default_rng([seed, e])`, and step s reads slice s % steps_per_epoch of it. A run resumed
-at step s therefore sees exactly the batches an uninterrupted run sees.
+- Small datasets (`streaming=False`) load once into host memory as uint8 images
+  [n, height, width, channels] and int32 labels [n]; `pipeline.InMemoryPipeline` then keeps them
+  on the devices and does all per-batch work there.
+- Large datasets (`streaming=True`, ImageNet-size images of varying shape) are opened as TFDS
+  random-access data sources; `streaming.StreamingPipeline` reads, decodes and crops them.
+
+Reading goes through TFDS's array_record data sources and needs no TensorFlow. MNIST-style
+datasets can also be read from local IDX files.
 """
 import dataclasses
 import gzip
 import os
-from typing import Iterator
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+# ImageNet's statistics (the torchvision convention); Imagenette, an ImageNet subset, shares them.
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """One catalogue entry.
+
+  image_shape: (height, width, channels) of every image; None where sizes vary (streaming).
+  mean, std: per-channel normalisation statistics in [0, 1] units; `stats` says where from.
+  flip: True where a horizontal flip keeps the class (not for digits and characters).
+  streaming: read from disk batch by batch instead of holding the dataset in memory.
+  eval_split: the TFDS split used as the test set.
+  idx: also readable from local MNIST-style IDX files.
+  """
+  name: str
+  num_classes: int
+  image_shape: tuple[int, int, int] | None
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  stats: str
+  flip: bool
+  streaming: bool = False
+  eval_split: str = 'test'
+  idx: bool = False
+
+
+CATALOGUE = {info.name: info for info in [
+    DatasetInfo('digits', 10, (8, 8, 1), (0.3050,), (0.3757,),
+                "this project's 1,438-image training split", flip=False),
+    DatasetInfo('mnist', 10, (28, 28, 1), (0.1307,), (0.3081,),
+                'the 60,000 training images', flip=False, idx=True),
+    DatasetInfo('fashion_mnist', 10, (28, 28, 1), (0.2860,), (0.3530,),
+                'the 60,000 training images', flip=True, idx=True),
+    DatasetInfo('kmnist', 10, (28, 28, 1), (0.1918,), (0.3483,),
+                'the 60,000 training images', flip=False, idx=True),
+    DatasetInfo('cifar10', 10, (32, 32, 3), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+                'the 50,000 training images', flip=True),
+    DatasetInfo('cifar100', 100, (32, 32, 3), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+                'the 50,000 training images', flip=True),
+    DatasetInfo('svhn_cropped', 10, (32, 32, 3), (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970),
+                'the 73,257 training images', flip=False),
+    DatasetInfo('imagenette', 10, None, _IMAGENET_MEAN, _IMAGENET_STD,
+                "ImageNet's (Imagenette is a 10-class ImageNet subset)", flip=True,
+                streaming=True, eval_split='validation'),
+    DatasetInfo('imagenet2012', 1000, None, _IMAGENET_MEAN, _IMAGENET_STD,
+                'the ImageNet training set (the torchvision convention)', flip=True,
+                streaming=True, eval_split='validation'),
+]}
+NUM_CLASSES = {name: info.num_classes for name, info in CATALOGUE.items()}
+DATA_SOURCES = ('auto', 'idx', 'tfds')
 # IDX file names shared by MNIST-style datasets; `.gz` versions are read too.
 _IDX_FILES = {
     'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
     'test': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'),
 }
-# Where Debian's dataset-* packages put IDX files, per dataset.
+# Debian's packages of IDX files, and where they put them.
+_DEBIAN_PACKAGES = {'fashion_mnist': 'dataset-fashion-mnist'}
 _SYSTEM_IDX_DIRS = {'fashion_mnist': '/usr/share/datasets/fashion-mnist'}
-NUM_CLASSES = {'digits': 10, 'fashion_mnist': 10, 'cifar10': 10}
-IDX_DATASETS = ('fashion_mnist',)  # Also readable from local IDX files; the rest come from TFDS.
-DATA_SOURCES = ('auto', 'idx', 'tfds')
 
 
 class DatasetNotFoundError(RuntimeError):
@@ -45,47 +100,77 @@ class Split:
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """Train and test splits plus the train split's per-channel mean and std (in [0, 1] units)."""
-  name: str
+  """A small dataset in host memory: train and test splits, and its catalogue entry."""
+  info: DatasetInfo
   train: Split
   test: Split
-  num_classes: int
-  mean: tuple[float, ...]
-  std: tuple[float, ...]
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
     return tuple(self.train.images.shape[1:])
 
 
+@dataclasses.dataclass(frozen=True)
+class StreamingDataset:
+  """A large dataset on disk: random-access sources whose items are {'image': uint8 [h, w, c],
+  'label': int}, with h and w varying from image to image."""
+  info: DatasetInfo
+  train: Sequence[dict[str, Any]]
+  test: Sequence[dict[str, Any]]
+
+
 def list_datasets() -> list[str]:
-  return sorted(NUM_CLASSES)
+  return sorted(CATALOGUE)
+
+
+def get_info(name: str) -> DatasetInfo:
+  if name not in CATALOGUE:
+    raise ValueError(f"unknown dataset '{name}'; valid datasets are: {', '.join(list_datasets())}")
+  return CATALOGUE[name]
 
 
 def load(name: str, data_dir: str | None = None, source: str = 'auto', download: bool = False,
          image_size: int | None = None) -> Dataset:
-  """Loads a dataset into host memory.
+  """Loads a small dataset into host memory.
 
   Args:
-    name: 'digits', 'fashion_mnist' or 'cifar10'.
+    name: a catalogue name whose entry has streaming=False.
     data_dir: a directory holding IDX files, or TFDS's data_dir.
     source: for IDX datasets, 'idx' (local files only), 'tfds', or 'auto' (IDX files when found,
       else TFDS).
     download: let TFDS download and prepare a missing dataset (needs internet and TensorFlow).
     image_size: when set, resize both splits once to [image_size, image_size] (bilinear).
   """
-  if name not in NUM_CLASSES:
-    raise ValueError(f"unknown dataset '{name}'; valid datasets are: {', '.join(list_datasets())}")
+  info = get_info(name)
+  if info.streaming:
+    raise ValueError(f"dataset '{name}' is too large for memory; open it with data.open_streaming")
+  if source not in DATA_SOURCES:
+    raise ValueError(f"unknown data_source '{source}'; valid sources are: {', '.join(DATA_SOURCES)}")
   if name == 'digits':
     train, test = _load_digits()
-  elif name in IDX_DATASETS:
-    train, test = _load_idx_dataset(name, data_dir, source, download)
+  elif info.idx and source != 'tfds' and (idx_dir := _find_idx_dir(name, data_dir)):
+    train, test = (_read_idx_split(idx_dir, split) for split in ('train', 'test'))
+  elif info.idx and source == 'idx':
+    raise DatasetNotFoundError(_how_to_get(info, data_dir))
   else:
-    train, test = _load_tfds(name, data_dir, download)
+    sources = _tfds_sources(info, data_dir, download)
+    train, test = (_split_from_source(s) for s in sources)
   if image_size:
     train, test = _resize(train, image_size), _resize(test, image_size)
-  mean, std = _channel_stats(train.images)
-  return Dataset(name, train, test, NUM_CLASSES[name], mean, std)
+  return Dataset(info, train, test)
+
+
+def open_streaming(name: str, data_dir: str | None = None, download: bool = False,
+                   manual_dir: str | None = None) -> StreamingDataset:
+  """Opens a large dataset's train and evaluation splits as TFDS random-access sources.
+
+  manual_dir: where ImageNet's manually downloaded archives are, for TFDS to prepare it from.
+  """
+  info = get_info(name)
+  if not info.streaming:
+    raise ValueError(f"dataset '{name}' fits in memory; load it with data.load")
+  train, test = _tfds_sources(info, data_dir, download, manual_dir)
+  return StreamingDataset(info, train, test)
 
 
 def _load_digits() -> tuple[Split, Split]:
@@ -99,17 +184,6 @@ def _load_digits() -> tuple[Split, Split]:
   num_test = len(labels) // 5
   test, train = order[:num_test], order[num_test:]
   return Split(images[train], labels[train]), Split(images[test], labels[test])
-
-
-def _load_idx_dataset(name, data_dir, source, download) -> tuple[Split, Split]:
-  if source not in DATA_SOURCES:
-    raise ValueError(f"unknown data_source '{source}'; valid sources are: {', '.join(DATA_SOURCES)}")
-  idx_dir = _find_idx_dir(name, data_dir) if source in ('auto', 'idx') else None
-  if idx_dir:
-    return tuple(_read_idx_split(idx_dir, split) for split in ('train', 'test'))
-  if source == 'idx':
-    raise DatasetNotFoundError(_how_to_get(name, data_dir))
-  return _load_tfds(name, data_dir, download)
 
 
 def _find_idx_dir(name: str, data_dir: str | None) -> str | None:
@@ -150,15 +224,18 @@ def read_idx(path: str) -> np.ndarray:
   return np.frombuffer(content, np.uint8, offset=4 + 4 * rank).reshape(shape)
 
 
-def _load_tfds(name, data_dir, download) -> tuple[Split, Split]:
-  """Reads both splits through TFDS's array_record data source (no TensorFlow needed to read)."""
+def _tfds_sources(info: DatasetInfo, data_dir, download, manual_dir=None) -> list[Sequence]:
+  """The train and evaluation splits as TFDS array_record data sources (no TensorFlow needed)."""
   import tensorflow_datasets as tfds  # Imported here: slow to import, and only this path needs it.
+  prepare = {}
+  if manual_dir:
+    prepare['download_config'] = tfds.download.DownloadConfig(manual_dir=manual_dir)
   try:
-    sources = [tfds.data_source(name, split=split, data_dir=data_dir, download=download)
-               for split in ('train', 'test')]
+    return [tfds.data_source(info.name, split=split, data_dir=data_dir, download=download,
+                             download_and_prepare_kwargs=prepare)
+            for split in ('train', info.eval_split)]
   except Exception as e:  # TFDS raises many types: not found, no network, no TensorFlow.
-    raise DatasetNotFoundError(f'{_how_to_get(name, data_dir)} (TFDS said: {e})') from e
-  return tuple(_split_from_source(source) for source in sources)
+    raise DatasetNotFoundError(f'{_how_to_get(info, data_dir)} (TFDS said: {e})') from e
 
 
 def _split_from_source(source) -> Split:
@@ -168,18 +245,25 @@ def _split_from_source(source) -> Split:
   return Split(images.reshape(images.shape[:3] + (-1,)), labels)
 
 
-def _how_to_get(name: str, data_dir: str | None) -> str:
-  if name not in IDX_DATASETS:
-    return (f"dataset '{name}' was not found in TFDS's data_dir={data_dir!r}; get it in one of "
-            "two ways: with internet, pass --config.download=True so TFDS downloads and prepares "
-            "it (preparing needs `pip install tensorflow`); or prepare it with TFDS on a machine "
-            "with internet and copy its directory into --config.data_dir")
-  return (f"dataset '{name}' was not found locally (data_dir={data_dir!r}); get it in one of three "
-          f"ways: on Debian run `apt-get install dataset-{name.replace('_', '-')}`, which puts its IDX "
-          f"files in {_SYSTEM_IDX_DIRS.get(name, '/usr/share/datasets')}; or put the four IDX files "
-          "(train-images-idx3-ubyte.gz ...) in --config.data_dir; or, with internet, pass "
-          "--config.download=True so TFDS downloads and prepares it (preparing needs `pip install "
-          "tensorflow`)")
+def _how_to_get(info: DatasetInfo, data_dir: str | None) -> str:
+  name = info.name
+  tfds_ways = ("with internet, pass --config.download=True so TFDS downloads and prepares it "
+               "(preparing needs `pip install tensorflow`); or prepare it with TFDS on a machine "
+               "with internet and copy its directory into --config.data_dir")
+  if name == 'imagenet2012':
+    return (f"dataset 'imagenet2012' was not found in TFDS's data_dir={data_dir!r}; ImageNet "
+            'cannot be downloaded automatically: download ILSVRC2012_img_train.tar and '
+            'ILSVRC2012_img_val.tar from image-net.org into a directory, pass it as '
+            '--config.manual_dir together with --config.download=True so TFDS prepares it '
+            "(needs `pip install tensorflow`), or copy an already prepared TFDS directory into "
+            '--config.data_dir')
+  if not info.idx:
+    return f"dataset '{name}' was not found in TFDS's data_dir={data_dir!r}; get it in one of two ways: {tfds_ways}"
+  apt = (f'on Debian run `apt-get install {_DEBIAN_PACKAGES[name]}`, which puts its IDX files in '
+         '/usr/share/datasets; or ') if name in _DEBIAN_PACKAGES else ''
+  return (f"dataset '{name}' was not found locally (data_dir={data_dir!r}); get it in one of these "
+          f"ways: {apt}put the four IDX files (train-images-idx3-ubyte.gz ...) in "
+          f'--config.data_dir; or {tfds_ways}')
 
 
 def _resize(split: Split, size: int) -> Split:
@@ -189,7 +273,8 @@ def _resize(split: Split, size: int) -> Split:
   return Split(np.asarray(jnp.clip(jnp.round(resized), 0, 255), np.uint8), split.labels)
 
 
-def _channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+  """Per-channel mean and std in [0, 1] units of uint8 images [n, h, w, c]."""
   pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255
   return tuple(pixels.mean(0).tolist()), tuple(pixels.std(0).tolist())
 
@@ -198,65 +283,3 @@ def normalize(images: jnp.ndarray, mean, std, dtype=jnp.float32) -> jnp.ndarray:
   """uint8 [..., channels] -> (x / 255 - mean) / std in `dtype`. Runs on the device, inside jit."""
   mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
   return ((images.astype(jnp.float32) / 255 - mean) / std).astype(dtype)
-
-
-def steps_per_epoch(num_examples: int, batch_size: int) -> int:
-  """Training drops the last partial batch, so every step sees a full global batch."""
-  return num_examples // batch_size
-
-
-def train_batch(split: Split, batch_size: int, seed: int, step: int,
-                process_index: int = 0, process_count: int = 1) -> dict[str, np.ndarray]:
-  """This process's share of global batch `step`: image uint8 [batch_size / process_count, h, w, c].
-
-  The global batch is a pure function of (seed, step); process p takes the p-th contiguous slice.
-  """
-  epoch, index = divmod(step, steps_per_epoch(len(split), batch_size))
-  order = _epoch_permutation(len(split), seed, epoch)
-  batch = order[index * batch_size:(index + 1) * batch_size]
-  per_process = batch_size // process_count
-  batch = batch[process_index * per_process:(process_index + 1) * per_process]
-  return {'image': split.images[batch], 'label': split.labels[batch]}
-
-
-_permutation_cache: dict[tuple[int, int, int], np.ndarray] = {}
-
-
-def _epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
-  key = (num_examples, seed, epoch)
-  if key not in _permutation_cache:
-    _permutation_cache.clear()  # Only the current epoch is ever needed again.
-    _permutation_cache[key] = np.random.default_rng([seed, epoch]).permutation(num_examples)
-  return _permutation_cache[key]
-
-
-def train_batches(split: Split, batch_size: int, seed: int, start_step: int, num_steps: int,
-                  process_index: int = 0, process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
-  """Batches for steps start_step .. num_steps - 1 (see `train_batch`)."""
-  for step in range(start_step, num_steps):
-    yield train_batch(split, batch_size, seed, step, process_index, process_count)
-
-
-def eval_batches(split: Split, batch_size: int, process_index: int = 0,
-                 process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
-  """Every example exactly once, in order, in global batches of `batch_size`.
-
-  The last batch is padded with zero images whose `mask` is 0, so any batch size and any
-  device count count every example once. Yields image uint8 [local_batch, h, w, c],
-  label int32 [local_batch] and mask float32 [local_batch], this process's slice.
-  """
-  per_process = batch_size // process_count
-  for start in range(0, len(split), batch_size):
-    stop = min(start + batch_size, len(split))
-    pad = batch_size - (stop - start)
-    batch = {
-        'image': _pad(split.images[start:stop], pad),
-        'label': _pad(split.labels[start:stop], pad),
-        'mask': _pad(np.ones(stop - start, np.float32), pad),
-    }
-    local = slice(process_index * per_process, (process_index + 1) * per_process)
-    yield {k: v[local] for k, v in batch.items()}
-
-
-def _pad(array: np.ndarray, pad: int) -> np.ndarray:
-  return np.pad(array, [(0, pad)] + [(0, 0)] * (array.ndim - 1)) if pad else array

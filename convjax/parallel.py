@@ -16,20 +16,23 @@ from jax import lax
 AXIS = 'batch'  # The named axis that gradients and metrics are averaged over.
 
 
-def maybe_initialize_distributed() -> None:
-  """Starts JAX's multi-controller runtime when the environment asks for it.
+def maybe_initialize_distributed(enabled: bool = False) -> None:
+  """Starts JAX's multi-controller runtime when the config or the environment asks for it.
 
-  A single machine needs nothing. For several processes, set JAX_COORDINATOR_ADDRESS
-  (host:port of process 0), JAX_NUM_PROCESSES and JAX_PROCESS_ID in every process. On CPU the
-  processes exchange collectives through gloo.
+  A single machine needs nothing. `enabled` (config.distributed) calls jax.distributed.initialize
+  with no arguments, so JAX takes the coordinator, process count and process id from the
+  cluster (SLURM, Open MPI, Kubernetes, Cloud TPU). Without a cluster manager, set
+  JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and JAX_PROCESS_ID in
+  every process. On CPU the processes exchange collectives through gloo.
   """
   address = os.environ.get('JAX_COORDINATOR_ADDRESS')
-  if not address:
+  if not (enabled or address):
     return
   if jax.config.jax_platforms in (None, '', 'cpu'):
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-  jax.distributed.initialize(address, int(os.environ['JAX_NUM_PROCESSES']),
-                             int(os.environ['JAX_PROCESS_ID']))
+  num_processes, process_id = (os.environ.get(k) for k in ('JAX_NUM_PROCESSES', 'JAX_PROCESS_ID'))
+  jax.distributed.initialize(address, int(num_processes) if num_processes else None,
+                             int(process_id) if process_id else None)
 
 
 def process_index() -> int:
@@ -100,10 +103,16 @@ class DataParallel:
                     donate_argnums=(0,) if donate_first_arg else ())
 
   def replicate(self, tree: Any) -> Any:
-    """Copies every leaf to every device: leaf [...] -> [devices, ...]."""
-    count = self.num_local_devices
-    return jax.tree.map(
-        lambda x: jax.device_put(np.stack([np.asarray(x)] * count), self._sharding), tree)
+    """Copies every leaf to every local device: leaf [...] -> [devices, ...].
+
+    Each device receives the host array directly, so a whole dataset is never stacked on the host.
+    """
+    def put(x):
+      x = np.asarray(x)[None]
+      copies = [jax.device_put(x, device) for device in self.devices]
+      return jax.make_array_from_single_device_arrays(
+          (len(copies),) + x.shape[1:], self._sharding, copies)
+    return jax.tree.map(put, tree)
 
   @staticmethod
   def unreplicate(tree: Any) -> Any:

@@ -19,7 +19,7 @@ import optax
 from flax.training import train_state
 
 from convjax import (checkpoint, config as config_lib, data, metrics, models, optim, parallel,
-                     summary)
+                     pipeline as pipeline_lib, sampling, summary)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -110,11 +110,10 @@ def eval_step(state: TrainState, batch: dict, *, normalize: Callable) -> dict:
   })
 
 
-def evaluate(dp: parallel.DataParallel, p_eval_step: Callable, state: TrainState,
-             split: data.Split, batch_size: int) -> dict:
-  """test_loss, test_accuracy, test_top5_accuracy and num_test_examples over the whole split."""
-  batches = data.eval_batches(split, batch_size, parallel.process_index(), parallel.process_count())
-  sums = [p_eval_step(state, batch) for batch in dp.prefetch(batches)]
+def evaluate(p_eval_step: Callable, state: TrainState, batches) -> dict:
+  """test_loss, test_accuracy, test_top5_accuracy and num_test_examples over masked batches
+  that hold every test example once (a pipeline's eval_batches())."""
+  sums = [p_eval_step(state, batch) for batch in batches]
   totals = jax.tree.map(lambda *x: float(np.sum([v[0] for v in x])), *jax.device_get(sums))
   count = totals['count']
   return {'test_loss': totals['loss'] / count, 'test_accuracy': totals['correct'] / count,
@@ -126,7 +125,7 @@ class _Run:
   """What the loop needs, built once by `_setup`."""
   config: Any
   dp: parallel.DataParallel
-  dataset: data.Dataset
+  pipeline: Any  # pipeline.InMemoryPipeline or streaming.StreamingPipeline.
   meta: dict
   total_steps: int
   steps_per_epoch: int
@@ -146,14 +145,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
   start_time = time.time()
   dp = parallel.DataParallel(config.num_devices if config.num_devices > 0 else None)
   config_lib.validate(config, dp.num_devices)
-  dataset = data.load(config.dataset, config.data_dir, config.data_source, config.download,
-                      config.image_size)
+  pipeline = pipeline_lib.create(config, dp)
   meta = {'model': config.model, 'num_classes': config_lib.num_classes(config),
-          'input_shape': list(dataset.image_shape), 'dataset': config.dataset}
-  model = create_model(config, meta['num_classes'], dataset.image_shape)
+          'input_shape': list(pipeline.image_shape), 'dataset': config.dataset}
+  model = create_model(config, meta['num_classes'], pipeline.image_shape)
   _check_workdir(workdir)
   checkpoint.check_compatible(workdir, meta)
-  run, state, start_step = _setup(config, workdir, dp, dataset, meta, model)
+  run, state, start_step = _setup(config, workdir, dp, pipeline, meta, model)
   try:
     state, train_rate = _train(run, state, start_step)
     final = _evaluate_test_set(run, state)
@@ -174,7 +172,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 
 def _evaluate_test_set(run: _Run, state: TrainState) -> dict:
-  return evaluate(run.dp, run.p_eval_step, state, run.dataset.test, run.config.eval_batch_size)
+  return evaluate(run.p_eval_step, state, run.pipeline.eval_batches())
 
 
 def _check_workdir(workdir: str) -> None:
@@ -201,13 +199,13 @@ def create_model(config, num_classes: int, input_shape: tuple[int, int, int]):
   return model
 
 
-def _setup(config, workdir: str, dp: parallel.DataParallel, dataset: data.Dataset,
-           meta: dict, model) -> tuple[_Run, TrainState, int]:
-  steps_per_epoch = data.steps_per_epoch(len(dataset.train), config.batch_size)
-  total_steps = config_lib.total_steps(config, len(dataset.train))
+def _setup(config, workdir: str, dp: parallel.DataParallel, pipeline, meta: dict,
+           model) -> tuple[_Run, TrainState, int]:
+  steps_per_epoch = sampling.steps_per_epoch(pipeline.num_train_examples, config.batch_size)
+  total_steps = config_lib.total_steps(config, pipeline.num_train_examples)
   schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
   state = create_train_state(model, optim.create_optimizer(config, schedule),
-                             dataset.image_shape, config.seed)
+                             pipeline.image_shape, config.seed)
   checkpointer = checkpoint.Checkpointer(workdir, config.max_checkpoints_to_keep)
   start_step = checkpointer.latest_step() or 0
   if start_step:
@@ -215,10 +213,10 @@ def _setup(config, workdir: str, dp: parallel.DataParallel, dataset: data.Datase
   is_chief = parallel.process_index() == 0
   if is_chief:
     _write_json(os.path.join(workdir, 'config.json'), {**config.to_dict(), **meta})
-  normalize = functools.partial(data.normalize, mean=dataset.mean, std=dataset.std,
+  normalize = functools.partial(data.normalize, mean=pipeline.info.mean, std=pipeline.info.std,
                                 dtype=model.dtype)
   run = _Run(
-      config=config, dp=dp, dataset=dataset, meta=meta, total_steps=total_steps,
+      config=config, dp=dp, pipeline=pipeline, meta=meta, total_steps=total_steps,
       steps_per_epoch=max(steps_per_epoch, 1),
       p_train_step=dp.pmap(functools.partial(train_step, normalize=normalize, schedule=schedule,
                                              aux_loss_weight=config.aux_loss_weight),
@@ -248,9 +246,7 @@ def _train(run: _Run, state: TrainState, start_step: int) -> tuple[TrainState, f
   log_every = config_lib.every_steps(config.log_every_steps, run.steps_per_epoch)
   eval_every = config_lib.every_steps(config.eval_every_steps, run.steps_per_epoch)
   checkpoint_every = config_lib.every_steps(config.checkpoint_every_steps, run.steps_per_epoch)
-  batches = run.dp.prefetch(data.train_batches(
-      run.dataset.train, config.batch_size, config.seed, start_step, run.total_steps,
-      parallel.process_index(), parallel.process_count()), config.prefetch_batches)
+  batches = run.pipeline.train_batches(start_step, run.total_steps)
   pending, timer = [], _Timer()
   for step, batch in zip(range(start_step + 1, run.total_steps + 1), batches):
     state, step_metrics = run.p_train_step(state, batch)

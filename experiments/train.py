@@ -16,7 +16,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   del argv
   from convjax import parallel, train  # After flag parsing, so --help is fast.
-  parallel.maybe_initialize_distributed()
+  parallel.maybe_initialize_distributed(_CONFIG.value.distributed)
   train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

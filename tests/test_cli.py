@@ -38,7 +38,7 @@ def trained_workdir(tmp_path_factory):
 
 BAD_INPUTS = [
     (['--config.model=lenet7'], "unknown model 'lenet7'; valid values are: alexnet, alexnet_2012, densenet121"),
-    (['--config.dataset=imagenet'], "unknown dataset 'imagenet'; valid values are: cifar10, digits, fashion_mnist"),
+    (['--config.dataset=imagenet'], "unknown dataset 'imagenet'; valid values are: cifar10, cifar100, digits, fashion_mnist, imagenet2012"),
     (['--config.optimizer=lion'], "unknown optimizer 'lion'"),
     (['--config.lr_schedule=linear'], "unknown lr_schedule 'linear'"),
     (['--config.batch_sise=64'], "--config.batch_sise names no field of the config"),

@@ -33,32 +33,80 @@ def no_system_idx(monkeypatch):
   monkeypatch.setattr(data, '_SYSTEM_IDX_DIRS', {})
 
 
+@pytest.mark.parametrize('name', ['mnist', 'fashion_mnist', 'kmnist'])
 @pytest.mark.parametrize('gz', [True, False])
-def test_reads_local_idx_files(tmp_path, no_system_idx, gz):
+def test_reads_local_idx_files(tmp_path, no_system_idx, name, gz):
   arrays = write_idx_dataset(str(tmp_path), gz=gz)
-  dataset = data.load('fashion_mnist', data_dir=str(tmp_path), source='idx')
+  dataset = data.load(name, data_dir=str(tmp_path), source='idx')
   np.testing.assert_array_equal(dataset.train.images[..., 0], arrays['train'][0])
   np.testing.assert_array_equal(dataset.test.labels, arrays['test'][1])
   assert dataset.train.images.dtype == np.uint8 and dataset.train.labels.dtype == np.int32
-  assert dataset.image_shape == (28, 28, 1) and dataset.num_classes == 10
-  expected_mean = arrays['train'][0].mean() / 255
-  np.testing.assert_allclose(dataset.mean, [expected_mean])
+  assert dataset.image_shape == (28, 28, 1) and dataset.info.num_classes == 10
 
 
-def test_missing_dataset_says_how_to_get_it(tmp_path, no_system_idx):
-  with pytest.raises(data.DatasetNotFoundError, match='apt-get install dataset-fashion-mnist.*data_dir.*download=True'):
-    data.load('fashion_mnist', data_dir=str(tmp_path), source='idx')
-  with pytest.raises(data.DatasetNotFoundError, match='apt-get install'):
-    data.load('fashion_mnist', data_dir=str(tmp_path), source='auto', download=False)
+@pytest.mark.parametrize('name', ['fashion_mnist', 'kmnist'])
+def test_missing_idx_dataset_says_how_to_get_it(tmp_path, no_system_idx, name):
+  apt = 'apt-get install dataset-fashion-mnist.*' if name == 'fashion_mnist' else ''
+  with pytest.raises(data.DatasetNotFoundError, match=f'{apt}IDX files.*data_dir.*download=True'):
+    data.load(name, data_dir=str(tmp_path), source='idx')
+  with pytest.raises(data.DatasetNotFoundError, match='download=True'):
+    data.load(name, data_dir=str(tmp_path), source='auto', download=False)
 
 
-def test_tfds_path_reads_every_example():
-  with tfds.testing.mock_data(num_examples=20):
-    dataset = data.load('fashion_mnist', source='tfds')
-  assert dataset.train.images.shape == (20, 28, 28, 1)
-  assert dataset.test.images.shape == (20, 28, 28, 1)
-  assert dataset.train.images.dtype == np.uint8
-  assert set(dataset.train.labels) <= set(range(10))
+def test_missing_tfds_dataset_says_how_to_get_it(tmp_path):
+  with pytest.raises(data.DatasetNotFoundError, match="'cifar100' was not found.*download=True"):
+    data.load('cifar100', data_dir=str(tmp_path))
+  with pytest.raises(data.DatasetNotFoundError, match='ILSVRC2012_img_train.tar.*manual_dir'):
+    data.open_streaming('imagenet2012', data_dir=str(tmp_path))
+
+
+IN_MEMORY = [name for name, info in data.CATALOGUE.items() if not info.streaming and name != 'digits']
+
+
+@pytest.mark.parametrize('name', IN_MEMORY)
+def test_every_in_memory_dataset_loads_through_tfds(name):
+  info = data.CATALOGUE[name]
+  with tfds.testing.mock_data(num_examples=6):
+    dataset = data.load(name, source='tfds')
+  assert dataset.train.images.shape == (6,) + info.image_shape
+  assert dataset.test.images.shape == (6,) + info.image_shape
+  assert dataset.train.images.dtype == np.uint8 and dataset.train.labels.dtype == np.int32
+  assert set(dataset.train.labels) <= set(range(info.num_classes))
+  assert len(info.mean) == len(info.std) == info.image_shape[-1]
+
+
+@pytest.mark.parametrize('name', ['imagenette', 'imagenet2012'])
+def test_streamed_datasets_open_through_tfds(name):
+  with tfds.testing.mock_data(num_examples=5):
+    dataset = data.open_streaming(name, manual_dir='/nonexistent' if name == 'imagenet2012' else None)
+    example = dataset.test[4]
+  assert len(dataset.train) == len(dataset.test) == 5
+  assert example['image'].dtype == np.uint8 and example['image'].shape[2] == 3
+  with pytest.raises(ValueError, match='too large for memory'):
+    data.load(name)
+
+
+def test_catalogue_names_match_the_issue_and_tfds():
+  assert data.list_datasets() == ['cifar10', 'cifar100', 'digits', 'fashion_mnist', 'imagenet2012',
+                                  'imagenette', 'kmnist', 'mnist', 'svhn_cropped']
+  assert data.NUM_CLASSES['cifar100'] == 100 and data.NUM_CLASSES['imagenet2012'] == 1000
+
+
+def test_digits_statistics_match_the_catalogue():
+  dataset = data.load('digits')
+  mean, std = data.channel_stats(dataset.train.images)
+  np.testing.assert_allclose(mean, dataset.info.mean, atol=5e-5)
+  np.testing.assert_allclose(std, dataset.info.std, atol=5e-5)
+
+
+@pytest.mark.skipif(not os.path.isdir(data._SYSTEM_IDX_DIRS['fashion_mnist']),
+                    reason='needs Debian package dataset-fashion-mnist')
+def test_fashion_mnist_statistics_match_the_catalogue():
+  dataset = data.load('fashion_mnist', source='idx')
+  assert (len(dataset.train), len(dataset.test)) == (60000, 10000)
+  mean, std = data.channel_stats(dataset.train.images)
+  np.testing.assert_allclose(mean, dataset.info.mean, atol=5e-5)
+  np.testing.assert_allclose(std, dataset.info.std, atol=5e-5)
 
 
 def test_digits_split_is_deterministic_and_disjoint():
@@ -77,7 +125,7 @@ def test_resize_changes_shape_once():
 
 
 def test_unknown_dataset_lists_valid_names():
-  with pytest.raises(ValueError, match="unknown dataset 'cifar'.*digits, fashion_mnist"):
+  with pytest.raises(ValueError, match="unknown dataset 'cifar'.*cifar10, cifar100, digits"):
     data.load('cifar')
 
 
@@ -85,37 +133,3 @@ def test_normalize_uses_mean_and_std():
   images = np.array([[[[0]], [[255]]]], np.uint8)
   out = np.asarray(data.normalize(images, mean=(0.5,), std=(0.25,)))
   np.testing.assert_allclose(out.ravel(), [-2.0, 2.0])
-
-
-def make_split(n):
-  return data.Split(np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1), np.arange(n, dtype=np.int32))
-
-
-def test_train_batches_are_a_function_of_seed_and_step():
-  split = make_split(50)
-  epoch = [data.train_batch(split, 10, seed=3, step=s)['label'] for s in range(5)]
-  assert sorted(np.concatenate(epoch)) == list(range(50))  # An epoch is a permutation.
-  again = data.train_batch(split, 10, seed=3, step=2)['label']
-  np.testing.assert_array_equal(again, epoch[2])
-  next_epoch = data.train_batch(split, 10, seed=3, step=5)['label']
-  assert not np.array_equal(next_epoch, epoch[0])
-  other_seed = data.train_batch(split, 10, seed=4, step=0)['label']
-  assert not np.array_equal(other_seed, epoch[0])
-
-
-def test_processes_take_disjoint_slices_of_the_global_batch():
-  split = make_split(48)
-  whole = data.train_batch(split, 12, seed=0, step=1)['label']
-  parts = [data.train_batch(split, 12, 0, 1, process_index=p, process_count=3)['label']
-           for p in range(3)]
-  np.testing.assert_array_equal(np.concatenate(parts), whole)
-
-
-@pytest.mark.parametrize('n,batch_size,process_count', [(10, 4, 1), (10, 6, 2), (7, 8, 1), (9, 3, 3)])
-def test_eval_batches_count_every_example_exactly_once(n, batch_size, process_count):
-  seen = []
-  for p in range(process_count):
-    for batch in data.eval_batches(make_split(n), batch_size, p, process_count):
-      assert len(batch['label']) == batch_size // process_count
-      seen += list(batch['label'][batch['mask'] > 0])
-  assert sorted(seen) == list(range(n))

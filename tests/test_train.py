@@ -9,7 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from convjax import checkpoint, config as config_lib, data, metrics, models, parallel, summary, train
+from convjax import (checkpoint, config as config_lib, data, metrics, models, parallel, pipeline,
+                     summary, train)
 from tests.conftest import NUM_TEST_DEVICES
 
 
@@ -75,15 +76,16 @@ def test_crash_and_rerun_ends_exactly_where_a_straight_run_ends(tmp_path, digits
   straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
   train.train_and_evaluate(digits_config, straight)
 
-  real_train_batch = data.train_batch
-  def crash_at_step_9(split, batch_size, seed, step, *args):
-    if step == 9:
-      raise KeyboardInterrupt('simulated kill')
-    return real_train_batch(split, batch_size, seed, step, *args)
-  monkeypatch.setattr(data, 'train_batch', crash_at_step_9)
+  real_train_batches = pipeline.InMemoryPipeline.train_batches
+  def crash_at_step_9(self, start_step, stop_step):
+    for step, batch in zip(range(start_step, stop_step), real_train_batches(self, start_step, stop_step)):
+      if step == 9:
+        raise KeyboardInterrupt('simulated kill')
+      yield batch
+  monkeypatch.setattr(pipeline.InMemoryPipeline, 'train_batches', crash_at_step_9)
   with pytest.raises(KeyboardInterrupt):
     train.train_and_evaluate(digits_config, resumed)
-  monkeypatch.setattr(data, 'train_batch', real_train_batch)
+  monkeypatch.setattr(pipeline.InMemoryPipeline, 'train_batches', real_train_batches)
   train.train_and_evaluate(digits_config, resumed)  # Resumes from the step-6 checkpoint.
 
   assert_trees_equal(restore_params(straight), restore_params(resumed))
@@ -136,7 +138,7 @@ def test_loss_falls_on_a_fixed_batch():
   model = models.create('lenet5')
   state = train.create_train_state(model, optax.adam(3e-3), (28, 28, 1), seed=0)
   split = data.load('digits', image_size=28).train
-  batch = dp.shard(data.train_batch(split, 32, seed=0, step=0))
+  batch = dp.shard({'image': split.images[:32], 'label': split.labels[:32]})
   normalize = functools.partial(data.normalize, mean=(0.3,), std=(0.4,))
   step = dp.pmap(functools.partial(train.train_step, normalize=normalize,
                                    schedule=optax.constant_schedule(3e-3)), donate_first_arg=True)
