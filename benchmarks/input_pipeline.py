@@ -18,7 +18,9 @@ import os
 import statistics
 import time
 
-from absl import app, flags
+from absl import flags
+
+from experiments import cli
 
 _DATASET = flags.DEFINE_string('dataset', 'fashion_mnist', 'An in-memory catalogue dataset.')
 _MODEL = flags.DEFINE_string('model', 'lenet5', 'The consuming model.')
@@ -138,4 +140,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)
