@@ -58,13 +58,14 @@ class InMemoryPipeline:
                augmentation: augment.Augmentation = augment.Augmentation()):
     self.info, self.image_shape = dataset.info, dataset.image_shape
     self.num_train_examples, self.num_test_examples = len(dataset.train), len(dataset.test)
-    self._dp, self._batch_size, self._seed = dp, batch_size, seed
+    self._dp, self._seed = dp, seed
     self._steps_per_epoch = sampling.steps_per_epoch(len(dataset.train), batch_size)
     self._eval_batch_size = eval_batch_size
     self._train = dp.replicate({'image': dataset.train.images, 'label': dataset.train.labels})
     self._test = dp.replicate({'image': dataset.test.images, 'label': dataset.test.labels})
     self._p_train_batch = dp.pmap(functools.partial(
-        _train_batch, local_batch=batch_size // dp.num_devices, augmentation=augmentation,
+        _train_batch, batch_size=batch_size, steps_per_epoch=self._steps_per_epoch,
+        local_batch=batch_size // dp.num_devices, augmentation=augmentation,
         fill=augment.mean_pixel(self.info.mean), seed=seed))
     self._p_eval_batch = dp.pmap(functools.partial(
         _eval_batch, local_batch=eval_batch_size // dp.num_devices))
@@ -77,8 +78,7 @@ class InMemoryPipeline:
         epoch = step // self._steps_per_epoch
         order = self._dp.replicate(
             sampling.epoch_order(self.num_train_examples, self._seed, epoch).astype(np.int32))
-      offset = (step % self._steps_per_epoch) * self._batch_size
-      yield self._p_train_batch(self._train, order, self._scalar(offset), self._scalar(step))
+      yield self._p_train_batch(self._train, order, self._scalar(step))
 
   def eval_batches(self) -> Iterator[dict]:
     """The test split in order, exactly once, with masked padding; on device."""
@@ -89,15 +89,18 @@ class InMemoryPipeline:
     return self._dp.replicate(np.int32(value))
 
 
-def _train_batch(split: dict, order: jnp.ndarray, offset: jnp.ndarray, step: jnp.ndarray, *,
-                 local_batch: int, augmentation: augment.Augmentation, fill, seed: int) -> dict:
-  """Per device: this device's part of the global batch at `offset` in the epoch's order.
+def _train_batch(split: dict, order: jnp.ndarray, step: jnp.ndarray, *, batch_size: int,
+                 steps_per_epoch: int, local_batch: int, augmentation: augment.Augmentation,
+                 fill, seed: int) -> dict:
+  """Per device: this device's part of global batch `step`, which is slice
+  step % steps_per_epoch of the epoch's order (see `sampling`).
 
-  split: image uint8 [n, h, w, c], label int32 [n]; order int32 [n]; offset, step int32 [].
+  split: image uint8 [n, h, w, c], label int32 [n]; order int32 [n]; step int32 [].
   Returns image uint8 [local_batch, h, w, c], label int32 [local_batch].
   """
   first = parallel.device_index() * local_batch  # This device's place in the global batch.
-  indices = jax.lax.dynamic_slice(order, (offset + first,), (local_batch,))
+  offset = (step % steps_per_epoch) * batch_size + first
+  indices = jax.lax.dynamic_slice(order, (offset,), (local_batch,))
   images, labels = split['image'][indices], split['label'][indices]
   if augmentation.enabled:
     step_key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), _AUGMENT_STREAM), step)

@@ -11,7 +11,9 @@ from convjax import metrics
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ['-m', 'experiments.train', '--config=configs/default.py', '--config.dataset=digits',
         '--config.image_size=28', '--config.num_train_steps=6', '--config.batch_size=64',
-        '--config.eval_batch_size=100', '--config.log_every_steps=1']
+        '--config.eval_batch_size=100', '--config.log_every_steps=1',
+        # On-device augmentation draws by position in the global batch, not by process.
+        '--config.augment.crop_padding=2', '--config.augment.cutout=4']
 
 
 def free_port():
