@@ -17,7 +17,7 @@ import concurrent.futures
 import math
 import queue
 import threading
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -149,20 +149,37 @@ def _rgb(image) -> np.ndarray:
 
 
 def _background(iterator: Iterator, size: int) -> Iterator:
-  """Runs `iterator` on a thread, keeping up to `size` items ready; re-raises its errors here."""
-  ready: queue.Queue = queue.Queue(maxsize=max(size, 1))
-  done = object()
+  """Runs `iterator` on a thread, keeping up to `size` items ready; re-raises its errors here.
 
-  def produce(put: Callable) -> None:
+  When the consumer stops early (an error, or a break), the thread sees `stop` and ends.
+  """
+  ready: queue.Queue = queue.Queue(maxsize=max(size, 1))
+  stop, done = threading.Event(), object()
+
+  def put(item) -> bool:
+    while not stop.is_set():
+      try:
+        ready.put(item, timeout=0.1)
+        return True
+      except queue.Full:
+        pass
+    return False
+
+  def produce() -> None:
     try:
       for item in iterator:
-        put(item)
+        if not put(item):
+          return
     except BaseException as e:  # pylint: disable=broad-except
       put(e)
     put(done)
 
-  threading.Thread(target=produce, args=(ready.put,), daemon=True).start()
-  while (item := ready.get()) is not done:
-    if isinstance(item, BaseException):
-      raise item
-    yield item
+  thread = threading.Thread(target=produce, daemon=True)
+  thread.start()
+  try:
+    while (item := ready.get()) is not done:
+      if isinstance(item, BaseException):
+        raise item
+      yield item
+  finally:
+    stop.set()

@@ -102,3 +102,24 @@ def test_training_runs_on_mock_tfds_data(tmp_path, digits_config, name):
   with tfds.testing.mock_data(num_examples=12):
     final = train.train_and_evaluate(config, str(tmp_path))
   assert final['num_test_examples'] == 12 and np.isfinite(final['test_loss'])
+
+
+def test_an_abandoned_background_iterator_stops_its_thread():
+  import threading
+  before = set(threading.enumerate())
+  batches = streaming._background(iter(range(1000)), size=2)
+  assert next(batches) == 0
+  (producer,) = set(threading.enumerate()) - before
+  batches.close()  # What happens when a training loop stops early.
+  producer.join(timeout=5)
+  assert not producer.is_alive()
+
+
+def test_background_errors_reach_the_consumer():
+  def failing():
+    yield 1
+    raise OSError('disk gone')
+  batches = streaming._background(failing(), size=2)
+  assert next(batches) == 1
+  with pytest.raises(OSError, match='disk gone'):
+    next(batches)
