@@ -60,8 +60,7 @@ def train_step_rate(dp, dataset) -> float:
   model = models.create(_MODEL.value, dataset.info.num_classes, input_shape=dataset.image_shape)
   state = dp.replicate(train.create_train_state(model, optax.adam(1e-3), dataset.image_shape, 0))
   normalize = functools.partial(data.normalize, mean=dataset.info.mean, std=dataset.info.std)
-  step = dp.pmap(functools.partial(train.train_step, normalize=normalize,
-                                   schedule=optax.constant_schedule(1e-3)), donate_first_arg=True)
+  step = train.pmap_train_step(dp, normalize, optax.constant_schedule(1e-3))
   batch = dp.shard({'image': dataset.train.images[:_BATCH.value],
                     'label': dataset.train.labels[:_BATCH.value]})
 

@@ -31,15 +31,15 @@ from jax import lax
 MODES = ('full', 'same', 'valid')
 
 
-def _check(f: jnp.ndarray, g: jnp.ndarray, mode: str) -> None:
+def _check(f_shape, g_shape, mode: str) -> None:
   if mode not in MODES:
     raise ValueError(f"unknown mode '{mode}'; valid modes are: {', '.join(MODES)}")
-  if not 1 <= f.ndim <= 3 or f.ndim != g.ndim:
-    raise ValueError(f'inputs must have the same rank, 1 to 3; got shapes {f.shape} and {g.shape}')
-  if mode == 'valid' and not (all(n >= m for n, m in zip(f.shape, g.shape)) or
-                              all(m >= n for n, m in zip(f.shape, g.shape))):
+  if not 1 <= len(f_shape) <= 3 or len(f_shape) != len(g_shape):
+    raise ValueError(f'inputs must have the same rank, 1 to 3; got shapes {f_shape} and {g_shape}')
+  if mode == 'valid' and not (all(n >= m for n, m in zip(f_shape, g_shape)) or
+                              all(m >= n for n, m in zip(f_shape, g_shape))):
     raise ValueError(f"mode 'valid' needs one input at least as large as the other along every "
-                     f'axis; got shapes {f.shape} and {g.shape}')
+                     f'axis; got shapes {f_shape} and {g_shape}')
 
 
 def output_shape(f_shape, g_shape, mode: str) -> tuple[int, ...]:
@@ -67,7 +67,7 @@ def convolve(f: jnp.ndarray, g: jnp.ndarray, mode: str = 'full') -> jnp.ndarray:
   smaller input (convolution commutes), one shift-and-add per element.
   """
   f, g = jnp.asarray(f), jnp.asarray(g)
-  _check(f, g, mode)
+  _check(f.shape, g.shape, mode)
   dtype = jnp.result_type(f, g)
   big, small = (f, g) if f.size >= g.size else (g, f)
   full_shape = output_shape(f.shape, g.shape, 'full')
@@ -103,7 +103,7 @@ def fft_convolve(f: jnp.ndarray, g: jnp.ndarray, mode: str = 'full') -> jnp.ndar
   equal the linear one. Cost O(N log N) for N output elements, against O(N m) directly.
   """
   f, g = jnp.asarray(f), jnp.asarray(g)
-  _check(f, g, mode)
+  _check(f.shape, g.shape, mode)
   dtype = jnp.result_type(f, g)
   full_shape = output_shape(f.shape, g.shape, 'full')
   axes = tuple(range(f.ndim))
@@ -123,7 +123,7 @@ def conv_matrix(kernel: jnp.ndarray, input_shape, mode: str = 'full') -> jnp.nda
   """
   kernel = jnp.asarray(kernel)
   input_shape = tuple(input_shape)
-  _check(jnp.zeros(input_shape), kernel, mode)
+  _check(input_shape, kernel.shape, mode)
   full_shape = output_shape(input_shape, kernel.shape, 'full')
   out_shape = output_shape(input_shape, kernel.shape, mode)
   ndim = len(input_shape)

@@ -94,6 +94,16 @@ def train_step(state: TrainState, batch: dict, *, normalize: Callable, schedule:
   return new_state, step_metrics
 
 
+def pmap_train_step(dp: parallel.DataParallel, normalize: Callable, schedule: optax.Schedule,
+                    aux_loss_weight: float = 0.0) -> Callable:
+  """`train_step` over every device of `dp`: (replicated state, sharded batch) -> (state, metrics).
+
+  The state argument is donated: callers keep only the returned state.
+  """
+  return dp.pmap(functools.partial(train_step, normalize=normalize, schedule=schedule,
+                                   aux_loss_weight=aux_loss_weight), donate_first_arg=True)
+
+
 def eval_step(state: TrainState, batch: dict, *, normalize: Callable) -> dict:
   """Summed loss, top-1 and top-5 hits and example count over the masked global batch.
 
@@ -218,9 +228,7 @@ def _setup(config, workdir: str, dp: parallel.DataParallel, pipeline, meta: dict
   run = _Run(
       config=config, dp=dp, pipeline=pipeline, meta=meta, total_steps=total_steps,
       steps_per_epoch=max(steps_per_epoch, 1),
-      p_train_step=dp.pmap(functools.partial(train_step, normalize=normalize, schedule=schedule,
-                                             aux_loss_weight=config.aux_loss_weight),
-                           donate_first_arg=True),
+      p_train_step=pmap_train_step(dp, normalize, schedule, config.aux_loss_weight),
       p_eval_step=dp.pmap(functools.partial(eval_step, normalize=normalize)),
       checkpointer=checkpointer,
       writer=metrics.MetricsWriter(workdir, start_step, enabled=is_chief),

@@ -140,8 +140,7 @@ def test_loss_falls_on_a_fixed_batch():
   split = data.load('digits', image_size=28).train
   batch = dp.shard({'image': split.images[:32], 'label': split.labels[:32]})
   normalize = functools.partial(data.normalize, mean=(0.3,), std=(0.4,))
-  step = dp.pmap(functools.partial(train.train_step, normalize=normalize,
-                                   schedule=optax.constant_schedule(3e-3)), donate_first_arg=True)
+  step = train.pmap_train_step(dp, normalize, optax.constant_schedule(3e-3))
   state = dp.replicate(state)
   losses = []
   for _ in range(25):
