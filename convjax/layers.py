@@ -82,6 +82,10 @@ conv3d = functools.partial(conv, ndim=3)
 
 POOLS = ('max', 'avg', 'sum', 'min')
 
+# Pooling layers are parameter-free Flax modules rather than bare functions, so that a model
+# summary (convjax.summary) sees each one's window and stride and can track receptive fields.
+# Called outside a module they are plain functions of x.
+
 
 def _pool_padding(x: jnp.ndarray, window: tuple[int, ...], strides: tuple[int, ...],
                   padding: Padding) -> Padding:
@@ -95,27 +99,41 @@ def _pool_padding(x: jnp.ndarray, window: tuple[int, ...], strides: tuple[int, .
   return tuple(pads)
 
 
-def pool(x: jnp.ndarray, kind: str, window: int | Sequence[int],
-         strides: int | Sequence[int] | None = None, padding: Padding = 'VALID') -> jnp.ndarray:
+class Pool(nn.Module):
   """Pools each channel over windows of the spatial axes: [b, *spatial, c] -> [b, *pooled, c].
 
   kind: 'max', 'min', 'sum' or 'avg'. Padded positions never win a max or min; for 'avg' they
   count as zeros in the divisor (PyTorch's count_include_pad=True) except 'CEIL''s overhang,
   which is excluded as PyTorch excludes it. strides default to the window (non-overlapping).
   """
-  ndim = x.ndim - 2
-  window = _tuple(window, ndim)
-  strides = window if strides is None else _tuple(strides, ndim)
-  pads = _pool_padding(x, window, strides, padding)
-  if kind == 'max':
-    return nn.max_pool(x, window, strides, pads)
-  if kind == 'min':
-    return -nn.max_pool(-x, window, strides, pads)
-  if kind == 'sum':
-    return nn.pool(x, 0., jax.lax.add, window, strides, pads)
-  if kind == 'avg':
-    return nn.avg_pool(x, window, strides, pads, count_include_pad=padding != 'CEIL')
-  raise ValueError(f"unknown pooling '{kind}'; valid kinds are: {', '.join(POOLS)}")
+  kind: str
+  window: int | Sequence[int]
+  strides: int | Sequence[int] | None = None
+  padding: Padding = 'VALID'
+
+  def geometry(self, ndim: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(window, strides) per spatial axis."""
+    window = _tuple(self.window, ndim)
+    return window, window if self.strides is None else _tuple(self.strides, ndim)
+
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    window, strides = self.geometry(x.ndim - 2)
+    pads = _pool_padding(x, window, strides, self.padding)
+    if self.kind == 'max':
+      return nn.max_pool(x, window, strides, pads)
+    if self.kind == 'min':
+      return -nn.max_pool(-x, window, strides, pads)
+    if self.kind == 'sum':
+      return nn.pool(x, 0., jax.lax.add, window, strides, pads)
+    if self.kind == 'avg':
+      return nn.avg_pool(x, window, strides, pads, count_include_pad=self.padding != 'CEIL')
+    raise ValueError(f"unknown pooling '{self.kind}'; valid kinds are: {', '.join(POOLS)}")
+
+
+def pool(x: jnp.ndarray, kind: str, window: int | Sequence[int],
+         strides: int | Sequence[int] | None = None, padding: Padding = 'VALID') -> jnp.ndarray:
+  """`Pool(kind, window, strides, padding)(x)`."""
+  return Pool(kind, window, strides, padding)(x)
 
 
 max_pool = functools.partial(pool, kind='max')
@@ -124,15 +142,23 @@ sum_pool = functools.partial(pool, kind='sum')
 min_pool = functools.partial(pool, kind='min')
 
 
-def global_pool(x: jnp.ndarray, kind: str = 'avg') -> jnp.ndarray:
+class GlobalPool(nn.Module):
   """Pools away every spatial axis: [b, *spatial, c] -> [b, c] (Network in Network's classifier)."""
-  reduce = {'max': jnp.max, 'min': jnp.min, 'sum': jnp.sum, 'avg': jnp.mean}
-  if kind not in reduce:
-    raise ValueError(f"unknown pooling '{kind}'; valid kinds are: {', '.join(POOLS)}")
-  return reduce[kind](x, axis=tuple(range(1, x.ndim - 1)))
+  kind: str = 'avg'
+
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    reduce = {'max': jnp.max, 'min': jnp.min, 'sum': jnp.sum, 'avg': jnp.mean}
+    if self.kind not in reduce:
+      raise ValueError(f"unknown pooling '{self.kind}'; valid kinds are: {', '.join(POOLS)}")
+    return reduce[self.kind](x, axis=tuple(range(1, x.ndim - 1)))
 
 
-def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
+def global_pool(x: jnp.ndarray, kind: str = 'avg') -> jnp.ndarray:
+  """`GlobalPool(kind)(x)`: [b, *spatial, c] -> [b, c]."""
+  return GlobalPool(kind)(x)
+
+
+class MaxPool2x2(nn.Module):
   """2x2 max pooling with stride 2 and VALID padding: [b, h, w, c] -> [b, h // 2, w // 2, c].
 
   Same values and gradients as `nn.max_pool(x, (2, 2), (2, 2))`, but written as a reshape and a
@@ -142,9 +168,19 @@ def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
   tied maxima, where reduce_window gives it all to one. After a ReLU the usual tie is an
   all-zero window, whose gradient the ReLU zeroes either way.
   """
-  b, h, w, c = x.shape
-  x = x[:, :h - h % 2, :w - w % 2, :]  # VALID: drop a trailing odd row or column.
-  return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+  def geometry(self, ndim: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    return (2,) * ndim, (2,) * ndim
+
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    b, h, w, c = x.shape
+    x = x[:, :h - h % 2, :w - w % 2, :]  # VALID: drop a trailing odd row or column.
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
+  """`MaxPool2x2()(x)`."""
+  return MaxPool2x2()(x)
 
 
 def reference_max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:

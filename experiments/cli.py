@@ -13,7 +13,12 @@ def _expected_errors() -> tuple[type[Exception], ...]:
           checkpoint.IncompatibleCheckpointError, train.NonFiniteLossError, ValueError)
 
 
+# JAX appends this note, and a paragraph after it, to errors raised inside its transformations.
+_JAX_TRACEBACK_NOTE = '\n--------------------\n'
+
+
 def _fail(message: str) -> None:
+  message = message.split(_JAX_TRACEBACK_NOTE)[0]
   print(f'error: {message}', file=sys.stderr)
   sys.exit(1)
 
