@@ -77,7 +77,8 @@ def test_summary_command_prints_the_table_with_totals():
   assert result.returncode == 0, result.stderr
   lines = result.stdout.splitlines()
   assert lines[1].split() == ['layer', 'type', 'output', 'params', 'FLOPs', 'RF', 'stride']
-  assert lines[-2].split() == ['total', '61,706', '833,040'  # 2 x (117,600 + 240,000 + 48,000 + 10,080 + 840)]
+  # 2 x (117,600 + 240,000 + 48,000 + 10,080 + 840) FLOPs.
+  assert lines[-2].split() == ['total', '61,706', '833,040']
 
 
 @pytest.mark.parametrize('args,message', [
