@@ -45,6 +45,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_batch_size = 1000
   config.num_epochs = 10.0
   config.num_train_steps = -1  # > 0 overrides num_epochs.
+  # > 0: stop once this many seconds of training steps have run (compilation, evaluation and
+  # checkpointing excluded; resumed runs count earlier runs' seconds), then evaluate. Comparisons
+  # at equal compute time use it; the learning-rate schedule still spans the full run.
+  config.train_budget_seconds = 0.0
 
   # Optimiser.
   config.optimizer = 'adam'  # sgd, momentum, nesterov, adam, adamw.

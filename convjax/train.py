@@ -134,6 +134,7 @@ def evaluate(p_eval_step: Callable, state: TrainState, batches) -> dict:
 class _Run:
   """What the loop needs, built once by `_setup`."""
   config: Any
+  workdir: str
   dp: parallel.DataParallel
   pipeline: Any  # pipeline.InMemoryPipeline or streaming.StreamingPipeline.
   meta: dict
@@ -149,12 +150,18 @@ class _Run:
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains config.model on config.dataset, evaluating and checkpointing into `workdir`.
 
-  Resumes from the newest checkpoint in `workdir` when there is one. Returns the final
-  evaluation metrics plus 'wall_seconds' and 'train_images_per_sec'.
+  Resumes from the newest checkpoint in `workdir` when there is one. Stops at the last step, or
+  earlier once config.train_budget_seconds of training have run. Returns the final evaluation
+  metrics plus 'step', 'train_seconds', 'wall_seconds', 'train_images_per_sec' and
+  'eval_images_per_sec'.
   """
   start_time = time.time()
   dp = parallel.DataParallel(config.num_devices if config.num_devices > 0 else None)
   config_lib.validate(config, dp.num_devices)
+  if config.train_budget_seconds > 0 and parallel.process_count() > 1:
+    # Each process would time itself and could stop at a different step, then deadlock.
+    raise config_lib.ConfigError('train_budget_seconds needs a single process; '
+                                 f'this run has {parallel.process_count()}')
   pipeline = pipeline_lib.create(config, dp)
   meta = {'model': config.model, 'num_classes': config_lib.num_classes(config),
           'input_shape': list(pipeline.image_shape), 'dataset': config.dataset}
@@ -163,21 +170,28 @@ def train_and_evaluate(config, workdir: str) -> dict:
   checkpoint.check_compatible(workdir, meta)
   run, state, start_step = _setup(config, workdir, dp, pipeline, meta, model)
   try:
-    state, train_rate = _train(run, state, start_step)
+    state, train_rate, timer, last_step = _train(run, state, start_step)
+    eval_start = time.time()
     final = _evaluate_test_set(run, state)
-    if start_step < run.total_steps:  # Else this workdir's metrics already end with it.
-      run.writer.write(run.total_steps, final)
+    final['eval_images_per_sec'] = final['num_test_examples'] / (time.time() - eval_start)
+    final.update(train_seconds=timer.train_seconds(), epoch=last_step / run.steps_per_epoch)
+    if last_step > start_step:  # Else this workdir's metrics already end with it.
+      run.writer.write(last_step, final)
   finally:
     run.checkpointer.wait()
     run.checkpointer.close()
     run.writer.close()
     run.progress.close()
-  final.update(wall_seconds=time.time() - start_time, train_images_per_sec=train_rate)
+  final.update(step=last_step, wall_seconds=time.time() - start_time,
+               train_images_per_sec=train_rate)
   speed = (f'{train_rate:,.0f} train images/s' if math.isfinite(train_rate)
            else f'already trained to step {start_step}')
+  stopped = (f' (training budget of {config.train_budget_seconds:g} s reached at step {last_step})'
+             if last_step < run.total_steps else '')
   run.progress.message(
       f"done: {config.model} on {config.dataset}, test accuracy {final['test_accuracy']:.4f} "
-      f"({final['num_test_examples']} images), wall time {final['wall_seconds']:.1f} s, {speed}")
+      f"({final['num_test_examples']} images), wall time {final['wall_seconds']:.1f} s, "
+      f'{speed}{stopped}')
   return final
 
 
@@ -226,7 +240,7 @@ def _setup(config, workdir: str, dp: parallel.DataParallel, pipeline, meta: dict
   normalize = functools.partial(data.normalize, mean=pipeline.info.mean, std=pipeline.info.std,
                                 dtype=model.dtype)
   run = _Run(
-      config=config, dp=dp, pipeline=pipeline, meta=meta, total_steps=total_steps,
+      config=config, workdir=workdir, dp=dp, pipeline=pipeline, meta=meta, total_steps=total_steps,
       steps_per_epoch=max(steps_per_epoch, 1),
       p_train_step=pmap_train_step(dp, normalize, schedule, config.aux_loss_weight),
       p_eval_step=dp.pmap(functools.partial(eval_step, normalize=normalize)),
@@ -248,45 +262,74 @@ def _write_json(path: str, content: dict) -> None:
   os.replace(tmp, path)
 
 
-def _train(run: _Run, state: TrainState, start_step: int) -> tuple[TrainState, float]:
-  """Steps from start_step to run.total_steps; returns the state and mean train images/s."""
+def _train(run: _Run, state: TrainState, start_step: int):
+  """Steps from start_step until run.total_steps or the training budget.
+
+  Returns the state, the mean train images/s, the timer, and the last step taken.
+  """
   config = run.config
   log_every = config_lib.every_steps(config.log_every_steps, run.steps_per_epoch)
   eval_every = config_lib.every_steps(config.eval_every_steps, run.steps_per_epoch)
   checkpoint_every = config_lib.every_steps(config.checkpoint_every_steps, run.steps_per_epoch)
+  budget = config.train_budget_seconds
+  timer = _Timer(_train_seconds_before(run.workdir, start_step))
+  if budget > 0 and timer.train_seconds() >= budget:
+    return state, math.nan, timer, start_step
   batches = run.pipeline.train_batches(start_step, run.total_steps)
-  pending, timer = [], _Timer()
+  pending, step = [], start_step
   for step, batch in zip(range(start_step + 1, run.total_steps + 1), batches):
     state, step_metrics = run.p_train_step(state, batch)
     pending.append((step, step_metrics))
     if step == start_step + 1:
       jax.block_until_ready(state)  # Leave compilation out of the images/s figures.
       timer.restart(step)
-    is_last = step == run.total_steps
+    elif budget > 0:
+      jax.block_until_ready(step_metrics)  # So the budget counts finished work, not dispatches.
+    is_last = step == run.total_steps or (budget > 0 and timer.train_seconds() >= budget)
     if step % log_every == 0 or step % checkpoint_every == 0 or is_last:
       _log_train(run, pending, timer, step)
       pending = []
     with timer.excluded():
       if step % eval_every == 0 and not is_last:
-        run.writer.write(step, _evaluate_test_set(run, state))
+        run.writer.write(step, {**_evaluate_test_set(run, state),
+                                'train_seconds': timer.train_seconds(),
+                                'epoch': step / run.steps_per_epoch})
       if step % checkpoint_every == 0 or is_last:
         run.checkpointer.save(step, run.dp.unreplicate(state), run.meta)
-  return state, timer.overall_rate(config.batch_size)
+    if is_last:
+      break
+  return state, timer.overall_rate(config.batch_size), timer, step
+
+
+def _train_seconds_before(workdir: str, start_step: int) -> float:
+  """Training seconds that earlier runs of this workdir spent reaching start_step."""
+  if not start_step:
+    return 0.0
+  recorded = [r['train_seconds'] for r in metrics.read_metrics(workdir)
+              if 'train_seconds' in r and r['step'] <= start_step]
+  return recorded[-1] if recorded else 0.0
 
 
 class _Timer:
-  """Training images/s over the last logging interval and over the run.
+  """Training images/s over the last logging interval and over the run, and training seconds.
 
-  Compilation, evaluation and checkpointing are excluded, so the figure is the step's own.
+  Compilation, evaluation and checkpointing are excluded, so the figures are the step's own.
+  train_seconds() adds `before`, the seconds earlier runs of the same workdir trained.
   """
 
-  def __init__(self):
+  def __init__(self, before: float = 0.0):
+    self._before = before
     self.restart(0)
 
   def restart(self, step: int) -> None:
     self._first_step = self._last_step = step
     self._first_time = self._last_time = time.time()
     self._excluded = self._excluded_since_last = 0.0
+
+  def train_seconds(self) -> float:
+    if not self._first_step:  # Not started: nothing trained in this run yet.
+      return self._before
+    return self._before + time.time() - self._first_time - self._excluded
 
   @contextlib.contextmanager
   def excluded(self):
@@ -318,5 +361,6 @@ def _log_train(run: _Run, pending: list, timer: _Timer, step: int) -> None:
   means = {k: float(np.mean([m[k][0] for _, m in fetched])) for k in fetched[-1][1]}
   means['learning_rate'] = float(fetched[-1][1]['learning_rate'][0])
   means['images_per_sec'] = timer.interval_rate(step, run.config.batch_size)
+  means['train_seconds'] = timer.train_seconds()
   run.writer.write(step, means)
   run.progress.update(step, means['train_loss'], means['images_per_sec'])

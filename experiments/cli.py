@@ -53,6 +53,20 @@ def _fail_on_override(argv: list[str], error: Exception) -> None:
   _fail(f'{override} names no field of the config{hint}')
 
 
+def parse_shape(value: list[str] | None) -> tuple[int, int, int] | None:
+  """An --input_shape list flag 'height,width,channels' as a tuple; None when unset."""
+  if value is None:
+    return None
+  try:
+    shape = tuple(int(v) for v in value)
+  except ValueError:
+    shape = ()
+  if len(shape) != 3 or min(shape) <= 0:
+    raise ValueError(f"--input_shape must be three positive integers height,width,channels, "
+                     f"got {','.join(value)}")
+  return shape
+
+
 def run(main) -> None:
   """app.run(main) with quiet library logs and no traceback for expected errors."""
   def guarded(argv):

@@ -21,11 +21,8 @@ flags.mark_flags_as_required(['model'])
 def main(argv):
   del argv
   from convjax import models, summary
-  names = sorted({n for pattern in _MODEL.value.split(',') for n in models.list_models(pattern)})
-  if not names:
-    raise ValueError(f"--model={_MODEL.value} matches no model; valid models are: "
-                     f"{', '.join(models.list_models())}")
-  shape = _parse_shape(_INPUT_SHAPE.value)
+  names = models.match(_MODEL.value)
+  shape = cli.parse_shape(_INPUT_SHAPE.value)
   rows = []
   for name in names:
     input_shape = shape or models.get_spec(name).input_shape
@@ -40,19 +37,6 @@ def main(argv):
   header = ['model', 'input', 'parameters', 'GFLOPs / image', 'follows']
   print(summary.markdown_table(header, rows) if _MARKDOWN.value else
         '\n'.join(f'{r[0]:14s} {r[1]:>10s} {r[2]:>14,d} {r[3]:>10s}  {r[4]}' for r in rows))
-
-
-def _parse_shape(value):
-  if value is None:
-    return None
-  try:
-    shape = tuple(int(v) for v in value)
-  except ValueError:
-    shape = ()
-  if len(shape) != 3 or min(shape) <= 0:
-    raise ValueError(f"--input_shape must be three positive integers height,width,channels, "
-                     f"got {','.join(value)}")
-  return shape
 
 
 if __name__ == '__main__':

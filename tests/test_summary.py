@@ -82,7 +82,7 @@ def test_summary_command_prints_the_table_with_totals():
 
 
 @pytest.mark.parametrize('args,message', [
-    (['--model=lenet9'], '--model=lenet9 matches no model'),
+    (['--model=lenet9'], "pattern 'lenet9' matches no model"),
     (['--model=lenet5', '--input_shape=8,8,1'], 'layer Conv_1 (Conv) would output an empty map'),
     (['--model=lenet5', '--input_shape=28,28'], '--input_shape must be three positive integers'),
 ])

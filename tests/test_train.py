@@ -212,7 +212,7 @@ def test_an_input_too_small_for_the_model_stops_before_any_file(tmp_path, digits
   digits_config.model = 'alexnet'
   digits_config.image_size = None  # digits are 8x8: AlexNet's pools leave nothing.
   workdir = str(tmp_path / 'run')
-  with pytest.raises(summary.InputShapeError, match=r'layer Dense_0 \(Dense\) would be empty'):
+  with pytest.raises(summary.InputShapeError, match=r'layer Pool_2 \(Pool\) would output an empty map: 1x1x256 -> 0x0x256'):
     train.train_and_evaluate(digits_config, workdir)
   assert not os.path.exists(workdir)
 

@@ -99,6 +99,19 @@ def list_models(pattern: str = '*') -> list[str]:
   return sorted(name for name in _REGISTRY if fnmatch.fnmatchcase(name, pattern))
 
 
+def match(patterns: str) -> list[str]:
+  """Registry names matching any of comma-separated fnmatch patterns, in the order the patterns
+  come ('lenet5,resnet*'); raises UnknownModelError for a pattern that matches nothing."""
+  names = []
+  for pattern in (p.strip() for p in patterns.split(',')):
+    matched = list_models(pattern)
+    if not matched:
+      raise UnknownModelError(f"pattern '{pattern}' matches no model; valid models are: "
+                              f"{', '.join(list_models())}")
+    names += [name for name in matched if name not in names]
+  return names
+
+
 def get_spec(name: str) -> ModelSpec:
   """The registry entry for `name`; raises UnknownModelError listing the valid names."""
   try:

@@ -1,0 +1,163 @@
+"""Honest speed figures: steady-state step times, the device's measured peak, memory.
+
+Every timing blocks on the step's results, skips warm-up (compilation included), and reports
+the median with its 10th and 90th percentiles. Data is synthetic and already on the devices,
+so only the model's step is measured, never the input pipeline.
+"""
+import dataclasses
+import functools
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from convjax import data, models, parallel, summary, train
+
+MODES = ('train', 'infer')
+# Training a layer costs about 3x its forward pass: the forward, plus the gradients with respect
+# to its input and to its weights, each as large as the forward.
+TRAIN_FLOPS_PER_FORWARD = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+  """Step times of one measured loop, in milliseconds, and what compiling took."""
+  step_ms: list[float]
+  compile_seconds: float
+
+  def percentile(self, q: float) -> float:
+    return float(np.percentile(self.step_ms, q))
+
+  @property
+  def median_ms(self) -> float:
+    return self.percentile(50)
+
+  def summary(self) -> dict:
+    return {'median': self.median_ms, 'p10': self.percentile(10), 'p90': self.percentile(90)}
+
+
+def time_steps(step: Callable[[Any], Any], carry: Any, warmup: int = 3, min_steps: int = 10,
+               min_seconds: float = 2.0) -> Timing:
+  """Times `carry = step(carry)` until both min_steps and min_seconds are reached.
+
+  The first call compiles; its time less the median step is compile_seconds. The next `warmup`
+  steps are run untimed, so caches and allocators reach their steady state.
+  """
+  start = time.perf_counter()
+  carry = jax.block_until_ready(step(carry))
+  first = time.perf_counter() - start
+  for _ in range(warmup):
+    carry = jax.block_until_ready(step(carry))
+  times, began = [], time.perf_counter()
+  while len(times) < min_steps or time.perf_counter() - began < min_seconds:
+    start = time.perf_counter()
+    carry = jax.block_until_ready(step(carry))
+    times.append(1e3 * (time.perf_counter() - start))
+  median = float(np.median(times))
+  return Timing(times, max(first - median / 1e3, 0.0))
+
+
+def peak_matmul_flops(dp: parallel.DataParallel, dtype=jnp.float32, size: int = 2048,
+                      min_seconds: float = 1.0) -> float:
+  """The FLOP/s of a [size, size] @ [size, size] matmul on every device of `dp` at once.
+
+  This is the machine's practical ceiling for dense arithmetic with this device setup: on a CPU
+  split into several XLA devices, they share the same cores, so the total is measured, not
+  multiplied up.
+  """
+  n = dp.num_local_devices
+  a = dp.replicate(np.random.default_rng(0).normal(size=(size, size)).astype(np.float32))
+  a = jax.tree.map(lambda x: x.astype(dtype), a)
+  # b <- a @ b / size keeps the values bounded, and chains the steps so none can be skipped.
+  matmul = dp.pmap(lambda a, b: (a, jnp.dot(a, b, preferred_element_type=dtype) / size))
+  timing = time_steps(lambda ab: matmul(*ab), (a, a), min_seconds=min_seconds)
+  return n * 2 * size ** 3 / (timing.median_ms / 1e3)
+
+
+def compiled_memory_bytes(compiled) -> int | None:
+  """Per-device bytes an XLA program needs: arguments + outputs + temporaries - donated aliases."""
+  stats = compiled.memory_analysis()
+  if stats is None:
+    return None
+  return int(stats.argument_size_in_bytes + stats.output_size_in_bytes +
+             stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+
+
+def device_peak_memory_bytes() -> int | None:
+  """The allocator's high-water mark on the first device, where the backend keeps one (GPU, TPU)."""
+  stats = jax.local_devices()[0].memory_stats()
+  return int(stats['peak_bytes_in_use']) if stats and 'peak_bytes_in_use' in stats else None
+
+
+def synthetic_batch(dp: parallel.DataParallel, batch_size: int, input_shape, num_classes: int,
+                    seed: int = 0) -> dict:
+  """Random uint8 images and labels of a global batch, sharded onto the devices."""
+  rng = np.random.default_rng(seed)
+  return dp.shard({
+      'image': rng.integers(0, 256, (batch_size, *input_shape), dtype=np.uint8),
+      'label': rng.integers(0, num_classes, batch_size).astype(np.int32),
+      'mask': np.ones(batch_size, np.float32)})
+
+
+@dataclasses.dataclass
+class Setup:
+  """A model ready to time: its replicated state, a batch on the devices, and its counts."""
+  name: str
+  state: Any
+  batch: dict
+  normalize: Callable
+  params: int
+  flops_per_image: int
+
+
+def setup(name: str, dp: parallel.DataParallel, batch_size: int, input_shape=None,
+          half_precision: bool = False, learning_rate: float = 1e-3) -> Setup:
+  """`name` from the registry at its native input (or input_shape), with an SGD-momentum state."""
+  spec = models.get_spec(name)
+  input_shape = tuple(input_shape or spec.input_shape)
+  dtype = jnp.bfloat16 if half_precision else jnp.float32
+  model = models.create(name, spec.num_classes, input_shape=input_shape, dtype=dtype)
+  state = train.create_train_state(model, optax.sgd(learning_rate, momentum=0.9), input_shape, 0)
+  # Fixed statistics: the values do not matter for speed, only that the work is done.
+  normalize = functools.partial(data.normalize, mean=(0.5,) * input_shape[-1],
+                                std=(0.25,) * input_shape[-1], dtype=dtype)
+  return Setup(name, dp.replicate(state), synthetic_batch(dp, batch_size, input_shape,
+                                                          spec.num_classes),
+               normalize, summary.count_params(model, input_shape),
+               summary.flops_per_image(model, input_shape))
+
+
+def train_step_fn(dp: parallel.DataParallel, s: Setup) -> Callable:
+  """carry (state) -> new state: the training loop's own pmapped step."""
+  p_step = train.pmap_train_step(dp, s.normalize, optax.constant_schedule(0.0))
+  return lambda state: p_step(state, s.batch)[0]
+
+
+def infer_step_fn(dp: parallel.DataParallel, s: Setup) -> Callable:
+  """carry (logits) -> logits: a forward pass in evaluation mode over the batch."""
+  def forward(state, images):
+    variables = {'params': state.params, 'batch_stats': state.batch_stats}
+    return state.apply_fn(variables, s.normalize(images), train=False)
+  p_forward = dp.pmap(forward)
+  return lambda _: p_forward(s.state, s.batch['image'])
+
+
+def measure(name: str, mode: str, dp: parallel.DataParallel, batch_size: int, peak_flops: float,
+            half_precision: bool = False, input_shape=None, min_seconds: float = 2.0) -> dict:
+  """One result row of experiments.benchmark for model `name` in `mode` ('train' or 'infer')."""
+  if mode not in MODES:
+    raise ValueError(f"unknown mode '{mode}'; valid modes are: {', '.join(MODES)}")
+  s = setup(name, dp, batch_size, input_shape, half_precision)
+  step = train_step_fn(dp, s) if mode == 'train' else infer_step_fn(dp, s)
+  timing = time_steps(step, s.state, min_seconds=min_seconds)
+  images_per_sec = batch_size / (timing.median_ms / 1e3)
+  passes = TRAIN_FLOPS_PER_FORWARD if mode == 'train' else 1
+  achieved = images_per_sec * s.flops_per_image * passes
+  return {'model': name, 'mode': mode, 'batch_size': batch_size,
+          'images_per_sec': images_per_sec, 'step_ms': timing.summary(),
+          'compile_seconds': timing.compile_seconds, 'params': s.params,
+          'flops_per_image': s.flops_per_image, 'achieved_flops': achieved,
+          'flops_utilization': achieved / peak_flops}

@@ -1,0 +1,81 @@
+"""Steady-state speed of models' train and inference steps on synthetic data (timm's benchmark).
+
+  python -m experiments.benchmark --models=lenet5,resnet20 --batch_size=256 --mode=both \
+      [--half_precision] [--num_devices=D] [--input_shape=H,W,C] --output=FILE.json
+
+Per model and mode: median images/s, step time (median, p10, p90), compile time, parameters,
+forward FLOPs per image, and the achieved FLOP/s as a fraction of the peak that a large matmul
+reaches on the same devices in the same run. A train step is counted as 3 forward passes.
+On a CPU, --num_devices=D splits the host into D XLA devices (set before JAX starts).
+"""
+import json
+import os
+import sys
+
+from absl import flags
+
+from experiments import cli
+
+_MODELS = flags.DEFINE_string('models', None, 'Comma-separated registry names or fnmatch patterns.')
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 256, 'Global batch size.')
+_MODE = flags.DEFINE_enum('mode', 'both', ['train', 'infer', 'both'], 'What to time.')
+_HALF = flags.DEFINE_bool('half_precision', False, 'bfloat16 activations (float32 parameters).')
+_NUM_DEVICES = flags.DEFINE_integer('num_devices', None, 'Devices to run on; default: all local.')
+_INPUT_SHAPE = flags.DEFINE_list('input_shape', None, 'height,width,channels; default: native.')
+_MIN_SECONDS = flags.DEFINE_float('min_seconds', 3.0, 'Timed seconds per model and mode, at least.')
+_OUTPUT = flags.DEFINE_string('output', None, 'Where to write the JSON results.')
+flags.mark_flags_as_required(['models', 'output'])
+
+
+def _split_cpu(num_devices: int | None) -> None:
+  """Asks XLA for num_devices host devices; only works before JAX starts."""
+  flag = '--xla_force_host_platform_device_count'
+  current = os.environ.get('XLA_FLAGS', '')
+  if num_devices and num_devices > 1 and flag not in current and 'jax' not in sys.modules:
+    os.environ['XLA_FLAGS'] = f'{current} {flag}={num_devices}'.strip()
+
+
+def main(argv):
+  del argv
+  _split_cpu(_NUM_DEVICES.value)
+  import jax
+  import jax.numpy as jnp
+  from convjax import benchmark, models, parallel
+  names = models.match(_MODELS.value)
+  input_shape = cli.parse_shape(_INPUT_SHAPE.value)
+  if _BATCH_SIZE.value <= 0:
+    raise ValueError(f'--batch_size must be positive, got {_BATCH_SIZE.value}')
+  dp = parallel.DataParallel(_NUM_DEVICES.value)
+  if _BATCH_SIZE.value % dp.num_devices:
+    raise ValueError(f'--batch_size={_BATCH_SIZE.value} is not divisible by the '
+                     f'{dp.num_devices} devices')
+  dtype = jnp.bfloat16 if _HALF.value else jnp.float32
+  peak = benchmark.peak_matmul_flops(dp, dtype)
+  print(f'{dp.num_devices} x {jax.devices()[0].device_kind}: matmul peak {peak / 1e9:,.1f} GFLOP/s '
+        f'({jnp.dtype(dtype).name})', flush=True)
+  modes = benchmark.MODES if _MODE.value == 'both' else (_MODE.value,)
+  results = []
+  for name in names:
+    for mode in modes:
+      row = benchmark.measure(name, mode, dp, _BATCH_SIZE.value, peak, _HALF.value, input_shape,
+                              _MIN_SECONDS.value)
+      results.append(row)
+      print(f"{name:14s} {mode:5s} {row['images_per_sec']:>11,.1f} img/s  step "
+            f"{row['step_ms']['median']:8.2f} ms (p10 {row['step_ms']['p10']:.2f}, p90 "
+            f"{row['step_ms']['p90']:.2f})  compile {row['compile_seconds']:5.1f} s  "
+            f"{100 * row['flops_utilization']:5.1f}% of peak", flush=True)
+  report = {'device': jax.devices()[0].device_kind, 'platform': jax.default_backend(),
+            'num_devices': dp.num_devices, 'dtype': jnp.dtype(dtype).name, 'peak_flops': peak,
+            'results': results}
+  _write_json(_OUTPUT.value, report)
+
+
+def _write_json(path: str, content: dict) -> None:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path + '.tmp', 'w') as f:
+    json.dump(content, f, indent=2)
+  os.replace(path + '.tmp', path)  # Never a half-written file in place of an older result.
+
+
+if __name__ == '__main__':
+  cli.run(main)
