@@ -171,10 +171,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
   run, state, start_step = _setup(config, workdir, dp, pipeline, meta, model)
   try:
     state, train_rate, timer, last_step = _train(run, state, start_step)
+    trained = {'train_seconds': timer.train_seconds(), 'epoch': last_step / run.steps_per_epoch}
     eval_start = time.time()
     final = _evaluate_test_set(run, state)
     final['eval_images_per_sec'] = final['num_test_examples'] / (time.time() - eval_start)
-    final.update(train_seconds=timer.train_seconds(), epoch=last_step / run.steps_per_epoch)
+    final.update(trained)
     if last_step > start_step:  # Else this workdir's metrics already end with it.
       run.writer.write(last_step, final)
   finally:
@@ -289,11 +290,13 @@ def _train(run: _Run, state: TrainState, start_step: int):
     if step % log_every == 0 or step % checkpoint_every == 0 or is_last:
       _log_train(run, pending, timer, step)
       pending = []
+    evaluate_now = step % eval_every == 0 and not is_last
+    if evaluate_now:
+      jax.block_until_ready(state)  # Dispatched steps count once they have run, not before.
+    trained = {'train_seconds': timer.train_seconds(), 'epoch': step / run.steps_per_epoch}
     with timer.excluded():
-      if step % eval_every == 0 and not is_last:
-        run.writer.write(step, {**_evaluate_test_set(run, state),
-                                'train_seconds': timer.train_seconds(),
-                                'epoch': step / run.steps_per_epoch})
+      if evaluate_now:
+        run.writer.write(step, {**_evaluate_test_set(run, state), **trained})
       if step % checkpoint_every == 0 or is_last:
         run.checkpointer.save(step, run.dp.unreplicate(state), run.meta)
     if is_last:

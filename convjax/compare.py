@@ -1,0 +1,179 @@
+"""Architectures side by side: the same data, schedule, seed and budget, one row per model.
+
+A comparison lives in one directory:
+
+  DIR/comparison.json   the shared config, so a rerun cannot silently mix settings
+  DIR/<model>/          each model's run, laid out as experiments.train lays it out, plus
+  DIR/<model>/result.json   written last: its presence means the model is finished
+  DIR/comparison.csv, DIR/comparison.md, DIR/*.png
+
+Rerunning skips finished models and resumes unfinished ones from their checkpoints.
+"""
+import csv
+import functools
+import io
+import json
+import math
+import os
+from typing import Callable
+
+import ml_collections
+import optax
+
+from convjax import (benchmark, config as config_lib, data, metrics, optim, parallel, plots,
+                     summary, train)
+
+COLUMNS = ('model', 'params', 'flops_per_image', 'train_images_per_sec', 'eval_images_per_sec',
+           'peak_memory_bytes', 'train_seconds', 'time_to_target_seconds', 'test_accuracy',
+           'test_top5_accuracy')
+RESULT_FILE = 'result.json'
+CONFIG_FILE = 'comparison.json'
+PLOTS = ('accuracy_vs_time.png', 'accuracy_vs_epoch.png', 'accuracy_vs_params.png',
+         'accuracy_vs_flops.png')
+# Fields that may differ between reruns of one comparison without changing its results.
+_FREE_FIELDS = ('model', 'log_every_steps', 'input_workers', 'prefetch_batches')
+NOTES = ('flops_per_image: forward pass, 1 multiply-add = 2 FLOPs, counted layer by layer over '
+         'conv and dense layers (convjax.summary). peak_memory_bytes: per device, from XLA\'s '
+         'compiled train step (arguments + outputs + temporaries - donated buffers). '
+         'train_images_per_sec excludes compilation, evaluation and checkpointing. '
+         'time_to_target_seconds: training seconds at the first evaluation at or above the target.')
+
+
+def model_config(base: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict(base.to_dict())
+  config.model = name
+  return config
+
+
+def check_same_config(workdir: str, base: ml_collections.ConfigDict) -> None:
+  """Records the shared config in a new comparison; refuses a rerun whose config differs."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  current = {k: v for k, v in json.loads(base.to_json()).items() if k not in _FREE_FIELDS}
+  if os.path.exists(path):
+    with open(path) as f:
+      recorded = json.load(f)
+    changed = sorted(k for k in set(recorded) | set(current) if recorded.get(k) != current.get(k))
+    if changed:
+      raise config_lib.ConfigError(
+          f'{workdir} holds a comparison run with a different config ({", ".join(changed)}); '
+          'use another --workdir, or the same settings to resume it')
+    return
+  os.makedirs(workdir, exist_ok=True)
+  _write_json(path, current)
+
+
+def run_model(config: ml_collections.ConfigDict, workdir: str, target_accuracy: float | None,
+              log: Callable[[str], None] = print) -> dict:
+  """Trains and evaluates config.model in workdir unless it has finished; returns its row."""
+  result_path = os.path.join(workdir, RESULT_FILE)
+  if os.path.exists(result_path):
+    log(f'{config.model}: finished earlier, skipped (delete {workdir} to rerun it)')
+    with open(result_path) as f:
+      return json.load(f)
+  final = train.train_and_evaluate(config, workdir)
+  with open(os.path.join(workdir, 'config.json')) as f:
+    meta = json.load(f)
+  input_shape, num_classes = tuple(meta['input_shape']), meta['num_classes']
+  model = train.create_model(config, num_classes, input_shape)
+  row = {
+      'model': config.model,
+      'params': summary.count_params(model, input_shape),
+      'flops_per_image': summary.flops_per_image(model, input_shape),
+      'train_images_per_sec': _rate(workdir, final),
+      'eval_images_per_sec': final['eval_images_per_sec'],
+      'peak_memory_bytes': train_step_memory_bytes(config, model, input_shape, num_classes),
+      'train_seconds': final['train_seconds'],
+      'time_to_target_seconds': time_to_target(metrics.read_metrics(workdir), target_accuracy),
+      'test_accuracy': final['test_accuracy'],
+      'test_top5_accuracy': final['test_top5_accuracy'],
+  }
+  _write_json(result_path, row)
+  return row
+
+
+def _rate(workdir: str, final: dict) -> float | None:
+  """This run's train images/s; when it trained nothing (a resumed, finished run), the mean of
+  the logged intervals."""
+  if math.isfinite(final['train_images_per_sec']):
+    return final['train_images_per_sec']
+  logged = [r['images_per_sec'] for r in metrics.read_metrics(workdir) if 'images_per_sec' in r]
+  return sum(logged) / len(logged) if logged else None
+
+
+def train_step_memory_bytes(config, model, input_shape, num_classes: int) -> int | None:
+  """Per-device bytes of the compiled train step at config's batch size, where XLA reports them."""
+  dp = parallel.DataParallel(config.num_devices if config.num_devices > 0 else None)
+  schedule = optax.constant_schedule(config.learning_rate)
+  state = train.create_train_state(model, optim.create_optimizer(config, schedule), input_shape,
+                                   config.seed)
+  batch = benchmark.synthetic_batch(dp, config.batch_size, input_shape, num_classes)
+  normalize = functools.partial(data.normalize, mean=0.0, std=1.0, dtype=model.dtype)
+  step = train.pmap_train_step(dp, normalize, schedule, config.aux_loss_weight)
+  return benchmark.compiled_memory_bytes(step.lower(dp.replicate(state), batch).compile())
+
+
+def evaluations(records: list[dict]) -> list[dict]:
+  """The metrics.jsonl records that hold a test evaluation, in step order."""
+  return [r for r in records if 'test_accuracy' in r and 'train_seconds' in r]
+
+
+def time_to_target(records: list[dict], target: float | None) -> float | None:
+  """Training seconds at the first evaluation reaching `target` test accuracy; None if never."""
+  if target is None:
+    return None
+  return next((r['train_seconds'] for r in evaluations(records) if r['test_accuracy'] >= target),
+              None)
+
+
+def write_tables(rows: list[dict], workdir: str) -> str:
+  """comparison.csv (raw numbers) and comparison.md (rounded); returns the markdown."""
+  buffer = io.StringIO()
+  writer = csv.DictWriter(buffer, COLUMNS, lineterminator='\n')
+  writer.writeheader()
+  writer.writerows({k: '' if row[k] is None else row[k] for k in COLUMNS} for row in rows)
+  _write_text(os.path.join(workdir, 'comparison.csv'), buffer.getvalue())
+  table = summary.markdown_table(list(COLUMNS), [[_format(k, row[k]) for k in COLUMNS]
+                                                 for row in rows])
+  markdown = f'{table}\n\n{NOTES}\n'
+  _write_text(os.path.join(workdir, 'comparison.md'), markdown)
+  return markdown
+
+
+def _format(column: str, value) -> str:
+  if value is None:
+    return ''
+  if column in ('params', 'flops_per_image', 'peak_memory_bytes'):
+    return f'{int(value):,d}'
+  if column.endswith('accuracy'):
+    return f'{value:.4f}'
+  if isinstance(value, float):
+    return f'{value:,.1f}'
+  return str(value)
+
+
+def write_plots(rows: list[dict], workdir: str) -> list[str]:
+  """The four comparison PNGs in workdir; returns their paths."""
+  paths = [os.path.join(workdir, name) for name in PLOTS]
+  curves = {row['model']: evaluations(metrics.read_metrics(os.path.join(workdir, row['model'])))
+            for row in rows}
+  xy = lambda key: {name: ([r[key] for r in evals], [r['test_accuracy'] for r in evals])
+                    for name, evals in curves.items()}
+  plots.curves(xy('train_seconds'), 'training time (s)', 'test accuracy',
+               'Test accuracy against training time', paths[0])
+  plots.curves(xy('epoch'), 'epoch', 'test accuracy', 'Test accuracy against epoch', paths[1])
+  final = lambda key: {row['model']: (row[key], row['test_accuracy']) for row in rows}
+  plots.scatter(final('params'), 'parameters', 'final test accuracy',
+                'Final accuracy against parameters', paths[2])
+  plots.scatter(final('flops_per_image'), 'forward FLOPs per image', 'final test accuracy',
+                'Final accuracy against FLOPs', paths[3])
+  return paths
+
+
+def _write_json(path: str, content: dict) -> None:
+  _write_text(path, json.dumps(content, indent=2))
+
+
+def _write_text(path: str, text: str) -> None:
+  with open(path + '.tmp', 'w') as f:
+    f.write(text)
+  os.replace(path + '.tmp', path)  # Atomic: a kill leaves the old file or the new one.
