@@ -50,8 +50,9 @@ def check_compatible(workdir: str, meta: dict) -> None:
 class Checkpointer:
   """Saves and restores TrainStates (host pytrees) in a workdir."""
 
-  def __init__(self, workdir: str, max_to_keep: int):
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+  def __init__(self, workdir: str, max_to_keep: int | None, create: bool = True):
+    """create=False opens a workdir read-only: nothing is made if it has no checkpoints."""
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create)
     self._manager = ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
   def latest_step(self) -> int | None:

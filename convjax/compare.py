@@ -64,18 +64,30 @@ def check_same_config(workdir: str, base: ml_collections.ConfigDict) -> None:
 
 def run_model(config: ml_collections.ConfigDict, workdir: str, target_accuracy: float | None,
               log: Callable[[str], None] = print) -> dict:
-  """Trains and evaluates config.model in workdir unless it has finished; returns its row."""
+  """Trains and evaluates config.model in workdir unless it has finished; returns its row.
+
+  time_to_target_seconds is read from the run's evaluations every time, so a rerun with another
+  target answers without training again.
+  """
   result_path = os.path.join(workdir, RESULT_FILE)
   if os.path.exists(result_path):
     log(f'{config.model}: finished earlier, skipped (delete {workdir} to rerun it)')
     with open(result_path) as f:
-      return json.load(f)
+      row = json.load(f)
+  else:
+    row = _train_row(config, workdir)
+    _write_json(result_path, row)
+  row['time_to_target_seconds'] = time_to_target(metrics.read_metrics(workdir), target_accuracy)
+  return row
+
+
+def _train_row(config: ml_collections.ConfigDict, workdir: str) -> dict:
   final = train.train_and_evaluate(config, workdir)
   with open(os.path.join(workdir, 'config.json')) as f:
     meta = json.load(f)
   input_shape, num_classes = tuple(meta['input_shape']), meta['num_classes']
   model = train.create_model(config, num_classes, input_shape)
-  row = {
+  return {
       'model': config.model,
       'params': summary.count_params(model, input_shape),
       'flops_per_image': summary.flops_per_image(model, input_shape),
@@ -83,12 +95,9 @@ def run_model(config: ml_collections.ConfigDict, workdir: str, target_accuracy: 
       'eval_images_per_sec': final['eval_images_per_sec'],
       'peak_memory_bytes': train_step_memory_bytes(config, model, input_shape, num_classes),
       'train_seconds': final['train_seconds'],
-      'time_to_target_seconds': time_to_target(metrics.read_metrics(workdir), target_accuracy),
       'test_accuracy': final['test_accuracy'],
       'test_top5_accuracy': final['test_top5_accuracy'],
   }
-  _write_json(result_path, row)
-  return row
 
 
 def _rate(workdir: str, final: dict) -> float | None:
@@ -151,22 +160,23 @@ def _format(column: str, value) -> str:
   return str(value)
 
 
-def write_plots(rows: list[dict], workdir: str) -> list[str]:
-  """The four comparison PNGs in workdir; returns their paths."""
+def write_plots(rows: list[dict], workdir: str) -> dict:
+  """The four comparison PNGs in workdir; returns their figures by path."""
   paths = [os.path.join(workdir, name) for name in PLOTS]
   curves = {row['model']: evaluations(metrics.read_metrics(os.path.join(workdir, row['model'])))
             for row in rows}
   xy = lambda key: {name: ([r[key] for r in evals], [r['test_accuracy'] for r in evals])
                     for name, evals in curves.items()}
-  plots.curves(xy('train_seconds'), 'training time (s)', 'test accuracy',
-               'Test accuracy against training time', paths[0])
-  plots.curves(xy('epoch'), 'epoch', 'test accuracy', 'Test accuracy against epoch', paths[1])
   final = lambda key: {row['model']: (row[key], row['test_accuracy']) for row in rows}
-  plots.scatter(final('params'), 'parameters', 'final test accuracy',
-                'Final accuracy against parameters', paths[2])
-  plots.scatter(final('flops_per_image'), 'forward FLOPs per image', 'final test accuracy',
-                'Final accuracy against FLOPs', paths[3])
-  return paths
+  return dict(zip(paths, [
+      plots.curves(xy('train_seconds'), 'training time (s)', 'test accuracy',
+                   'Test accuracy against training time', paths[0]),
+      plots.curves(xy('epoch'), 'epoch', 'test accuracy', 'Test accuracy against epoch',
+                   paths[1]),
+      plots.scatter(final('params'), 'parameters', 'final test accuracy',
+                    'Final accuracy against parameters', paths[2]),
+      plots.scatter(final('flops_per_image'), 'forward FLOPs per image', 'final test accuracy',
+                    'Final accuracy against FLOPs', paths[3])]))
 
 
 def _write_json(path: str, content: dict) -> None:

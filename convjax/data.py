@@ -37,6 +37,7 @@ class DatasetInfo:
   streaming: read from disk batch by batch instead of holding the dataset in memory.
   eval_split: the TFDS split used as the test set.
   idx: also readable from local MNIST-style IDX files.
+  label_names: what each class index means, where the dataset documents it.
   """
   name: str
   num_classes: int
@@ -48,23 +49,31 @@ class DatasetInfo:
   streaming: bool = False
   eval_split: str = 'test'
   idx: bool = False
+  label_names: tuple[str, ...] = ()
+
+
+_DIGITS = tuple(str(i) for i in range(10))
 
 
 CATALOGUE = {info.name: info for info in [
     DatasetInfo('digits', 10, (8, 8, 1), (0.3050,), (0.3757,),
-                "this project's 1,438-image training split", flip=False),
+                "this project's 1,438-image training split", flip=False, label_names=_DIGITS),
     DatasetInfo('mnist', 10, (28, 28, 1), (0.1307,), (0.3081,),
-                'the 60,000 training images', flip=False, idx=True),
+                'the 60,000 training images', flip=False, idx=True, label_names=_DIGITS),
     DatasetInfo('fashion_mnist', 10, (28, 28, 1), (0.2860,), (0.3530,),
-                'the 60,000 training images', flip=True, idx=True),
+                'the 60,000 training images', flip=True, idx=True,
+                label_names=('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal',
+                             'Shirt', 'Sneaker', 'Bag', 'Ankle boot')),
     DatasetInfo('kmnist', 10, (28, 28, 1), (0.1918,), (0.3483,),
                 'the 60,000 training images', flip=False, idx=True),
     DatasetInfo('cifar10', 10, (32, 32, 3), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-                'the 50,000 training images', flip=True),
+                'the 50,000 training images', flip=True,
+                label_names=('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog',
+                             'horse', 'ship', 'truck')),
     DatasetInfo('cifar100', 100, (32, 32, 3), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
                 'the 50,000 training images', flip=True),
     DatasetInfo('svhn_cropped', 10, (32, 32, 3), (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970),
-                'the 73,257 training images', flip=False),
+                'the 73,257 training images', flip=False, label_names=_DIGITS),
     DatasetInfo('imagenette', 10, None, _IMAGENET_MEAN, _IMAGENET_STD,
                 "ImageNet's (Imagenette is a 10-class ImageNet subset)", flip=True,
                 streaming=True, eval_split='validation'),
@@ -121,6 +130,12 @@ class StreamingDataset:
 
 def list_datasets() -> list[str]:
   return sorted(CATALOGUE)
+
+
+def label_names(name: str) -> tuple[str, ...]:
+  """Class names of a catalogue dataset, or the class indices as strings where it has none."""
+  info = get_info(name)
+  return info.label_names or tuple(str(i) for i in range(info.num_classes))
 
 
 def get_info(name: str) -> DatasetInfo:

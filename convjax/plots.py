@@ -26,13 +26,15 @@ def save(fig, path: str):
 
 
 def curves(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], xlabel: str,
-           ylabel: str, title: str, path: str, log_x: bool = False):
+           ylabel: str, title: str, path: str, log_x: bool = False, log_y: bool = False):
   """One line per name: series maps name -> (x values, y values)."""
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
   for name, (x, y) in series.items():
     ax.plot(x, y, marker='o', markersize=3, label=name)
   if log_x:
-    ax.set_xscale('log')
+    ax.set_xscale('log', base=2)
+  if log_y:
+    ax.set_yscale('log')
   _finish(ax, xlabel, ylabel, title)
   return save(fig, path)
 
@@ -98,4 +100,40 @@ def matrix(values: np.ndarray, labels: Sequence[str], xlabel: str, ylabel: str, 
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.set_title(title)
+  return save(fig, path)
+
+
+def feature_rows(stages: Sequence[tuple[str, np.ndarray]], path: str, max_maps: int = 16,
+                 suptitle: str = '', size: float = 0.9):
+  """One row per stage, its first max_maps feature maps [h, w, c] side by side, labelled."""
+  columns = min(max_maps, max(maps.shape[-1] for _, maps in stages))
+  fig, axes = plt.subplots(len(stages), columns + 1, squeeze=False,
+                           figsize=(size * (columns + 2.5), size * len(stages) + 0.4),
+                           gridspec_kw={'width_ratios': [2.5] + [1] * columns})
+  for row, (label, maps) in zip(axes, stages):
+    for ax in row:
+      ax.axis('off')
+    row[0].text(1.0, 0.5, f'{label}\n{"x".join(map(str, maps.shape))}', ha='right',
+                va='center', fontsize=7, transform=row[0].transAxes)
+    for ax, channel in zip(row[1:], range(min(columns, maps.shape[-1]))):
+      ax.imshow(maps[..., channel], cmap='viridis')
+  if suptitle:
+    fig.suptitle(suptitle, fontsize=10)
+  return save(fig, path)
+
+
+def projection(points: np.ndarray, labels: np.ndarray, names: Sequence[str], title: str,
+               path: str):
+  """2-D points [n, 2] coloured by class, one scatter series (and legend entry) per class."""
+  fig, ax = plt.subplots(figsize=(6.4, 5.2))
+  colours = plt.get_cmap('tab10' if len(names) <= 10 else 'tab20')
+  for c, name in enumerate(names):
+    chosen = labels == c
+    if chosen.any():
+      ax.scatter(points[chosen, 0], points[chosen, 1], s=3, alpha=0.6, color=colours(c % 20),
+                 label=name)
+  ax.set_title(title)
+  ax.set_xticks([])
+  ax.set_yticks([])
+  ax.legend(fontsize=7, markerscale=3, loc='best')
   return save(fig, path)

@@ -123,7 +123,25 @@ def eval_step(state: TrainState, batch: dict, *, normalize: Callable) -> dict:
 def evaluate(p_eval_step: Callable, state: TrainState, batches) -> dict:
   """test_loss, test_accuracy, test_top5_accuracy and num_test_examples over masked batches
   that hold every test example once (a pipeline's eval_batches())."""
-  sums = [p_eval_step(state, batch) for batch in batches]
+  return _test_metrics([p_eval_step(state, batch) for batch in batches])
+
+
+def evaluate_timed(p_eval_step: Callable, state: TrainState, batches) -> dict:
+  """`evaluate`, plus eval_images_per_sec over the batches after the first, which may compile."""
+  batches = iter(batches)
+  sums = [jax.block_until_ready(p_eval_step(state, next(batches)))]
+  start = time.time()
+  sums += [p_eval_step(state, batch) for batch in batches]
+  jax.block_until_ready(sums)
+  seconds = time.time() - start
+  results = _test_metrics(sums)
+  timed = sums[1:] or sums  # One batch: its time includes any compilation.
+  count = sum(float(np.sum(jax.device_get(s['count']))) / len(s['count']) for s in timed)
+  results['eval_images_per_sec'] = count / max(seconds, 1e-9) if sums[1:] else math.nan
+  return results
+
+
+def _test_metrics(sums: list[dict]) -> dict:
   totals = jax.tree.map(lambda *x: float(np.sum([v[0] for v in x])), *jax.device_get(sums))
   count = totals['count']
   return {'test_loss': totals['loss'] / count, 'test_accuracy': totals['correct'] / count,
@@ -172,10 +190,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   try:
     state, train_rate, timer, last_step = _train(run, state, start_step)
     trained = {'train_seconds': timer.train_seconds(), 'epoch': last_step / run.steps_per_epoch}
-    eval_start = time.time()
-    final = _evaluate_test_set(run, state)
-    final['eval_images_per_sec'] = final['num_test_examples'] / (time.time() - eval_start)
-    final.update(trained)
+    final = {**evaluate_timed(run.p_eval_step, state, run.pipeline.eval_batches()), **trained}
     if last_step > start_step:  # Else this workdir's metrics already end with it.
       run.writer.write(last_step, final)
   finally:
@@ -286,7 +301,9 @@ def _train(run: _Run, state: TrainState, start_step: int):
       timer.restart(step)
     elif budget > 0:
       jax.block_until_ready(step_metrics)  # So the budget counts finished work, not dispatches.
-    is_last = step == run.total_steps or (budget > 0 and timer.train_seconds() >= budget)
+    # The budget counts timed steps only, so a run always makes at least one after compiling.
+    out_of_budget = budget > 0 and step > start_step + 1 and timer.train_seconds() >= budget
+    is_last = step == run.total_steps or out_of_budget
     if step % log_every == 0 or step % checkpoint_every == 0 or is_last:
       _log_train(run, pending, timer, step)
       pending = []

@@ -67,6 +67,13 @@ def parse_shape(value: list[str] | None) -> tuple[int, int, int] | None:
   return shape
 
 
+def check_index(flag: str, value: int, size: int, what: str) -> None:
+  """Raises ValueError unless 0 <= value < size, naming the flag and the valid range."""
+  if not 0 <= value < size:
+    raise ValueError(f'--{flag}={value} is out of range: {what} has {size} images '
+                     f'(0 to {size - 1})')
+
+
 def run(main) -> None:
   """app.run(main) with quiet library logs and no traceback for expected errors."""
   def guarded(argv):

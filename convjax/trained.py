@@ -1,0 +1,107 @@
+"""A finished (or interrupted) training run reopened for inspection: its config, model, latest
+variables and test split. The visualisation and similarity tools start here.
+
+Nothing is written: a workdir is only read.
+"""
+import dataclasses
+import functools
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from convjax import checkpoint, config as config_lib, data, metrics, train
+
+
+class NoCheckpointError(ValueError):
+  """The workdir holds no trained run to inspect."""
+
+
+@dataclasses.dataclass
+class TrainedRun:
+  """config: the run's ConfigDict; variables: {'params', 'batch_stats'} at `step`;
+  test: the test split (uint8 images [n, h, w, c], int labels [n])."""
+  workdir: str
+  config: Any
+  model: Any
+  variables: dict
+  step: int
+  test: data.Split
+  info: data.DatasetInfo
+
+  @property
+  def label_names(self) -> tuple[str, ...]:
+    return data.label_names(self.config.dataset)
+
+  def normalize(self, images: np.ndarray) -> jnp.ndarray:
+    """uint8 [n, h, w, c] -> the model's float input."""
+    return data.normalize(jnp.asarray(images), self.info.mean, self.info.std)
+
+  def apply(self, images: np.ndarray, **kwargs):
+    """model.apply in evaluation mode on uint8 images [n, h, w, c]."""
+    return self.model.apply(self.variables, self.normalize(images), train=False, **kwargs)
+
+  def batched(self, fn, images: np.ndarray, batch_size: int = 500) -> list:
+    """fn applied to successive slices of images; a list of host results."""
+    return [jax.device_get(fn(images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
+
+  def predict(self, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities [n, classes] and penultimate features [n, d] of the test set."""
+    step = jax.jit(lambda x: self.apply(x, return_features=True))
+    outputs = self.batched(step, self.test.images, batch_size)
+    logits = np.concatenate([o[0] for o in outputs])
+    features = np.concatenate([o[1] for o in outputs])
+    return np.asarray(jax.nn.softmax(logits, -1)), features
+
+
+def load(workdir: str) -> TrainedRun:
+  """Reopens `workdir`'s newest checkpoint; raises NoCheckpointError when there is none."""
+  found = checkpoint.latest_meta(workdir) if os.path.isdir(workdir) else None
+  config_path = os.path.join(workdir, 'config.json')
+  if found is None or not os.path.exists(config_path):
+    raise NoCheckpointError(f'{workdir} holds no checkpoint of a training run; train one first '
+                            '(python -m experiments.train --workdir=...)')
+  step, meta = found
+  with open(config_path) as f:
+    saved = json.load(f)
+  config = ml_collections.ConfigDict({k: v for k, v in saved.items()
+                                      if k not in ('input_shape',)})
+  input_shape = tuple(meta['input_shape'])
+  model = train.create_model(config, meta['num_classes'], input_shape)
+  info = data.get_info(config.dataset)
+  if info.streaming:
+    raise config_lib.ConfigError(f"inspecting runs on streamed datasets ('{config.dataset}') is "
+                                 'not supported; the tools read in-memory test splits')
+  dataset = data.load(config.dataset, config.data_dir, config.data_source,
+                      image_size=config.image_size)
+  variables = _restore(workdir, step, model, input_shape)
+  return TrainedRun(workdir, config, model, variables, step, dataset.test, info)
+
+
+def _restore(workdir: str, step: int, model, input_shape) -> dict:
+  """The checkpoint's params and batch_stats, read as plain arrays."""
+  checkpointer = checkpoint.Checkpointer(workdir, max_to_keep=None, create=False)
+  try:
+    state = checkpointer.restore(step)
+  finally:
+    checkpointer.close()
+  abstract = jax.eval_shape(functools.partial(model.init, train=False), jax.random.PRNGKey(0),
+                            jnp.zeros((1,) + input_shape))
+  variables = {'params': state['params'], 'batch_stats': state.get('batch_stats') or {}}
+  expected = jax.tree.structure(abstract.get('params'))
+  if jax.tree.structure(variables['params']) != expected:
+    raise checkpoint.IncompatibleCheckpointError(
+        f"{workdir}'s checkpoint does not fit model {model.__class__.__name__}")
+  return variables
+
+
+def read_curves(workdir: str) -> dict[str, tuple[list[int], list[float]]]:
+  """train_loss, train_accuracy, test_loss and test_accuracy against step, from metrics.jsonl."""
+  records = metrics.read_metrics(workdir)
+  keys = ('train_loss', 'train_accuracy', 'test_loss', 'test_accuracy')
+  return {key: ([r['step'] for r in records if key in r], [r[key] for r in records if key in r])
+          for key in keys}

@@ -1,0 +1,114 @@
+"""Draws what a trained network learned and does, from a workdir's latest checkpoint.
+
+  python -m experiments.visualize --workdir=DIR [--image_index=N] [--num_wrong=16]
+  python -m experiments.visualize --workdir=DIR --kernels
+
+Writes PNGs to DIR/plots/: filters.png (the first conv layer's filters), feature_maps.png (test
+image N after each conv, activation and pooling stage), loss.png and accuracy.png (train and
+test curves from metrics.jsonl), confusion.png, confidently_wrong.png. --kernels instead writes
+kernels.png: every classic kernel of convjax.convolution.KERNELS applied to a photograph
+(scikit-image's bundled camera image); it needs no trained run.
+"""
+import os
+
+from absl import flags
+
+from experiments import cli
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'A training run directory.')
+_IMAGE_INDEX = flags.DEFINE_integer('image_index', 0, 'Test image whose feature maps to draw.')
+_NUM_WRONG = flags.DEFINE_integer('num_wrong', 16, 'How many confident mistakes to show.')
+_KERNELS = flags.DEFINE_bool('kernels', False, 'Draw the classic-kernels table on a photograph.')
+flags.mark_flags_as_required(['workdir'])
+
+
+def main(argv):
+  del argv
+  out = os.path.join(_WORKDIR.value, 'plots')
+  if _KERNELS.value:
+    print(f'wrote {draw_kernels(out)}')
+    return
+  from convjax import trained
+  if _NUM_WRONG.value < 1:
+    raise ValueError(f'--num_wrong must be at least 1, got {_NUM_WRONG.value}')
+  run = trained.load(_WORKDIR.value)
+  cli.check_index('image_index', _IMAGE_INDEX.value, len(run.test), 'the test set')
+  paths = [draw_filters(run, out), draw_feature_maps(run, _IMAGE_INDEX.value, out),
+           *draw_curves(run, out), *draw_predictions(run, _NUM_WRONG.value, out)]
+  print('\n'.join(f'wrote {p}' for p in paths))
+
+
+def draw_kernels(out: str) -> str:
+  import numpy as np
+  import skimage.data
+  from convjax import convolution, plots
+  photo = skimage.data.camera().astype(np.float32) / 255  # 512x512 grayscale.
+  images, titles = [photo], ['original']
+  for name, kernel in convolution.KERNELS.items():
+    filtered = np.asarray(convolution.apply_kernel(photo, kernel))
+    # Kernels summing to zero respond with signed edges: draw their magnitude, as the classic
+    # tables do; the others are images in their own right.
+    zero_sum = abs(float(np.sum(kernel))) < 1e-6
+    images.append(np.abs(filtered) if zero_sum else np.clip(filtered, 0, 1))
+    titles.append(f'{name} (|out|)' if zero_sum else name)
+  path = os.path.join(out, 'kernels.png')
+  plots.image_grid(images, titles, path, columns=4, size=2.6,
+                   suptitle='Classic 3x3 kernels, cross-correlated with a photograph')
+  return path
+
+
+def draw_filters(run, out: str) -> str:
+  from convjax import plots, visualize
+  layer, kernel = visualize.first_conv_filters(run.model, run.variables, run.test.images.shape[1:])
+  path = os.path.join(out, 'filters.png')
+  plots.image_grid(visualize.filter_images(kernel),
+                   [f'{i}' for i in range(kernel.shape[-1])], path, columns=8,
+                   symmetric=kernel.shape[2] == 1,
+                   suptitle=f'{run.config.model} {layer}: {kernel.shape[-1]} learned '
+                            f"{'x'.join(map(str, kernel.shape[:2]))} filters (step {run.step})")
+  return path
+
+
+def draw_feature_maps(run, index: int, out: str) -> str:
+  from convjax import plots, visualize
+  image = run.normalize(run.test.images[index:index + 1])[0]
+  stages = visualize.feature_maps(run.model, run.variables, image)
+  stages = [('input', run.test.images[index].astype('float32'))] + stages
+  label = run.label_names[run.test.labels[index]]
+  path = os.path.join(out, 'feature_maps.png')
+  plots.feature_rows(stages, path, suptitle=f'{run.config.model}: test image {index} ({label}), '
+                                            'stage by stage (first 16 maps)')
+  return path
+
+
+def draw_curves(run, out: str) -> list[str]:
+  from convjax import plots, trained
+  curves = trained.read_curves(run.workdir)
+  paths = [os.path.join(out, 'loss.png'), os.path.join(out, 'accuracy.png')]
+  for path, metric in zip(paths, ('loss', 'accuracy')):
+    plots.curves({split: curves[f'{split}_{metric}'] for split in ('train', 'test')}, 'step',
+                 metric, f'{run.config.model} on {run.config.dataset}: {metric}', path)
+  return paths
+
+
+def draw_predictions(run, num_wrong: int, out: str) -> list[str]:
+  from convjax import plots, visualize
+  probabilities, _ = run.predict()
+  labels, predictions = run.test.labels, probabilities.argmax(-1)
+  names = run.label_names
+  counts = visualize.confusion_matrix(labels, predictions, len(names))
+  accuracy = float((labels == predictions).mean())
+  paths = [os.path.join(out, 'confusion.png'), os.path.join(out, 'confidently_wrong.png')]
+  plots.matrix(counts, names, 'predicted', 'true',
+               f'{run.config.model}: test accuracy {accuracy:.4f} ({len(labels)} images)', paths[0])
+  wrong = visualize.confidently_wrong(probabilities, labels, num_wrong)
+  plots.image_grid([run.test.images[i].squeeze(-1) if run.test.images.shape[-1] == 1
+                    else run.test.images[i] for i in wrong],
+                   [f'#{i} {names[labels[i]]}\n-> {names[predictions[i]]} '
+                    f'{probabilities[i, predictions[i]]:.2f}' for i in wrong], paths[1], columns=8,
+                   size=1.6, suptitle='Most confidently wrong: true -> predicted, probability')
+  return paths
+
+
+if __name__ == '__main__':
+  cli.run(main)
