@@ -49,7 +49,9 @@ def draw_kernels(out: str) -> str:
     # Kernels summing to zero respond with signed edges: draw their magnitude, as the classic
     # tables do; the others are images in their own right.
     zero_sum = abs(float(np.sum(kernel))) < 1e-6
-    images.append(np.abs(filtered) if zero_sum else np.clip(filtered, 0, 1))
+    magnitude = np.abs(filtered)
+    images.append(np.minimum(magnitude / np.percentile(magnitude, 99), 1) if zero_sum
+                  else np.clip(filtered, 0, 1))  # Edges scaled so the strongest 1% saturate.
     titles.append(f'{name} (|out|)' if zero_sum else name)
   path = os.path.join(out, 'kernels.png')
   plots.image_grid(images, titles, path, columns=4, size=2.6,
