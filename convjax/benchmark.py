@@ -86,12 +86,6 @@ def compiled_memory_bytes(compiled) -> int | None:
              stats.temp_size_in_bytes - stats.alias_size_in_bytes)
 
 
-def device_peak_memory_bytes() -> int | None:
-  """The allocator's high-water mark on the first device, where the backend keeps one (GPU, TPU)."""
-  stats = jax.local_devices()[0].memory_stats()
-  return int(stats['peak_bytes_in_use']) if stats and 'peak_bytes_in_use' in stats else None
-
-
 def synthetic_batch(dp: parallel.DataParallel, batch_size: int, input_shape, num_classes: int,
                     seed: int = 0) -> dict:
   """Random uint8 images and labels of a global batch, sharded onto the devices."""

@@ -20,8 +20,7 @@ from typing import Callable
 import ml_collections
 import optax
 
-from convjax import (benchmark, config as config_lib, data, metrics, optim, parallel, plots,
-                     summary, train)
+from convjax import benchmark, config as config_lib, data, metrics, optim, plots, summary, train
 
 COLUMNS = ('model', 'params', 'flops_per_image', 'train_images_per_sec', 'eval_images_per_sec',
            'peak_memory_bytes', 'train_seconds', 'time_to_target_seconds', 'test_accuracy',
@@ -59,7 +58,7 @@ def check_same_config(workdir: str, base: ml_collections.ConfigDict) -> None:
           'use another --workdir, or the same settings to resume it')
     return
   os.makedirs(workdir, exist_ok=True)
-  _write_json(path, current)
+  metrics.write_json(path, current)
 
 
 def run_model(config: ml_collections.ConfigDict, workdir: str, target_accuracy: float | None,
@@ -76,7 +75,7 @@ def run_model(config: ml_collections.ConfigDict, workdir: str, target_accuracy: 
       row = json.load(f)
   else:
     row = _train_row(config, workdir)
-    _write_json(result_path, row)
+    metrics.write_json(result_path, row)
   row['time_to_target_seconds'] = time_to_target(metrics.read_metrics(workdir), target_accuracy)
   return row
 
@@ -111,7 +110,7 @@ def _rate(workdir: str, final: dict) -> float | None:
 
 def train_step_memory_bytes(config, model, input_shape, num_classes: int) -> int | None:
   """Per-device bytes of the compiled train step at config's batch size, where XLA reports them."""
-  dp = parallel.DataParallel(config.num_devices if config.num_devices > 0 else None)
+  dp = train.data_parallel(config)
   schedule = optax.constant_schedule(config.learning_rate)
   state = train.create_train_state(model, optim.create_optimizer(config, schedule), input_shape,
                                    config.seed)
@@ -140,11 +139,11 @@ def write_tables(rows: list[dict], workdir: str) -> str:
   writer = csv.DictWriter(buffer, COLUMNS, lineterminator='\n')
   writer.writeheader()
   writer.writerows({k: '' if row[k] is None else row[k] for k in COLUMNS} for row in rows)
-  _write_text(os.path.join(workdir, 'comparison.csv'), buffer.getvalue())
+  metrics.write_text(os.path.join(workdir, 'comparison.csv'), buffer.getvalue())
   table = summary.markdown_table(list(COLUMNS), [[_format(k, row[k]) for k in COLUMNS]
                                                  for row in rows])
   markdown = f'{table}\n\n{NOTES}\n'
-  _write_text(os.path.join(workdir, 'comparison.md'), markdown)
+  metrics.write_text(os.path.join(workdir, 'comparison.md'), markdown)
   return markdown
 
 
@@ -178,12 +177,3 @@ def write_plots(rows: list[dict], workdir: str) -> dict:
       plots.scatter(final('flops_per_image'), 'forward FLOPs per image', 'final test accuracy',
                     'Final accuracy against FLOPs', paths[3])]))
 
-
-def _write_json(path: str, content: dict) -> None:
-  _write_text(path, json.dumps(content, indent=2))
-
-
-def _write_text(path: str, text: str) -> None:
-  with open(path + '.tmp', 'w') as f:
-    f.write(text)
-  os.replace(path + '.tmp', path)  # Atomic: a kill leaves the old file or the new one.

@@ -11,6 +11,20 @@ import tqdm
 METRICS_FILE = 'metrics.jsonl'
 
 
+def write_text(path: str, text: str) -> None:
+  """Writes through a temporary file and a rename, so a kill leaves the old file or the new one,
+  never half of one."""
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def write_json(path: str, content: Any) -> None:
+  """`write_text` of indented JSON; values JSON lacks (numpy scalars, say) are written as str."""
+  write_text(path, json.dumps(content, indent=2, default=str))
+
+
 def read_metrics(workdir: str) -> list[dict]:
   """Every complete line of WORKDIR/metrics.jsonl; a torn last line is skipped."""
   path = os.path.join(workdir, METRICS_FILE)

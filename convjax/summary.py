@@ -69,7 +69,7 @@ class Geometry:
                     tuple(j * s for j, s in zip(self.stride, strides)))
 
 
-def _window(module: nn.Module, ndim: int):
+def window(module: nn.Module, ndim: int):
   """(kernel, dilation, strides) per spatial axis of a sliding-window layer, else None."""
   if isinstance(module, nn.Conv):
     as_tuple = lambda v: (v,) * ndim if isinstance(v, int) else tuple(v or (1,) * ndim)
@@ -129,11 +129,11 @@ class _GeometryTracker:
 
   def output_of(self, module, inputs: Geometry, first_inner: int, output) -> Geometry:
     ndim = len(self.image)
-    window = _window(module, ndim)
+    sliding = window(module, ndim)
     if _is_global(module):
       geometry = Geometry(self.image, None)
-    elif window is not None:
-      kernel, dilation, strides = window
+    elif sliding is not None:
+      kernel, dilation, strides = sliding
       geometry = inputs.then(kernel, dilation, strides)
     elif len(self.records) > first_inner:  # A container: its widest inner call.
       geometry = max(self.records[first_inner:], key=_reach)

@@ -6,7 +6,6 @@ data-parallel. The loop only sees replicated states and sharded batches, never d
 import contextlib
 import dataclasses
 import functools
-import json
 import math
 import os
 import time
@@ -127,17 +126,16 @@ def evaluate(p_eval_step: Callable, state: TrainState, batches) -> dict:
 
 
 def evaluate_timed(p_eval_step: Callable, state: TrainState, batches) -> dict:
-  """`evaluate`, plus eval_images_per_sec over the batches after the first, which may compile."""
+  """`evaluate`, plus eval_images_per_sec over the batches after the first, which may compile
+  (NaN when there is only one batch)."""
   batches = iter(batches)
-  sums = [jax.block_until_ready(p_eval_step(state, next(batches)))]
+  first = jax.block_until_ready(p_eval_step(state, next(batches)))
   start = time.time()
-  sums += [p_eval_step(state, batch) for batch in batches]
-  jax.block_until_ready(sums)
+  rest = jax.block_until_ready([p_eval_step(state, batch) for batch in batches])
   seconds = time.time() - start
-  results = _test_metrics(sums)
-  timed = sums[1:] or sums  # One batch: its time includes any compilation.
-  count = sum(float(np.sum(jax.device_get(s['count']))) / len(s['count']) for s in timed)
-  results['eval_images_per_sec'] = count / max(seconds, 1e-9) if sums[1:] else math.nan
+  results = _test_metrics([first] + rest)
+  timed = _test_metrics(rest)['num_test_examples'] if rest else 0
+  results['eval_images_per_sec'] = timed / max(seconds, 1e-9) if rest else math.nan
   return results
 
 
@@ -174,7 +172,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   'eval_images_per_sec'.
   """
   start_time = time.time()
-  dp = parallel.DataParallel(config.num_devices if config.num_devices > 0 else None)
+  dp = data_parallel(config)
   config_lib.validate(config, dp.num_devices)
   if config.train_budget_seconds > 0 and parallel.process_count() > 1:
     # Each process would time itself and could stop at a different step, then deadlock.
@@ -209,6 +207,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
       f"({final['num_test_examples']} images), wall time {final['wall_seconds']:.1f} s, "
       f'{speed}{stopped}')
   return final
+
+
+def data_parallel(config) -> parallel.DataParallel:
+  """Data parallelism over config.num_devices local devices; <= 0 means all of them."""
+  return parallel.DataParallel(config.num_devices if config.num_devices > 0 else None)
 
 
 def _evaluate_test_set(run: _Run, state: TrainState) -> dict:
@@ -252,7 +255,7 @@ def _setup(config, workdir: str, dp: parallel.DataParallel, pipeline, meta: dict
     state = checkpointer.restore(start_step, state)
   is_chief = parallel.process_index() == 0
   if is_chief:
-    _write_json(os.path.join(workdir, 'config.json'), {**config.to_dict(), **meta})
+    metrics.write_json(os.path.join(workdir, 'config.json'), {**config.to_dict(), **meta})
   normalize = functools.partial(data.normalize, mean=pipeline.info.mean, std=pipeline.info.std,
                                 dtype=model.dtype)
   run = _Run(
@@ -269,13 +272,6 @@ def _setup(config, workdir: str, dp: parallel.DataParallel, pipeline, meta: dict
       'per_device_batch_size': config.batch_size // dp.num_devices,
       'total_steps': total_steps, 'model': config.model, 'dataset': config.dataset})
   return run, dp.replicate(state), start_step
-
-
-def _write_json(path: str, content: dict) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(content, f, indent=2, default=str)
-  os.replace(tmp, path)
 
 
 def _train(run: _Run, state: TrainState, start_step: int):
@@ -307,14 +303,13 @@ def _train(run: _Run, state: TrainState, start_step: int):
     if step % log_every == 0 or step % checkpoint_every == 0 or is_last:
       _log_train(run, pending, timer, step)
       pending = []
-    evaluate_now = step % eval_every == 0 and not is_last
-    if evaluate_now:
+    if step % eval_every == 0 and not is_last:
       jax.block_until_ready(state)  # Dispatched steps count once they have run, not before.
-    trained = {'train_seconds': timer.train_seconds(), 'epoch': step / run.steps_per_epoch}
-    with timer.excluded():
-      if evaluate_now:
+      trained = {'train_seconds': timer.train_seconds(), 'epoch': step / run.steps_per_epoch}
+      with timer.excluded():
         run.writer.write(step, {**_evaluate_test_set(run, state), **trained})
-      if step % checkpoint_every == 0 or is_last:
+    if step % checkpoint_every == 0 or is_last:
+      with timer.excluded():
         run.checkpointer.save(step, run.dp.unreplicate(state), run.meta)
     if is_last:
       break

@@ -28,12 +28,6 @@ def filter_images(kernel: np.ndarray) -> list[np.ndarray]:
   return [kernel[:, :, :3, f] for f in range(kernel.shape[3])]
 
 
-def _is_stage(module: nn.Module) -> bool:
-  """Layers whose outputs are drawn: convolutions and pooling."""
-  return isinstance(module, (nn.Conv, layers.Pool, layers.MaxPool2x2)) or hasattr(
-      module, 'kernel_size')
-
-
 def feature_maps(model: nn.Module, variables: dict, image: jnp.ndarray) -> list[tuple[str, Any]]:
   """The maps one image [h, w, c] (already normalised) produces, stage by stage.
 
@@ -45,7 +39,8 @@ def feature_maps(model: nn.Module, variables: dict, image: jnp.ndarray) -> list[
 
   def interceptor(next_fun, args, kwargs, context):
     module = context.module
-    if context.method_name != '__call__' or not _is_stage(module):
+    # Stages are the sliding-window layers, convolutions and pooling, as the summary sees them.
+    if context.method_name != '__call__' or summary.window(module, image.ndim - 1) is None:
       return next_fun(*args, **kwargs)
     path = '/'.join(module.scope.path)
     if last[0] is not None and args[0] is not last[0] and args[0].ndim == 4:

@@ -8,7 +8,6 @@ forward FLOPs per image, and the achieved FLOP/s as a fraction of the peak that 
 reaches on the same devices in the same run. A train step is counted as 3 forward passes.
 On a CPU, --num_devices=D splits the host into D XLA devices (set before JAX starts).
 """
-import json
 import os
 import sys
 
@@ -40,7 +39,7 @@ def main(argv):
   _split_cpu(_NUM_DEVICES.value)
   import jax
   import jax.numpy as jnp
-  from convjax import benchmark, models, parallel
+  from convjax import benchmark, metrics, models, parallel
   names = models.match(_MODELS.value)
   input_shape = cli.parse_shape(_INPUT_SHAPE.value)
   if _BATCH_SIZE.value <= 0:
@@ -67,14 +66,8 @@ def main(argv):
   report = {'device': jax.devices()[0].device_kind, 'platform': jax.default_backend(),
             'num_devices': dp.num_devices, 'dtype': jnp.dtype(dtype).name, 'peak_flops': peak,
             'results': results}
-  _write_json(_OUTPUT.value, report)
-
-
-def _write_json(path: str, content: dict) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path + '.tmp', 'w') as f:
-    json.dump(content, f, indent=2)
-  os.replace(path + '.tmp', path)  # Never a half-written file in place of an older result.
+  os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
+  metrics.write_json(_OUTPUT.value, report)  # Never a half-written file over an older result.
 
 
 if __name__ == '__main__':
