@@ -40,21 +40,23 @@ class Timing:
 
 
 def time_steps(step: Callable[[Any], Any], carry: Any, warmup: int = 3, min_steps: int = 10,
-               min_seconds: float = 2.0) -> Timing:
-  """Times `carry = step(carry)` until both min_steps and min_seconds are reached.
+               min_seconds: float = 2.0, block: Callable[[Any], Any] = jax.block_until_ready
+               ) -> Timing:
+  """Times `carry = block(step(carry))` until both min_steps and min_seconds are reached.
 
   The first call compiles; its time less the median step is compile_seconds. The next `warmup`
-  steps are run untimed, so caches and allocators reach their steady state.
+  steps are run untimed, so caches and allocators reach their steady state. `block` waits for
+  the step's results (the PyTorch peer passes a function that does so for its tensors).
   """
   start = time.perf_counter()
-  carry = jax.block_until_ready(step(carry))
+  carry = block(step(carry))
   first = time.perf_counter() - start
   for _ in range(warmup):
-    carry = jax.block_until_ready(step(carry))
+    carry = block(step(carry))
   times, began = [], time.perf_counter()
   while len(times) < min_steps or time.perf_counter() - began < min_seconds:
     start = time.perf_counter()
-    carry = jax.block_until_ready(step(carry))
+    carry = block(step(carry))
     times.append(1e3 * (time.perf_counter() - start))
   median = float(np.median(times))
   return Timing(times, max(first - median / 1e3, 0.0))

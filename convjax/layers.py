@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from convjax import lowering
+
 Padding = str | int | Sequence[tuple[int, int]]
 
 
@@ -62,14 +64,17 @@ def conv(features: int, kernel_size: int | Sequence[int], *, ndim: int = 2,
 
   groups > 1 splits the input and output channels into `groups` independent convolutions, each
   seeing in_channels / groups inputs: AlexNet's two GPU towers are groups=2. The kernel has shape
-  [*kernel_size, in_channels // groups, features].
+  [*kernel_size, in_channels // groups, features]. How it is computed (XLA's convolution, or a
+  row GEMM for narrow 2-D convs on CPU) is `lowering.conv_general_dilated`'s choice; the
+  numbers are the same either way.
   """
   kernel_size = _tuple(kernel_size, ndim)
   if padding == 'HALF':
     padding = tuple((k // 2, k // 2) for k in kernel_size)
   return nn.Conv(features, kernel_size, strides=_tuple(strides, ndim),
                  padding=_explicit_padding(padding, ndim), kernel_dilation=_tuple(dilation, ndim),
-                 feature_group_count=groups, use_bias=use_bias, dtype=dtype, name=name, **kwargs)
+                 feature_group_count=groups, use_bias=use_bias, dtype=dtype, name=name,
+                 conv_general_dilated=lowering.conv_general_dilated, **kwargs)
 
 
 conv1d = functools.partial(conv, ndim=1)
@@ -158,15 +163,49 @@ def global_pool(x: jnp.ndarray, kind: str = 'avg') -> jnp.ndarray:
   return GlobalPool(kind)(x)
 
 
+def _window_corners(x: jnp.ndarray) -> list[jnp.ndarray]:
+  """The four [b, h / 2, w / 2, c] corners of every 2x2 window of even-sized x, row-major."""
+  return [x[:, i::2, j::2, :] for i in (0, 1) for j in (0, 1)]
+
+
+@jax.custom_vjp
+def _max_pool_2x2_even(x: jnp.ndarray) -> jnp.ndarray:
+  """[b, h, w, c] with even h, w -> [b, h / 2, w / 2, c]: the max of the four window corners."""
+  a, b, c, d = _window_corners(x)
+  return jnp.maximum(jnp.maximum(a, b), jnp.maximum(c, d))
+
+
+def _max_pool_2x2_forward(x):
+  y = _max_pool_2x2_even(x)
+  return y, (x, y)
+
+
+def _max_pool_2x2_backward(residuals, g):
+  """Each window's gradient goes to its first maximum in row-major order, as reduce_window's
+  select-and-scatter does, by four elementwise selects instead of a scatter."""
+  x, y = residuals
+  taken = jnp.zeros(y.shape, bool)
+  grads = []
+  for corner in _window_corners(x):
+    first = (corner == y) & ~taken
+    taken = taken | first
+    grads.append(jnp.where(first, g, jnp.zeros_like(g)))
+  b, h2, w2, c = y.shape
+  # [4 corners (i, j)] -> [b, h2, i, w2, j, c] -> [b, h, w, c].
+  dx = jnp.stack(grads, axis=0).reshape(2, 2, b, h2, w2, c).transpose(2, 3, 0, 4, 1, 5)
+  return (dx.reshape(x.shape),)
+
+
+_max_pool_2x2_even.defvjp(_max_pool_2x2_forward, _max_pool_2x2_backward)
+
+
 class MaxPool2x2(nn.Module):
   """2x2 max pooling with stride 2 and VALID padding: [b, h, w, c] -> [b, h // 2, w // 2, c].
 
-  Same values and gradients as `nn.max_pool(x, (2, 2), (2, 2))`, but written as a reshape and a
-  max over the two window axes. XLA:CPU lowers that to a plain reduction whose gradient is a
-  cheap select, where reduce_window's gradient is a slow select-and-scatter.
-  Ties inside a window are the one difference: here the gradient is shared equally among the
-  tied maxima, where reduce_window gives it all to one. After a ReLU the usual tie is an
-  all-zero window, whose gradient the ReLU zeroes either way.
+  Same values and gradients as `nn.max_pool(x, (2, 2), (2, 2))`, ties included, computed from
+  the four strided corners of the windows. XLA:CPU turns reduce_window's gradient into a slow
+  select-and-scatter (and a reshape-and-max into a slow reduction); here forward and backward are
+  elementwise loops that fuse with their neighbours.
   """
 
   def geometry(self, ndim: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -174,8 +213,7 @@ class MaxPool2x2(nn.Module):
 
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     b, h, w, c = x.shape
-    x = x[:, :h - h % 2, :w - w % 2, :]  # VALID: drop a trailing odd row or column.
-    return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+    return _max_pool_2x2_even(x[:, :h - h % 2, :w - w % 2, :])  # VALID: drop an odd last row/col.
 
 
 def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:

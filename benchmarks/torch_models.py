@@ -1,0 +1,79 @@
+"""PyTorch reference implementations of convjax's LeNet-5 and ResNet-20, for speed comparisons only.
+
+Same architectures as `convjax.models` layer for layer, with the same parameter counts (checked in
+`benchmarks.pytorch`): LeNet-5 61,706 and ResNet-20 269,434. PyTorch is a benchmark dependency,
+never a library one: `pip install -r benchmarks/requirements.txt`.
+"""
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class LeNet5(nn.Module):
+  """convjax.models.lenet.LeNet5: conv5x5(6, pad 2)-relu-maxpool2, conv5x5(16)-relu-maxpool2,
+  dense 120-relu, dense 84-relu, dense num_classes. [b, 1, 28, 28] -> [b, num_classes]."""
+
+  def __init__(self, num_classes: int = 10, in_channels: int = 1):
+    super().__init__()
+    self.conv1 = nn.Conv2d(in_channels, 6, 5, padding=2)
+    self.conv2 = nn.Conv2d(6, 16, 5)
+    self.fc1 = nn.Linear(16 * 5 * 5, 120)
+    self.fc2 = nn.Linear(120, 84)
+    self.classifier = nn.Linear(84, num_classes)
+
+  def forward(self, x):
+    x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+    x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+    x = torch.flatten(x, 1)
+    x = F.relu(self.fc1(x))
+    x = F.relu(self.fc2(x))
+    return self.classifier(x)
+
+
+class BasicBlock(nn.Module):
+  """conv3x3(stride)-bn-relu-conv3x3-bn + option-A shortcut (strided identity, zero-padded
+  channels), relu: convjax.models.resnet.BasicBlock with shortcut='A'."""
+
+  def __init__(self, in_planes: int, planes: int, stride: int):
+    super().__init__()
+    self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+    self.bn1 = nn.BatchNorm2d(planes)
+    self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+    self.bn2 = nn.BatchNorm2d(planes)
+    self.stride, self.extra = stride, planes - in_planes
+
+  def forward(self, x):
+    y = F.relu(self.bn1(self.conv1(x)))
+    y = self.bn2(self.conv2(y))
+    shortcut = x
+    if self.stride != 1 or self.extra:
+      shortcut = F.pad(x[:, :, ::self.stride, ::self.stride], (0, 0, 0, 0, 0, self.extra))
+    return F.relu(y + shortcut)
+
+
+class CifarResNet(nn.Module):
+  """ResNet-(6n+2) of He et al. section 4.2: convjax.models.resnet.cifar_resnet(depth)."""
+
+  def __init__(self, depth: int = 20, num_classes: int = 10, in_channels: int = 3):
+    super().__init__()
+    n = (depth - 2) // 6
+    self.stem = nn.Sequential(nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False),
+                              nn.BatchNorm2d(16), nn.ReLU())
+    blocks, planes = [], 16
+    for stage, width in enumerate((16, 32, 64)):
+      for index in range(n):
+        blocks.append(BasicBlock(planes, width, 2 if stage > 0 and index == 0 else 1))
+        planes = width
+    self.blocks = nn.Sequential(*blocks)
+    self.classifier = nn.Linear(64, num_classes)
+
+  def forward(self, x):
+    x = self.blocks(self.stem(x))
+    return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+MODELS = {'lenet5': LeNet5, 'resnet20': lambda **kw: CifarResNet(20, **kw)}
+
+
+def count_params(model: nn.Module) -> int:
+  return sum(p.numel() for p in model.parameters())

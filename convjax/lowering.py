@@ -1,0 +1,92 @@
+"""How a 2-D convolution layer is computed: XLA's convolution, or one matrix product per image row.
+
+A convolution is a matrix product with tied weights (convjax.convolution.conv_matrix). Lowering
+only the *width* axis into a matrix gives a product that is small enough to build and big enough
+to run well: output row ho of every image is
+
+  y[b, ho, :, :] = concat_i x_pad[b, s*ho + i, :, :]  @  T          (i = 0 .. kh - 1)
+                   [kh * Wp * C]                          [kh * Wp * C, Wo * O]
+
+where T is block-banded (Toeplitz along the width): T[i, p, c, q, o] = kernel[i, p - s*q, c, o]
+when 0 <= p - s*q < kw, else 0. Every output row of the batch is one row of a single GEMM
+[B * Ho, kh * Wp * C] @ [kh * Wp * C, Wo * O]. The zeros of T cost Wp / kw times the direct
+multiply-adds, but a GEMM of this shape runs close to the matmul peak, while XLA:CPU's generic
+convolution reaches a few GFLOP/s on the narrow channel counts of early layers (LeNet-5's 1 -> 6
+conv: 6 GFLOP/s forward). Gradients need nothing special: autodiff of a matmul is two matmuls,
+and T's gradient folds back onto the kernel through the fixed 0/1 band.
+
+`conv_general_dilated` is what every convjax conv layer calls (layers.conv): it takes the row
+GEMM where `prefers_rows` says so, and lax.conv_general_dilated everywhere else.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+# Flax's dimension numbers for 2-D channels-last convolutions: NHWC inputs, HWIO kernels.
+NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1),
+                                out_spec=(0, 3, 1, 2))
+# On CPU, the row GEMM is used while in_channels * out_channels is at most this. Measured on the
+# 2-core AVX-512 machine of PERFORMANCE.md (train step, forward + both gradients): LeNet-5's
+# 1 -> 6 and 6 -> 16 convs run 2.8x and 2.3x faster as row GEMMs; ResNet's 16 -> 16 and wider
+# 3x3 convs run slower, because T's zeros (Wp / kw = 11x at 32x32) outweigh the better GEMM.
+ROWS_MAX_CHANNEL_PRODUCT = 96
+
+
+def _pairs(padding, in_shape, kernel_shape, strides) -> list[tuple[int, int]]:
+  """'SAME', 'VALID' or explicit (low, high) pairs -> explicit pairs for the spatial axes."""
+  if isinstance(padding, str):
+    return lax.padtype_to_pads(in_shape, kernel_shape, strides, padding)
+  return [tuple(p) for p in padding]
+
+
+def band_matrix(kernel: jnp.ndarray, padded_width: int, out_width: int,
+                stride: int) -> jnp.ndarray:
+  """T of the module docstring: kernel [kh, kw, C, O] -> [kh * padded_width * C, out_width * O].
+
+  T[i, p, c, q, o] = kernel[i, p - stride * q, c, o] inside the band, 0 outside it.
+  """
+  kh, kw, c, o = kernel.shape
+  band = np.zeros((padded_width, out_width, kw), np.float32)  # band[p, q, j] = [p == s*q + j]
+  for q in range(out_width):
+    band[stride * q + np.arange(kw), q, np.arange(kw)] = 1
+  matrix = jnp.einsum('pqj,ijco->ipcqo', band.astype(kernel.dtype), kernel)
+  return matrix.reshape(kh * padded_width * c, out_width * o)
+
+
+def conv2d_rows(x: jnp.ndarray, kernel: jnp.ndarray, strides=(1, 1), padding='VALID',
+                precision=None) -> jnp.ndarray:
+  """Cross-correlation of x [B, H, W, C] with kernel [kh, kw, C, O] -> [B, Ho, Wo, O] by one
+  GEMM over output rows; the same numbers as lax.conv_general_dilated up to float rounding."""
+  kh, kw, c, o = kernel.shape
+  (pt, pb), (pl, pr) = _pairs(padding, x.shape[1:3], (kh, kw), strides)
+  x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+  b, hp, wp, _ = x.shape
+  sh, sw = strides
+  ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+  # rows[b, ho, i] = padded input row sh * ho + i: the kh rows output row ho sees.
+  rows = jnp.stack([x[:, i:i + sh * (ho - 1) + 1:sh] for i in range(kh)], axis=2)
+  y = jnp.dot(rows.reshape(b * ho, kh * wp * c), band_matrix(kernel, wp, wo, sw),
+              precision=precision)
+  return y.reshape(b, ho, wo, o)
+
+
+def prefers_rows(in_channels: int, out_channels: int, backend: str | None = None) -> bool:
+  """The rule `conv_general_dilated` follows: row GEMMs for narrow convs, on CPU only (GPU and
+  TPU convolution kernels are fast at every width)."""
+  backend = backend or jax.default_backend()
+  return backend == 'cpu' and in_channels * out_channels <= ROWS_MAX_CHANNEL_PRODUCT
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
+  """lax.conv_general_dilated's signature (what flax.linen.Conv calls); takes `conv2d_rows`
+  for undilated, ungrouped 2-D NHWC convolutions that `prefers_rows`, and lax otherwise."""
+  plain = (rhs.ndim == 4 and dimension_numbers == NHWC and feature_group_count == 1
+           and not kwargs and all(d == 1 for d in (lhs_dilation or (1,)) + (rhs_dilation or (1,))))
+  if plain and prefers_rows(rhs.shape[2], rhs.shape[3]):
+    return conv2d_rows(lhs, rhs, tuple(window_strides), padding, precision)
+  return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+                                  rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+                                  feature_group_count=feature_group_count, precision=precision,
+                                  **kwargs)
