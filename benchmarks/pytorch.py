@@ -2,9 +2,11 @@
 
   python -m benchmarks.pytorch --models=lenet5,resnet20 --batch_size=256 --output=FILE.json
 
+  python -m benchmarks.pytorch --models=resnet50 --batch_size=256 --device=cuda --amp ...  # GPU
+
 One train step = uint8 images -> float normalise -> forward -> softmax cross-entropy -> backward ->
-SGD with momentum 0.9, exactly what convjax's benchmark step does. fp32, channels_last memory
-format (oneDNN's fastest on CPU), synthetic data generated once. Timed by the same
+SGD with momentum 0.9, exactly what convjax's benchmark step does. fp32 (or bf16 autocast with
+--amp), channels_last memory format (oneDNN's and cuDNN's fastest), synthetic data made once. Timed by the same
 `convjax.benchmark.time_steps` as convjax: median step after warm-up, p10 and p90.
 """
 import os
@@ -18,30 +20,36 @@ _BATCH_SIZE = flags.DEFINE_integer('batch_size', 256, 'Batch size.')
 _INPUT_SHAPE = flags.DEFINE_list('input_shape', None, 'height,width,channels; default: native.')
 _MIN_SECONDS = flags.DEFINE_float('min_seconds', 3.0, 'Timed seconds per model, at least.')
 _THREADS = flags.DEFINE_integer('threads', None, 'torch.set_num_threads; default: PyTorch\'s.')
+_DEVICE = flags.DEFINE_enum('device', 'cpu', ['cpu', 'cuda'], 'Where PyTorch runs.')
+_AMP = flags.DEFINE_bool('amp', False, 'bfloat16 autocast (fp32 master weights), the GPU peer of '
+                         'experiments.benchmark --half_precision.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Where to write the JSON results.')
 flags.mark_flags_as_required(['output'])
 
-NATIVE_SHAPES = {'lenet5': (28, 28, 1), 'resnet20': (32, 32, 3)}
+NATIVE_SHAPES = {'lenet5': (28, 28, 1), 'resnet20': (32, 32, 3), 'resnet50': (224, 224, 3)}
 
 
-def train_step_fn(name: str, batch_size: int, input_shape, seed: int = 0):
+def train_step_fn(name: str, batch_size: int, input_shape, device: str = 'cpu', amp: bool = False,
+                  seed: int = 0):
   """(model, step) where step(None) runs one SGD step on a fixed synthetic uint8 batch."""
   import numpy as np
   import torch
   from benchmarks import torch_models
   torch.manual_seed(seed)
   h, w, c = input_shape
-  model = torch_models.MODELS[name](in_channels=c).to(memory_format=torch.channels_last)
+  model = torch_models.MODELS[name](in_channels=c).to(device, memory_format=torch.channels_last)
   optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
   rng = np.random.default_rng(seed)
   images = torch.from_numpy(rng.integers(0, 256, (batch_size, c, h, w), dtype=np.uint8))
-  images = images.contiguous(memory_format=torch.channels_last)
-  labels = torch.from_numpy(rng.integers(0, 10, batch_size).astype(np.int64))
+  images = images.to(device).contiguous(memory_format=torch.channels_last)
+  labels = torch.from_numpy(rng.integers(0, 10, batch_size).astype(np.int64)).to(device)
   model.train()
 
   def step(_):
     x = (images.float() / 255 - 0.5) / 0.25
-    loss = torch.nn.functional.cross_entropy(model(x), labels)
+    with torch.autocast(device, torch.bfloat16, enabled=amp):
+      logits = model(x)
+    loss = torch.nn.functional.cross_entropy(logits.float(), labels)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -62,16 +70,18 @@ def main(argv):
       raise ValueError(f"unknown model '{name}'; the PyTorch references are: "
                        f"{', '.join(torch_models.MODELS)}")
     shape = cli.parse_shape(_INPUT_SHAPE.value) or NATIVE_SHAPES[name]
-    model, step = train_step_fn(name, _BATCH_SIZE.value, shape)
-    timing = benchmark.time_steps(step, None, min_seconds=_MIN_SECONDS.value, block=lambda x: x)
+    model, step = train_step_fn(name, _BATCH_SIZE.value, shape, _DEVICE.value, _AMP.value)
+    # CPU steps are synchronous; on a GPU, .item() waits for the step's kernels.
+    timing = benchmark.time_steps(step, None, min_seconds=_MIN_SECONDS.value,
+                                  block=lambda loss: loss.item())
     rate = _BATCH_SIZE.value / (timing.median_ms / 1e3)
     results.append({'model': name, 'mode': 'train', 'batch_size': _BATCH_SIZE.value,
                     'input_shape': list(shape), 'images_per_sec': rate,
                     'step_ms': timing.summary(), 'params': torch_models.count_params(model)})
     print(f'pytorch {name:10s} train {rate:>11,.1f} img/s  step {timing.median_ms:8.2f} ms '
           f'(p10 {timing.percentile(10):.2f}, p90 {timing.percentile(90):.2f})', flush=True)
-  report = {'framework': 'pytorch', 'version': torch.__version__,
-            'num_threads': torch.get_num_threads(), 'dtype': 'float32',
+  report = {'framework': 'pytorch', 'version': torch.__version__, 'device': _DEVICE.value,
+            'num_threads': torch.get_num_threads(), 'dtype': 'bfloat16' if _AMP.value else 'float32',
             'memory_format': 'channels_last', 'results': results}
   os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
   metrics.write_json(_OUTPUT.value, report)

@@ -1,7 +1,8 @@
 """PyTorch reference implementations of convjax's LeNet-5 and ResNet-20, for speed comparisons only.
 
 Same architectures as `convjax.models` layer for layer, with the same parameter counts (checked in
-`benchmarks.pytorch`): LeNet-5 61,706 and ResNet-20 269,434. PyTorch is a benchmark dependency,
+`benchmarks.vs_pytorch` refuses a mismatch): LeNet-5 61,706, ResNet-20 269,722 and ResNet-50
+25,557,032. PyTorch is a benchmark dependency,
 never a library one: `pip install -r benchmarks/requirements.txt`.
 """
 import torch
@@ -72,7 +73,44 @@ class CifarResNet(nn.Module):
     return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-MODELS = {'lenet5': LeNet5, 'resnet20': lambda **kw: CifarResNet(20, **kw)}
+class Bottleneck(nn.Module):
+  """1x1-3x3(stride)-1x1 (4x width), bn after each, projection shortcut where the shape changes:
+  convjax.models.resnet.Bottleneck (ResNet v1.5: the stride sits on the 3x3)."""
+
+  def __init__(self, in_planes: int, planes: int, stride: int):
+    super().__init__()
+    out = 4 * planes
+    self.branch = nn.Sequential(
+        nn.Conv2d(in_planes, planes, 1, bias=False), nn.BatchNorm2d(planes), nn.ReLU(),
+        nn.Conv2d(planes, planes, 3, stride, 1, bias=False), nn.BatchNorm2d(planes), nn.ReLU(),
+        nn.Conv2d(planes, out, 1, bias=False), nn.BatchNorm2d(out))
+    self.shortcut = nn.Identity() if stride == 1 and in_planes == out else nn.Sequential(
+        nn.Conv2d(in_planes, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+
+  def forward(self, x):
+    return F.relu(self.branch(x) + self.shortcut(x))
+
+
+class ResNet50(nn.Module):
+  """ImageNet ResNet-50 v1.5 (7x7/2 stem, 3x3/2 max pool, stages 3, 4, 6, 3): convjax's resnet50."""
+
+  def __init__(self, num_classes: int = 1000, in_channels: int = 3):
+    super().__init__()
+    layers = [nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+              nn.MaxPool2d(3, 2, 1)]
+    planes = 64
+    for stage, (blocks, width) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512))):
+      for index in range(blocks):
+        layers.append(Bottleneck(planes, width, 2 if stage > 0 and index == 0 else 1))
+        planes = 4 * width
+    self.features = nn.Sequential(*layers)
+    self.classifier = nn.Linear(planes, num_classes)
+
+  def forward(self, x):
+    return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
+
+
+MODELS = {'lenet5': LeNet5, 'resnet20': lambda **kw: CifarResNet(20, **kw), 'resnet50': ResNet50}
 
 
 def count_params(model: nn.Module) -> int:

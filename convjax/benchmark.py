@@ -79,6 +79,21 @@ def peak_matmul_flops(dp: parallel.DataParallel, dtype=jnp.float32, size: int = 
   return n * 2 * size ** 3 / (timing.median_ms / 1e3)
 
 
+def peak_memory_bandwidth(dp: parallel.DataParallel, megabytes: int = 256,
+                          min_seconds: float = 1.0) -> float:
+  """Bytes/s that `x + 1` streams over a float32 array of `megabytes` (far beyond the caches) on
+  every device of `dp` at once: each element is read once and written once.
+
+  The other ceiling of a step: elementwise work (normalisation, activations, pooling, the
+  optimiser) is bound by this, not by FLOP/s.
+  """
+  n = megabytes * 2 ** 20 // 4
+  x = dp.replicate(np.zeros(n, np.float32))
+  add_one = dp.pmap(lambda x: x + 1, donate_first_arg=True)
+  timing = time_steps(add_one, x, min_seconds=min_seconds)
+  return dp.num_local_devices * 2 * 4 * n / (timing.median_ms / 1e3)
+
+
 def compiled_memory_bytes(compiled) -> int | None:
   """Per-device bytes an XLA program needs: arguments + outputs + temporaries - donated aliases."""
   stats = compiled.memory_analysis()

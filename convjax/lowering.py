@@ -26,11 +26,13 @@ from jax import lax
 # Flax's dimension numbers for 2-D channels-last convolutions: NHWC inputs, HWIO kernels.
 NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1),
                                 out_spec=(0, 3, 1, 2))
-# On CPU, the row GEMM is used while in_channels * out_channels is at most this. Measured on the
-# 2-core AVX-512 machine of PERFORMANCE.md (train step, forward + both gradients): LeNet-5's
-# 1 -> 6 and 6 -> 16 convs run 2.8x and 2.3x faster as row GEMMs; ResNet's 16 -> 16 and wider
-# 3x3 convs run slower, because T's zeros (Wp / kw = 11x at 32x32) outweigh the better GEMM.
-ROWS_MAX_CHANNEL_PRODUCT = 96
+# On CPU, the row GEMM is used while in_channels * out_channels is at most ROWS_MAX_CHANNELS and
+# T's zeros cost at most ROWS_MAX_REDUNDANCY times the direct multiply-adds (Wp / kw). Measured on
+# the 2-core AVX-512 machine of PERFORMANCE.md (forward + both gradients): LeNet-5's 1 -> 6
+# (Wp / kw = 6.4) and 6 -> 16 (2.8) convs run 2.8x and 1.7x faster as row GEMMs; ResNet-20's 3 -> 16
+# stem (11.3) runs 1.5x slower, and its 16 -> 16 and wider convs 1.4x to 5x slower.
+ROWS_MAX_CHANNELS = 96
+ROWS_MAX_REDUNDANCY = 8
 
 
 def _pairs(padding, in_shape, kernel_shape, strides) -> list[tuple[int, int]]:
@@ -71,11 +73,19 @@ def conv2d_rows(x: jnp.ndarray, kernel: jnp.ndarray, strides=(1, 1), padding='VA
   return y.reshape(b, ho, wo, o)
 
 
-def prefers_rows(in_channels: int, out_channels: int, backend: str | None = None) -> bool:
-  """The rule `conv_general_dilated` follows: row GEMMs for narrow convs, on CPU only (GPU and
-  TPU convolution kernels are fast at every width)."""
+def materialize(x: jnp.ndarray) -> jnp.ndarray:
+  """x, stored once. XLA:CPU otherwise recomputes x's whole chain of elementwise producers in
+  every consumer fusion, including the transposes feeding weight-gradient convolutions."""
+  return lax.cond(x.ravel()[0] > -jnp.inf, lambda x: x, lambda x: x * 1.0, x)
+
+
+def prefers_rows(kernel_shape, padded_width: int, backend: str | None = None) -> bool:
+  """The rule `conv_general_dilated` follows for a kernel [kh, kw, C, O]: row GEMMs for narrow
+  convs whose band is not too sparse, on CPU only (GPU and TPU convolutions are fast anyway)."""
+  _, kw, c, o = kernel_shape
   backend = backend or jax.default_backend()
-  return backend == 'cpu' and in_channels * out_channels <= ROWS_MAX_CHANNEL_PRODUCT
+  return (backend == 'cpu' and c * o <= ROWS_MAX_CHANNELS
+          and padded_width <= ROWS_MAX_REDUNDANCY * kw)
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
@@ -84,8 +94,12 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   for undilated, ungrouped 2-D NHWC convolutions that `prefers_rows`, and lax otherwise."""
   plain = (rhs.ndim == 4 and dimension_numbers == NHWC and feature_group_count == 1
            and not kwargs and all(d == 1 for d in (lhs_dilation or (1,)) + (rhs_dilation or (1,))))
-  if plain and prefers_rows(rhs.shape[2], rhs.shape[3]):
-    return conv2d_rows(lhs, rhs, tuple(window_strides), padding, precision)
+  if plain:
+    pads = _pairs(padding, lhs.shape[1:3], rhs.shape[:2], window_strides)
+    if prefers_rows(rhs.shape, lhs.shape[2] + sum(pads[1])):
+      return conv2d_rows(lhs, rhs, tuple(window_strides), pads, precision)
+  if jax.default_backend() == 'cpu':
+    lhs = materialize(lhs)
   return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
                                   rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                                   feature_group_count=feature_group_count, precision=precision,

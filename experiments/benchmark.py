@@ -6,7 +6,8 @@
 Per model and mode: median images/s, step time (median, p10, p90), compile time, parameters,
 forward FLOPs per image, and the achieved FLOP/s as a fraction of the peak that a large matmul
 reaches on the same devices in the same run. A train step is counted as 3 forward passes.
-On a CPU, --num_devices=D splits the host into D XLA devices (set before JAX starts).
+On a CPU, --num_devices=D splits the host into D XLA devices (set before JAX starts); without it,
+convjax's default applies: one device per core.
 """
 import os
 import sys
@@ -27,11 +28,13 @@ flags.mark_flags_as_required(['models', 'output'])
 
 
 def _split_cpu(num_devices: int | None) -> None:
-  """Asks XLA for num_devices host devices; only works before JAX starts."""
-  flag = '--xla_force_host_platform_device_count'
-  current = os.environ.get('XLA_FLAGS', '')
-  if num_devices and num_devices > 1 and flag not in current and 'jax' not in sys.modules:
-    os.environ['XLA_FLAGS'] = f'{current} {flag}={num_devices}'.strip()
+  """On a CPU, exactly num_devices XLA devices, or convjax's default of one per core.
+
+  Importing convjax applies the choice; it has to happen before JAX starts.
+  """
+  if num_devices and 'jax' not in sys.modules:
+    os.environ['CONVJAX_CPU_DEVICES'] = str(num_devices)
+  import convjax  # pylint: disable=import-outside-toplevel,unused-import
 
 
 def main(argv):
@@ -50,8 +53,9 @@ def main(argv):
                      f'{dp.num_devices} devices')
   dtype = jnp.bfloat16 if _HALF.value else jnp.float32
   peak = benchmark.peak_matmul_flops(dp, dtype)
+  bandwidth = benchmark.peak_memory_bandwidth(dp)
   print(f'{dp.num_devices} x {jax.devices()[0].device_kind}: matmul peak {peak / 1e9:,.1f} GFLOP/s '
-        f'({jnp.dtype(dtype).name})', flush=True)
+        f'({jnp.dtype(dtype).name}), memory bandwidth {bandwidth / 1e9:,.1f} GB/s', flush=True)
   modes = benchmark.MODES if _MODE.value == 'both' else (_MODE.value,)
   results = []
   for name in names:
@@ -65,6 +69,7 @@ def main(argv):
             f"{100 * row['flops_utilization']:5.1f}% of peak", flush=True)
   report = {'device': jax.devices()[0].device_kind, 'platform': jax.default_backend(),
             'num_devices': dp.num_devices, 'dtype': jnp.dtype(dtype).name, 'peak_flops': peak,
+            'peak_bandwidth': bandwidth,
             'results': results}
   os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
   metrics.write_json(_OUTPUT.value, report)  # Never a half-written file over an older result.

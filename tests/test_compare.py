@@ -112,8 +112,8 @@ def test_benchmark_json_has_every_field(tmp_path):
                '--num_devices=2', '--min_seconds=0.05', f'--output={output}')
   assert result.returncode == 0, result.stderr
   report = json.load(open(output))
-  assert {'device', 'num_devices', 'peak_flops', 'results'} <= set(report)
-  assert report['num_devices'] == 2 and report['peak_flops'] > 0
+  assert {'device', 'num_devices', 'peak_flops', 'peak_bandwidth', 'results'} <= set(report)
+  assert report['num_devices'] == 2 and report['peak_flops'] > 0 and report['peak_bandwidth'] > 0
   assert [(r['model'], r['mode']) for r in report['results']] == [('lenet5', 'train'),
                                                                     ('lenet5', 'infer')]
   for row in report['results']:

@@ -1,0 +1,97 @@
+"""convjax against PyTorch on this machine: the same train step, alternated, and the ratio.
+
+  pip install -r benchmarks/requirements.txt      # PyTorch, for this comparison only
+  python -m benchmarks.vs_pytorch [--models=lenet5,resnet20] [--rounds=3] \
+      [--output=benchmarks/results/vs_pytorch.json]
+  python -m benchmarks.vs_pytorch --gpu      # ResNet-50 at 224 and ResNet-20, bf16, on a GPU
+
+Each round runs `experiments.benchmark --mode=train` and then `benchmarks.pytorch` for every case,
+each in a fresh process, so neither framework's threads or caches disturb the other's timing and
+a slow spell of the machine hits both. The ratio is convjax's median images/s over PyTorch's,
+medians taken over rounds. Cases are the issue's: LeNet-5 at batch 256 on 28x28x1 and ResNet-20
+at batch 128 on 32x32x3, float32. convjax runs on as many devices as the shipped config for that
+model uses (LeNet-5: 1; ResNet-20: one per core); --num_devices overrides both.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+from absl import flags
+
+from experiments import cli
+
+# model -> (batch size, input shape, convjax devices; None = all local devices).
+CASES = {'lenet5': (256, (28, 28, 1), 1), 'resnet20': (128, (32, 32, 3), None)}
+# With --gpu: bf16 compute with fp32 master weights on both sides (convjax --half_precision,
+# PyTorch autocast), one GPU.
+GPU_CASES = {'resnet50': (256, (224, 224, 3), 1), 'resnet20': (512, (32, 32, 3), 1)}
+
+_MODELS = flags.DEFINE_list('models', None, 'Cases to run; default: all of CASES (or GPU_CASES).')
+_GPU = flags.DEFINE_bool('gpu', False, 'Run GPU_CASES on the GPU in bfloat16.')
+_ROUNDS = flags.DEFINE_integer('rounds', 3, 'Alternating rounds; medians are taken over them.')
+_MIN_SECONDS = flags.DEFINE_float('min_seconds', 3.0, 'Timed seconds per model, run and framework.')
+_NUM_DEVICES = flags.DEFINE_integer('num_devices', None, 'convjax devices for every case.')
+_OUTPUT = flags.DEFINE_string('output', None, 'Also write the rounds and ratios here as JSON.')
+
+
+def _run(module: str, args: list[str]) -> dict:
+  """Runs `python -m module args --output=TMP` and returns the JSON it wrote."""
+  with tempfile.TemporaryDirectory() as tmp:
+    output = os.path.join(tmp, 'result.json')
+    subprocess.run([sys.executable, '-m', module, *args, f'--output={output}'], check=True,
+                   stdout=subprocess.DEVNULL)
+    with open(output, encoding='utf-8') as f:
+      return json.load(f)
+
+
+def _cases() -> dict:
+  return GPU_CASES if _GPU.value else CASES
+
+
+def _round(name: str) -> tuple[float, float]:
+  """One alternation for case `name`: (convjax images/s, PyTorch images/s)."""
+  batch, shape, devices = _cases()[name]
+  common = [f'--models={name}', f'--batch_size={batch}', f'--min_seconds={_MIN_SECONDS.value}',
+            '--input_shape=' + ','.join(map(str, shape))]
+  devices = _NUM_DEVICES.value or devices
+  ours = _run('experiments.benchmark',
+              common + ['--mode=train'] + ([f'--num_devices={devices}'] if devices else []) +
+              (['--half_precision'] if _GPU.value else []))
+  theirs = _run('benchmarks.pytorch', common + (['--device=cuda', '--amp'] if _GPU.value else []))
+  ours, theirs = ours['results'][0], theirs['results'][0]
+  if ours['params'] != theirs['params']:
+    raise ValueError(f"{name}: convjax has {ours['params']:,} parameters and the PyTorch "
+                     f"reference {theirs['params']:,}, so they are not the same architecture")
+  return ours['images_per_sec'], theirs['images_per_sec']
+
+
+def main(argv):
+  del argv
+  cases = _cases()
+  names = _MODELS.value or list(cases)
+  unknown = sorted(set(names) - set(cases))
+  if unknown:
+    raise ValueError(f"unknown case '{unknown[0]}'; valid cases are: {', '.join(cases)}")
+  if _ROUNDS.value < 1:
+    raise ValueError(f'--rounds must be at least 1, got {_ROUNDS.value}')
+  report = {}
+  print(f"{'model':10s} {'batch':>5s} {'convjax img/s':>14s} {'PyTorch img/s':>14s} {'ratio':>6s}")
+  for name in names:
+    rounds = [_round(name) for _ in range(_ROUNDS.value)]
+    ours, theirs = (float(np.median(r)) for r in zip(*rounds))
+    report[name] = {'batch_size': cases[name][0], 'input_shape': list(cases[name][1]),
+                    'rounds': [{'convjax': a, 'pytorch': b} for a, b in rounds],
+                    'convjax': ours, 'pytorch': theirs, 'ratio': ours / theirs}
+    print(f'{name:10s} {cases[name][0]:5d} {ours:14,.1f} {theirs:14,.1f} {ours / theirs:6.2f}',
+          flush=True)
+  if _OUTPUT.value:
+    from convjax import metrics
+    os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
+    metrics.write_json(_OUTPUT.value, report)
+
+
+if __name__ == '__main__':
+  cli.run(main)

@@ -1,0 +1,105 @@
+"""Faster formulations compute the same numbers: row-GEMM convolutions, the 2x2 max pool, the
+materialised conv input, and the CPU device split."""
+import os
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from convjax import layers, lowering
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _lax_conv(x, kernel, strides, padding):
+  return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=lowering.NHWC)
+
+
+@pytest.mark.parametrize('shape,kernel,strides,padding', [
+    ((3, 28, 28, 1), (5, 5, 1, 6), (1, 1), ((2, 2), (2, 2))),  # LeNet-5 C1.
+    ((3, 14, 14, 6), (5, 5, 6, 16), (1, 1), 'VALID'),          # LeNet-5 C3.
+    ((2, 9, 11, 3), (3, 3, 3, 4), (2, 2), ((1, 1), (1, 1))),   # Strided, odd, non-square.
+    ((2, 10, 7, 2), (3, 2, 2, 5), (1, 2), 'SAME'),             # Rectangular kernel, SAME.
+    ((1, 8, 8, 4), (1, 1, 4, 3), (2, 2), 'VALID'),             # 1x1 with stride.
+])
+def test_row_gemm_conv_matches_lax_in_value_and_both_gradients(shape, kernel, strides, padding):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+  w = jnp.asarray(rng.normal(size=kernel), jnp.float32)
+  expected, expected_vjp = jax.vjp(lambda x, w: _lax_conv(x, w, strides, padding), x, w)
+  got, got_vjp = jax.vjp(lambda x, w: lowering.conv2d_rows(x, w, strides, padding), x, w)
+  assert got.shape == expected.shape
+  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+  dy = jnp.asarray(rng.normal(size=expected.shape), jnp.float32)
+  for g, e in zip(got_vjp(dy), expected_vjp(dy)):
+    np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-3)
+
+
+def test_band_matrix_is_the_kernel_shifted_along_the_width():
+  kernel = jnp.arange(1, 1 + 2 * 3, dtype=jnp.float32).reshape(2, 3, 1, 1)  # kh=2, kw=3.
+  band = np.asarray(lowering.band_matrix(kernel, padded_width=5, out_width=2, stride=2))
+  # Rows: (kernel row i, input column p); columns: output column q. Output column q starts at 2q.
+  expected = np.zeros((2, 5, 2))
+  expected[:, 0:3, 0] = [[1, 2, 3], [4, 5, 6]]
+  expected[:, 2:5, 1] = [[1, 2, 3], [4, 5, 6]]
+  np.testing.assert_array_equal(band, expected.reshape(10, 2))
+
+
+def test_the_rule_takes_rows_for_narrow_convs_on_cpu_only():
+  assert lowering.prefers_rows((5, 5, 1, 6), padded_width=32, backend='cpu')       # LeNet C1.
+  assert lowering.prefers_rows((5, 5, 6, 16), padded_width=14, backend='cpu')      # LeNet C3.
+  assert not lowering.prefers_rows((3, 3, 3, 16), padded_width=34, backend='cpu')  # Sparse band.
+  assert not lowering.prefers_rows((3, 3, 16, 16), padded_width=34, backend='cpu')  # Wide.
+  assert not lowering.prefers_rows((5, 5, 1, 6), padded_width=32, backend='gpu')
+
+
+def test_conv_layers_compute_the_same_function_whichever_lowering_runs():
+  rng = np.random.default_rng(1)
+  for kernel_size, features, padding in ((5, 6, 2), (3, 32, 'HALF')):  # Rows, then lax.
+    layer = layers.conv2d(features, kernel_size, padding=padding)
+    x = jnp.asarray(rng.normal(size=(2, 12, 12, 1 if features == 6 else 8)), jnp.float32)
+    variables = layer.init(jax.random.PRNGKey(0), x)
+    pad = kernel_size // 2
+    expected = _lax_conv(x, variables['params']['kernel'], (1, 1), ((pad, pad),) * 2)
+    np.testing.assert_allclose(layer.apply(variables, x),
+                               expected + variables['params']['bias'], rtol=1e-4, atol=1e-4)
+
+
+def test_materialize_is_the_identity_in_value_and_gradient():
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 3, 3, 2)), jnp.float32)
+  np.testing.assert_array_equal(jax.jit(lowering.materialize)(x), x)
+  np.testing.assert_array_equal(jax.grad(lambda x: jnp.sum(lowering.materialize(x) ** 2))(x), 2 * x)
+
+
+@pytest.mark.parametrize('shape', [(3, 6, 6, 2), (2, 7, 5, 3)])
+def test_max_pool_2x2_equals_reduce_window_bitwise_even_with_ties(shape):
+  rng = np.random.default_rng(3)
+  for x in (rng.normal(size=shape), rng.integers(0, 3, size=shape)):  # Integers: many ties.
+    x = jnp.asarray(x, jnp.float32)
+    expected, expected_vjp = jax.vjp(layers.reference_max_pool_2x2, x)
+    got, got_vjp = jax.vjp(layers.max_pool_2x2, x)
+    dy = jnp.asarray(rng.normal(size=expected.shape), jnp.float32)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(got_vjp(dy)[0], expected_vjp(dy)[0])
+
+
+def _local_devices(**env) -> int:
+  environ = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'CONVJAX_CPU_DEVICES')}
+  code = 'import convjax, jax; print(jax.local_device_count())'
+  result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env={**environ, **env},
+                          capture_output=True, text=True, timeout=120, check=True)
+  return int(result.stdout.split()[-1])
+
+
+def test_convjax_splits_the_cpu_into_one_device_per_core_unless_told_otherwise():
+  assert _local_devices() == len(os.sched_getaffinity(0))
+  assert _local_devices(CONVJAX_CPU_DEVICES='3') == 3
+  assert _local_devices(CONVJAX_CPU_DEVICES='1') == 1
+  # An explicit XLA flag wins.
+  assert _local_devices(XLA_FLAGS='--xla_force_host_platform_device_count=5',
+                        CONVJAX_CPU_DEVICES='3') == 5
