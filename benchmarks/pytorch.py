@@ -6,10 +6,10 @@
 
 One train step = uint8 images -> float normalise -> forward -> softmax cross-entropy -> backward ->
 SGD with momentum 0.9, exactly what convjax's benchmark step does. fp32 (or bf16 autocast with
---amp), channels_last memory format (oneDNN's and cuDNN's fastest), synthetic data made once. Timed by the same
-`convjax.benchmark.time_steps` as convjax: median step after warm-up, p10 and p90.
+--amp), channels_last memory format (oneDNN's and cuDNN's fastest), synthetic data made once.
+Timed by the same `convjax.benchmark.time_steps` as convjax: median step after warm-up, p10, p90.
+Input shapes default to convjax's registry, so both sides build the same network.
 """
-import os
 
 from absl import flags
 
@@ -17,7 +17,8 @@ from experiments import cli
 
 _MODELS = flags.DEFINE_list('models', ['lenet5', 'resnet20'], 'Models of benchmarks.torch_models.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 256, 'Batch size.')
-_INPUT_SHAPE = flags.DEFINE_list('input_shape', None, 'height,width,channels; default: native.')
+_INPUT_SHAPE = flags.DEFINE_list('input_shape', None,
+                                  'height,width,channels; default: the registry\'s native shape.')
 _MIN_SECONDS = flags.DEFINE_float('min_seconds', 3.0, 'Timed seconds per model, at least.')
 _THREADS = flags.DEFINE_integer('threads', None, 'torch.set_num_threads; default: PyTorch\'s.')
 _DEVICE = flags.DEFINE_enum('device', 'cpu', ['cpu', 'cuda'], 'Where PyTorch runs.')
@@ -25,9 +26,6 @@ _AMP = flags.DEFINE_bool('amp', False, 'bfloat16 autocast (fp32 master weights),
                          'experiments.benchmark --half_precision.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Where to write the JSON results.')
 flags.mark_flags_as_required(['output'])
-
-NATIVE_SHAPES = {'lenet5': (28, 28, 1), 'resnet20': (32, 32, 3), 'resnet50': (224, 224, 3)}
-
 
 def train_step_fn(name: str, batch_size: int, input_shape, device: str = 'cpu', amp: bool = False,
                   seed: int = 0):
@@ -60,7 +58,7 @@ def train_step_fn(name: str, batch_size: int, input_shape, device: str = 'cpu', 
 def main(argv):
   del argv
   import torch
-  from convjax import benchmark, metrics
+  from convjax import benchmark, metrics, models
   from benchmarks import torch_models
   if _THREADS.value:
     torch.set_num_threads(_THREADS.value)
@@ -69,7 +67,7 @@ def main(argv):
     if name not in torch_models.MODELS:
       raise ValueError(f"unknown model '{name}'; the PyTorch references are: "
                        f"{', '.join(torch_models.MODELS)}")
-    shape = cli.parse_shape(_INPUT_SHAPE.value) or NATIVE_SHAPES[name]
+    shape = cli.parse_shape(_INPUT_SHAPE.value) or models.get_spec(name).input_shape
     model, step = train_step_fn(name, _BATCH_SIZE.value, shape, _DEVICE.value, _AMP.value)
     # CPU steps are synchronous; on a GPU, .item() waits for the step's kernels.
     timing = benchmark.time_steps(step, None, min_seconds=_MIN_SECONDS.value,
@@ -81,10 +79,10 @@ def main(argv):
     print(f'pytorch {name:10s} train {rate:>11,.1f} img/s  step {timing.median_ms:8.2f} ms '
           f'(p10 {timing.percentile(10):.2f}, p90 {timing.percentile(90):.2f})', flush=True)
   report = {'framework': 'pytorch', 'version': torch.__version__, 'device': _DEVICE.value,
-            'num_threads': torch.get_num_threads(), 'dtype': 'bfloat16' if _AMP.value else 'float32',
+            'num_threads': torch.get_num_threads(),
+            'dtype': 'bfloat16' if _AMP.value else 'float32',
             'memory_format': 'channels_last', 'results': results}
-  os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
-  metrics.write_json(_OUTPUT.value, report)
+  metrics.write_json(_OUTPUT.value, report, make_dirs=True)
 
 
 if __name__ == '__main__':

@@ -89,8 +89,7 @@ def main(argv):
           flush=True)
   if _OUTPUT.value:
     from convjax import metrics
-    os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
-    metrics.write_json(_OUTPUT.value, report)
+    metrics.write_json(_OUTPUT.value, report, make_dirs=True)
 
 
 if __name__ == '__main__':

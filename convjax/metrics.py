@@ -20,8 +20,13 @@ def write_text(path: str, text: str) -> None:
   os.replace(tmp, path)
 
 
-def write_json(path: str, content: Any) -> None:
-  """`write_text` of indented JSON; values JSON lacks (numpy scalars, say) are written as str."""
+def write_json(path: str, content: Any, make_dirs: bool = False) -> None:
+  """`write_text` of indented JSON; values JSON lacks (numpy scalars, say) are written as str.
+
+  make_dirs creates the missing directories above path first (report files named by a flag).
+  """
+  if make_dirs:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   write_text(path, json.dumps(content, indent=2, default=str))
 
 

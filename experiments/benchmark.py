@@ -71,8 +71,7 @@ def main(argv):
             'num_devices': dp.num_devices, 'dtype': jnp.dtype(dtype).name, 'peak_flops': peak,
             'peak_bandwidth': bandwidth,
             'results': results}
-  os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
-  metrics.write_json(_OUTPUT.value, report)  # Never a half-written file over an older result.
+  metrics.write_json(_OUTPUT.value, report, make_dirs=True)  # Never a half-written file over an older result.
 
 
 if __name__ == '__main__':
