@@ -76,5 +76,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_steps = -1  # <= 0: evaluate once per epoch.
   config.checkpoint_every_steps = -1  # <= 0: once per epoch.
   config.max_checkpoints_to_keep = 3
+  # A NaN or Inf loss or gradient stops training, naming the step, before anything non-finite is
+  # checkpointed. > 0 instead skips up to this many such steps in a row (parameters, optimiser
+  # state and batch statistics unchanged), logged as skipped_steps, and stops after more.
+  config.skip_nonfinite_steps = 0
   config.prefetch_batches = 2  # Streamed datasets: batches read ahead and copied to the devices.
   return config

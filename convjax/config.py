@@ -25,6 +25,8 @@ def validate(config, num_devices: int) -> None:
       raise ConfigError(f'{field} must be positive, got {config[field]}')
   if config.num_train_steps <= 0 and not config.num_epochs > 0:
     raise ConfigError(f'num_epochs must be positive when num_train_steps <= 0, got {config.num_epochs}')
+  if config.skip_nonfinite_steps < 0:
+    raise ConfigError(f'skip_nonfinite_steps must be >= 0, got {config.skip_nonfinite_steps}')
   for field in ('batch_size', 'eval_batch_size'):
     if config[field] % num_devices:
       raise ConfigError(f'{field}={config[field]} is not divisible by the {num_devices} devices; '

@@ -138,3 +138,18 @@ class DataParallel:
       yield queue.popleft()
       for batch in itertools.islice(iterator, 1):
         queue.append(self.shard(batch))
+
+
+def preemption_sync_point(step: int) -> bool:
+  """In a multi-process run: True at the step where every process should checkpoint and stop,
+  once any process has received SIGTERM (JAX's preemption service agrees on the step). Call it
+  after every step, in every process."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return multihost_utils.reached_preemption_sync_point(step)
+
+
+def barrier(name: str) -> None:
+  """Waits until every process has reached the barrier called `name` (no-op in one process)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)

@@ -18,11 +18,11 @@ import optax
 from flax.training import train_state
 
 from convjax import (checkpoint, config as config_lib, data, metrics, models, optim, parallel,
-                     pipeline as pipeline_lib, sampling, summary)
+                     pipeline as pipeline_lib, sampling, stopping, summary, workdir as workdir_lib)
 
 
 class NonFiniteLossError(FloatingPointError):
-  """Training produced a NaN or Inf loss; the message names the step."""
+  """Training produced a NaN or Inf loss or gradient; the message names the step."""
 
 
 class TrainState(train_state.TrainState):
@@ -54,7 +54,8 @@ def _variables(state: TrainState, params) -> dict:
 
 
 def train_step(state: TrainState, batch: dict, *, normalize: Callable, schedule: optax.Schedule,
-               aux_loss_weight: float = 0.0) -> tuple[TrainState, dict]:
+               aux_loss_weight: float = 0.0,
+               skip_nonfinite: bool = False) -> tuple[TrainState, dict]:
   """One SGD step on one device's share of the global batch.
 
   Gradients and metrics are averaged over all devices. Batch-norm layers normalise with this
@@ -68,8 +69,11 @@ def train_step(state: TrainState, batch: dict, *, normalize: Callable, schedule:
     schedule: the learning rate by step, for logging.
     aux_loss_weight: weight of the auxiliary classifiers' losses (GoogLeNet), for models that
       sow 'aux_logits' into 'intermediates'; train_loss reports the main classifier's loss.
+    skip_nonfinite: when the loss or a gradient is NaN or Inf, keep the parameters, optimiser
+      state and batch statistics as they were (the step counter still advances).
   Returns:
-    The new state and {'train_loss', 'train_accuracy', 'learning_rate'}.
+    The new state and {'train_loss', 'train_accuracy', 'learning_rate', 'finite'}, where
+    finite (bool) says the averaged loss and gradients were finite, the same on every device.
   """
   images, labels = normalize(batch['image']), batch['label']
   dropout_rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), parallel.device_index())
@@ -83,24 +87,33 @@ def train_step(state: TrainState, batch: dict, *, normalize: Callable, schedule:
     aux_loss = sum(cross_entropy(aux, labels).mean() for aux in aux_logits)
     return loss + aux_loss_weight * aux_loss, (loss, logits, updates)
 
-  (_, (loss, logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (total, (loss, logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   grads = parallel.mean(grads)
   batch_stats = parallel.mean(updates.get('batch_stats', {}))
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  step_metrics = parallel.mean({'train_loss': loss,
+  step_metrics = parallel.mean({'train_loss': loss, 'total_loss': total,
                                 'train_accuracy': jnp.mean(jnp.argmax(logits, -1) == labels)})
+  # From averaged values, so every device takes the same decision.
+  finite = jnp.isfinite(step_metrics.pop('total_loss')) & jnp.isfinite(optax.tree.norm(grads))
+  if skip_nonfinite:
+    keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(finite, new, old))
+    new_state = new_state.replace(params=keep(new_state.params, state.params),
+                                  opt_state=keep(new_state.opt_state, state.opt_state),
+                                  batch_stats=keep(new_state.batch_stats, state.batch_stats))
   step_metrics['learning_rate'] = schedule(state.step)
+  step_metrics['finite'] = finite
   return new_state, step_metrics
 
 
 def pmap_train_step(dp: parallel.DataParallel, normalize: Callable, schedule: optax.Schedule,
-                    aux_loss_weight: float = 0.0) -> Callable:
+                    aux_loss_weight: float = 0.0, skip_nonfinite: bool = False) -> Callable:
   """`train_step` over every device of `dp`: (replicated state, sharded batch) -> (state, metrics).
 
   The state argument is donated: callers keep only the returned state.
   """
   return dp.pmap(functools.partial(train_step, normalize=normalize, schedule=schedule,
-                                   aux_loss_weight=aux_loss_weight), donate_first_arg=True)
+                                   aux_loss_weight=aux_loss_weight,
+                                   skip_nonfinite=skip_nonfinite), donate_first_arg=True)
 
 
 def eval_step(state: TrainState, batch: dict, *, normalize: Callable) -> dict:
@@ -161,15 +174,22 @@ class _Run:
   checkpointer: checkpoint.Checkpointer
   writer: metrics.MetricsWriter
   progress: metrics.Progress
+  nonfinite_streak: int = 0  # Consecutive skipped steps so far (config.skip_nonfinite_steps).
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
+def train_and_evaluate(config, workdir: str, start_over: bool = False) -> dict:
   """Trains config.model on config.dataset, evaluating and checkpointing into `workdir`.
 
-  Resumes from the newest checkpoint in `workdir` when there is one. Stops at the last step, or
-  earlier once config.train_budget_seconds of training have run. Returns the final evaluation
-  metrics plus 'step', 'train_seconds', 'wall_seconds', 'train_images_per_sec' and
-  'eval_images_per_sec'.
+  Everything that can be checked is checked before the workdir is touched: the config, the
+  data, the model's fit to the input, the workdir's usability, and that its checkpoints belong
+  to this model and dataset (`start_over` instead moves an earlier run aside, see
+  workdir.start_over). Then the run locks the workdir and resumes from its newest readable
+  checkpoint, if any. It stops at the last step, once config.train_budget_seconds of training
+  have run, or at a SIGTERM or SIGINT, after checkpointing that step.
+
+  Returns the final evaluation metrics plus 'step', 'train_seconds', 'wall_seconds',
+  'train_images_per_sec' and 'eval_images_per_sec'; or, when a signal stopped the run,
+  {'step', 'stopped_by': signal name, 'exit_status': 128 + its number}.
   """
   start_time = time.time()
   dp = data_parallel(config)
@@ -182,11 +202,34 @@ def train_and_evaluate(config, workdir: str) -> dict:
   meta = {'model': config.model, 'num_classes': config_lib.num_classes(config),
           'input_shape': list(pipeline.image_shape), 'dataset': config.dataset}
   model = create_model(config, meta['num_classes'], pipeline.image_shape)
-  _check_workdir(workdir)
-  checkpoint.check_compatible(workdir, meta)
-  run, state, start_step = _setup(config, workdir, dp, pipeline, meta, model)
+  workdir_lib.check_usable(workdir)
+  if not start_over:
+    checkpoint.check_compatible(workdir, meta)
+  is_chief = parallel.process_index() == 0
+  with workdir_lib.lock(workdir, enabled=is_chief):
+    if start_over:
+      _start_over(workdir, is_chief)
+    run, state, start_step = _setup(config, workdir, dp, pipeline, meta, model)
+    return _train_and_report(run, state, start_step, start_time)
+
+
+def _start_over(workdir: str, is_chief: bool) -> None:
+  moved = workdir_lib.start_over(workdir) if is_chief else None
+  if moved:
+    print(f'moved the earlier run in {workdir} to {moved}', flush=True)
+  parallel.barrier('start_over')  # No process may look for checkpoints before they are gone.
+
+
+def _train_and_report(run: '_Run', state: 'TrainState', start_step: int, start_time: float) -> dict:
+  config = run.config
   try:
-    state, train_rate, timer, last_step = _train(run, state, start_step)
+    with stopping.StopSignals() as signals:
+      state, train_rate, timer, last_step = _train(run, state, start_step, signals)
+    if signals.received:
+      run.progress.message(f'stopped by {signals.received.name} at step {last_step}: checkpoint '
+                           'saved; run the same command to continue')
+      return {'step': last_step, 'stopped_by': signals.received.name,
+              'exit_status': signals.exit_status}
     trained = {'train_seconds': timer.train_seconds(), 'epoch': last_step / run.steps_per_epoch}
     final = {**evaluate_timed(run.p_eval_step, state, run.pipeline.eval_batches()), **trained}
     if last_step > start_step:  # Else this workdir's metrics already end with it.
@@ -218,16 +261,6 @@ def _evaluate_test_set(run: _Run, state: TrainState) -> dict:
   return evaluate(run.p_eval_step, state, run.pipeline.eval_batches())
 
 
-def _check_workdir(workdir: str) -> None:
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise config_lib.ConfigError(f'workdir {workdir} exists and is not a directory')
-  parent = workdir if os.path.isdir(workdir) else os.path.dirname(os.path.abspath(workdir))
-  while not os.path.exists(parent):
-    parent = os.path.dirname(parent)
-  if not os.access(parent, os.W_OK):
-    raise config_lib.ConfigError(f'workdir {workdir} is not writable')
-
-
 def create_model(config, num_classes: int, input_shape: tuple[int, int, int]):
   """The config's model for this input (height, width, channels), checked before any work.
 
@@ -250,9 +283,7 @@ def _setup(config, workdir: str, dp: parallel.DataParallel, pipeline, meta: dict
   state = create_train_state(model, optim.create_optimizer(config, schedule),
                              pipeline.image_shape, config.seed)
   checkpointer = checkpoint.Checkpointer(workdir, config.max_checkpoints_to_keep)
-  start_step = checkpointer.latest_step() or 0
-  if start_step:
-    state = checkpointer.restore(start_step, state)
+  start_step, state = checkpointer.restore_latest(state) or (0, state)
   is_chief = parallel.process_index() == 0
   if is_chief:
     metrics.write_json(os.path.join(workdir, 'config.json'), {**config.to_dict(), **meta})
@@ -261,7 +292,8 @@ def _setup(config, workdir: str, dp: parallel.DataParallel, pipeline, meta: dict
   run = _Run(
       config=config, workdir=workdir, dp=dp, pipeline=pipeline, meta=meta, total_steps=total_steps,
       steps_per_epoch=max(steps_per_epoch, 1),
-      p_train_step=pmap_train_step(dp, normalize, schedule, config.aux_loss_weight),
+      p_train_step=pmap_train_step(dp, normalize, schedule, config.aux_loss_weight,
+                                   skip_nonfinite=config.skip_nonfinite_steps > 0),
       p_eval_step=dp.pmap(functools.partial(eval_step, normalize=normalize)),
       checkpointer=checkpointer,
       writer=metrics.MetricsWriter(workdir, start_step, enabled=is_chief),
@@ -274,8 +306,8 @@ def _setup(config, workdir: str, dp: parallel.DataParallel, pipeline, meta: dict
   return run, dp.replicate(state), start_step
 
 
-def _train(run: _Run, state: TrainState, start_step: int):
-  """Steps from start_step until run.total_steps or the training budget.
+def _train(run: _Run, state: TrainState, start_step: int, signals: stopping.StopSignals):
+  """Steps from start_step until run.total_steps, the training budget, or a stop signal.
 
   Returns the state, the mean train images/s, the timer, and the last step taken.
   """
@@ -299,7 +331,7 @@ def _train(run: _Run, state: TrainState, start_step: int):
       jax.block_until_ready(step_metrics)  # So the budget counts finished work, not dispatches.
     # The budget counts timed steps only, so a run always makes at least one after compiling.
     out_of_budget = budget > 0 and step > start_step + 1 and timer.train_seconds() >= budget
-    is_last = step == run.total_steps or out_of_budget
+    is_last = step == run.total_steps or out_of_budget or signals.requested(step)
     if step % log_every == 0 or step % checkpoint_every == 0 or is_last:
       _log_train(run, pending, timer, step)
       pending = []
@@ -367,15 +399,36 @@ class _Timer:
 
 
 def _log_train(run: _Run, pending: list, timer: _Timer, step: int) -> None:
-  """Fetches the pending steps' metrics, stops on a non-finite loss, writes their mean."""
+  """Fetches the pending steps' metrics, checks them for non-finite steps, writes their mean."""
   fetched = [(s, jax.device_get(m)) for s, m in pending]
-  for s, m in fetched:
-    if not np.all(np.isfinite(m['train_loss'])):
-      raise NonFiniteLossError(f'training loss became {float(m["train_loss"][0])} at step {s}; '
-                               'stopped without checkpointing it (lower learning_rate?)')
-  means = {k: float(np.mean([m[k][0] for _, m in fetched])) for k in fetched[-1][1]}
+  finite = [(s, m) for s, m in fetched if _check_finite(run, s, m)]
+  means = {k: float(np.mean([m[k][0] for _, m in finite or fetched]))
+           for k in ('train_loss', 'train_accuracy')}
   means['learning_rate'] = float(fetched[-1][1]['learning_rate'][0])
+  if run.config.skip_nonfinite_steps > 0:
+    means['skipped_steps'] = len(fetched) - len(finite)
   means['images_per_sec'] = timer.interval_rate(step, run.config.batch_size)
   means['train_seconds'] = timer.train_seconds()
   run.writer.write(step, means)
   run.progress.update(step, means['train_loss'], means['images_per_sec'])
+
+
+def _check_finite(run: _Run, step: int, step_metrics: dict) -> bool:
+  """Whether `step` was finite; raises NonFiniteLossError unless skipping it is allowed.
+
+  Raising here, before the loop saves, keeps every checkpoint finite.
+  """
+  if step_metrics['finite'][0]:
+    run.nonfinite_streak = 0
+    return True
+  run.nonfinite_streak += 1
+  limit = run.config.skip_nonfinite_steps
+  if run.nonfinite_streak <= limit:
+    return False
+  newest = run.checkpointer.latest_step()
+  kept = f'the newest checkpoint, step {newest}, is intact' if newest else 'nothing was saved'
+  skipped = f' after skipping {limit} in a row' if limit else ''
+  raise NonFiniteLossError(
+      f'training loss or gradients became non-finite (loss {float(step_metrics["train_loss"][0])}) '
+      f'at step {step}{skipped}; stopped, and {kept} (lower learning_rate, or set '
+      'skip_nonfinite_steps)')

@@ -60,12 +60,11 @@ class TrainedRun:
 
 def load(workdir: str) -> TrainedRun:
   """Reopens `workdir`'s newest checkpoint; raises NoCheckpointError when there is none."""
-  found = checkpoint.latest_meta(workdir) if os.path.isdir(workdir) else None
   config_path = os.path.join(workdir, 'config.json')
-  if found is None or not os.path.exists(config_path):
+  if not (os.path.isdir(checkpoint.checkpoint_dir(workdir)) and os.path.exists(config_path)):
     raise NoCheckpointError(f'{workdir} holds no checkpoint of a training run; train one first '
                             '(python -m experiments.train --workdir=...)')
-  step, meta = found
+  step, meta, state = _restore_latest(workdir)
   with open(config_path) as f:
     saved = json.load(f)
   config = ml_collections.ConfigDict({k: v for k, v in saved.items()
@@ -78,17 +77,27 @@ def load(workdir: str) -> TrainedRun:
                                  'not supported; the tools read in-memory test splits')
   dataset = data.load(config.dataset, config.data_dir, config.data_source,
                       image_size=config.image_size)
-  variables = _restore(workdir, step, model, input_shape)
+  variables = _restore_variables(state, model, input_shape, workdir)
   return TrainedRun(workdir, config, model, variables, step, dataset.test, info)
 
 
-def _restore(workdir: str, step: int, model, input_shape) -> dict:
-  """The checkpoint's params and batch_stats, read as plain arrays."""
+def _restore_latest(workdir: str) -> tuple[int, dict, dict]:
+  """(step, meta, state as plain arrays) of the newest checkpoint that reads back verified;
+  unreadable newer ones are reported and skipped, never moved."""
   checkpointer = checkpoint.Checkpointer(workdir, max_to_keep=None, create=False)
   try:
-    state = checkpointer.restore(step)
+    found = checkpointer.restore_latest()
+    if found is None:
+      raise NoCheckpointError(f'{workdir} holds no checkpoint of a training run; train one first '
+                              '(python -m experiments.train --workdir=...)')
+    step, state = found
+    return step, checkpointer.read_meta(step), state
   finally:
     checkpointer.close()
+
+
+def _restore_variables(state: dict, model, input_shape, workdir: str) -> dict:
+  """The checkpoint's params and batch_stats, checked against the model's tree."""
   abstract = jax.eval_shape(functools.partial(model.init, train=False), jax.random.PRNGKey(0),
                             jnp.zeros((1,) + input_shape))
   variables = {'params': state['params'], 'batch_stats': state.get('batch_stats') or {}}

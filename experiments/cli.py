@@ -8,9 +8,11 @@ _SHOW_TRACEBACK = flags.DEFINE_bool('show_traceback', False, 'Show full tracebac
 
 
 def _expected_errors() -> tuple[type[Exception], ...]:
-  from convjax import checkpoint, config, data, models, train
-  return (config.ConfigError, models.UnknownModelError, data.DatasetNotFoundError,
-          checkpoint.IncompatibleCheckpointError, train.NonFiniteLossError, ValueError)
+  """Errors that are the input's fault (or the run's, like a diverging loss): their message is
+  the whole story. WorkdirError and both checkpoint errors are ValueErrors."""
+  from convjax import data, models, train
+  return (models.UnknownModelError, data.DatasetNotFoundError, train.NonFiniteLossError,
+          ValueError)
 
 
 # JAX appends this note, and a paragraph after it, to errors raised inside its transformations.
@@ -75,14 +77,27 @@ def check_index(flag: str, value: int, size: int, what: str) -> None:
 
 
 def run(main) -> None:
-  """app.run(main) with quiet library logs and no traceback for expected errors."""
+  """app.run(main) with quiet library logs and no tracebacks unless --show_traceback.
+
+  Expected errors print their message; anything else (a bug, a full disk) prints its type and
+  message and points at --show_traceback. Ctrl-C outside the training loop, which handles it
+  itself, exits with status 130.
+  """
   def guarded(argv):
     if not flags.FLAGS['verbosity'].present:
       logging.set_verbosity(logging.WARNING)  # Orbax and JAX log a lot at INFO.
     try:
       main(argv)
-    except Exception as e:  # pylint: disable=broad-except
-      if _SHOW_TRACEBACK.value or not isinstance(e, _expected_errors()):
+    except KeyboardInterrupt:
+      if _SHOW_TRACEBACK.value:
         raise
-      _fail(str(e))
+      print('error: interrupted', file=sys.stderr)
+      sys.exit(130)
+    except Exception as e:  # pylint: disable=broad-except
+      if _SHOW_TRACEBACK.value:
+        raise
+      if isinstance(e, _expected_errors()):
+        _fail(str(e))
+      first_line = (str(e).strip() or '(no message)').splitlines()[0]
+      _fail(f'{type(e).__name__}: {first_line} (--show_traceback shows where)')
   app.run(guarded, flags_parser=_parse_flags)
