@@ -181,7 +181,8 @@ class Checkpointer:
 
 def _first_line(error: Exception) -> str:
   text = str(error).strip()
-  return text.splitlines()[0][:300] if text else type(error).__name__
+  line = text.splitlines()[0] if text else type(error).__name__
+  return line if len(line) <= 200 else line[:200] + '...'  # TensorStore's specs run on and on.
 
 
 def check_compatible(workdir: str, meta: dict) -> None:

@@ -283,7 +283,11 @@ def _setup(config, workdir: str, dp: parallel.DataParallel, pipeline, meta: dict
   state = create_train_state(model, optim.create_optimizer(config, schedule),
                              pipeline.image_shape, config.seed)
   checkpointer = checkpoint.Checkpointer(workdir, config.max_checkpoints_to_keep)
-  start_step, state = checkpointer.restore_latest(state) or (0, state)
+  try:
+    start_step, state = checkpointer.restore_latest(state) or (0, state)
+  except (checkpoint.CorruptCheckpointError, checkpoint.IncompatibleCheckpointError):
+    checkpointer.close()
+    raise
   is_chief = parallel.process_index() == 0
   if is_chief:
     metrics.write_json(os.path.join(workdir, 'config.json'), {**config.to_dict(), **meta})

@@ -76,6 +76,18 @@ def check_index(flag: str, value: int, size: int, what: str) -> None:
                      f'(0 to {size - 1})')
 
 
+def _ignore_late_orbax_callbacks() -> None:
+  """After a failed checkpoint read, TensorStore's reads still in flight call back into the
+  asyncio loop that Orbax has already closed, and Python prints each RuntimeError as a
+  traceback. They are harmless noise after an error that convjax reports itself."""
+  default = sys.unraisablehook
+
+  def hook(unraisable):
+    if not (unraisable.exc_type is RuntimeError and 'Event loop is closed' in str(unraisable.exc_value)):
+      default(unraisable)
+  sys.unraisablehook = hook
+
+
 def run(main) -> None:
   """app.run(main) with quiet library logs and no tracebacks unless --show_traceback.
 
@@ -84,6 +96,7 @@ def run(main) -> None:
   itself, exits with status 130.
   """
   def guarded(argv):
+    _ignore_late_orbax_callbacks()
     if not flags.FLAGS['verbosity'].present:
       logging.set_verbosity(logging.WARNING)  # Orbax and JAX log a lot at INFO.
     try:

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIGITS = ['--config=configs/default.py', '--config.dataset=digits', '--config.image_size=28',
           '--config.batch_size=64', '--config.eval_batch_size=100']
 
