@@ -22,10 +22,10 @@ def free_port():
     return s.getsockname()[1]
 
 
-def launch(workdir, env):
+def launch(workdir, env, overrides=()):
   base = {k: v for k, v in os.environ.items() if not k.startswith(('XLA_FLAGS', 'JAX_'))}
   # One CPU device per process unless env says otherwise (convjax would split into cores).
-  return subprocess.Popen([sys.executable, *ARGS, f'--workdir={workdir}'], cwd=ROOT,
+  return subprocess.Popen([sys.executable, *ARGS, *overrides, f'--workdir={workdir}'], cwd=ROOT,
                           env={**base, 'JAX_PLATFORMS': 'cpu', 'CONVJAX_CPU_DEVICES': '1', **env},
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

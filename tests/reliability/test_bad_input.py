@@ -1,10 +1,12 @@
 """The training command as users run it: bad input gets one sentence, exit 1, and no damage."""
-import hashlib
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
+
+from tests.reliability.harness import tree_digest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIGITS = ['--config=configs/default.py', '--config.dataset=digits', '--config.image_size=28',
@@ -15,15 +17,6 @@ def run_train(workdir, *args):
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')
   return subprocess.run([sys.executable, '-m', 'experiments.train', f'--workdir={workdir}', *args],
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-
-
-def tree_digest(directory):
-  digest = hashlib.sha256()
-  for root, _, files in sorted(os.walk(directory)):
-    for name in sorted(files):
-      path = os.path.join(root, name)
-      digest.update(path.encode() + open(path, 'rb').read())
-  return digest.hexdigest()
 
 
 @pytest.fixture(scope='module')
@@ -74,12 +67,34 @@ def test_bad_config_files(tmp_path, config_file, message):
   assert not os.path.exists(tmp_path / 'w')
 
 
-def test_a_file_as_workdir_is_refused(tmp_path):
-  path = tmp_path / 'not_a_dir'
-  path.write_text('keep me')
-  result = run_train(str(path), *DIGITS)
-  assert result.returncode == 1 and 'is not a directory' in result.stderr
-  assert path.read_text() == 'keep me'
+def test_an_input_too_small_for_the_model_names_the_layer_and_creates_nothing(tmp_path):
+  # Digits are 8x8 without --config.image_size; AlexNet's pools leave nothing of that.
+  result = run_train(str(tmp_path / 'w'), '--config=configs/default.py', '--config.dataset=digits',
+                     '--config.model=alexnet', '--config.batch_size=64')
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
+  assert 'layer Pool_2 (Pool) would output an empty map: 1x1x256 -> 0x0x256' in result.stderr
+  assert not os.path.exists(tmp_path / 'w')
+
+
+def test_start_over_moves_another_models_run_aside_intact(trained_workdir, tmp_path):
+  workdir = str(tmp_path / 'w')
+  shutil.copytree(trained_workdir, workdir)
+  before = tree_digest(workdir)
+  other_model = [*DIGITS, '--config.model=lenet5_1998', '--config.num_train_steps=3']
+  refused = run_train(workdir, *other_model)
+  assert refused.returncode == 1
+  assert "of model='lenet5', but this run has model='lenet5_1998'" in refused.stderr
+  assert 'or --start_over to move the old run aside' in refused.stderr
+  assert tree_digest(workdir) == before
+
+  result = run_train(workdir, *other_model, '--start_over')
+
+  assert result.returncode == 0, result.stderr
+  (moved,) = os.listdir(os.path.join(workdir, 'previous_runs'))
+  assert f'moved the earlier run in {workdir} to ' in result.stdout
+  assert tree_digest(os.path.join(workdir, 'previous_runs', moved)) == before
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['3']
 
 
 def test_show_traceback_flag_shows_it(tmp_path):
