@@ -1,8 +1,8 @@
 """Stopping training early and cleanly on SIGTERM (preemption) or SIGINT (Ctrl-C).
 
 The training loop asks `StopSignals.requested(step)` after every step; once it says yes, the
-loop checkpoints that step and returns, and the command exits with status 128 + the signal
-number, so schedulers and shell scripts see an unfinished run. A second identical signal
+loop checkpoints that step and raises `Stopped`, and the command exits with status 128 + the
+signal number, so schedulers and shell scripts see an unfinished run. A second identical signal
 while the checkpoint is being written is not caught: it stops the process at once, and
 the half-written checkpoint is ignored on the next run (see `checkpoint`).
 
@@ -18,6 +18,18 @@ import threading
 from convjax import parallel
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Stopped(Exception):
+  """A stop signal ended training early, after its step was checkpointed.
+
+  Scripts exit with `exit_status` (experiments.cli does this for every script).
+  """
+
+  def __init__(self, received: signal.Signals, step: int):
+    super().__init__(f'stopped by {received.name} at step {step}: checkpoint saved; run the same '
+                     'command to continue')
+    self.step, self.exit_status = step, 128 + int(received)
 
 
 class StopSignals:
@@ -57,8 +69,3 @@ class StopSignals:
         return True
       return False
     return self.received is not None
-
-  @property
-  def exit_status(self) -> int:
-    """The shell's convention for a process ended by a signal: 128 + its number."""
-    return 128 + int(self.received) if self.received else 0

@@ -188,8 +188,8 @@ def train_and_evaluate(config, workdir: str, start_over: bool = False) -> dict:
   have run, or at a SIGTERM or SIGINT, after checkpointing that step.
 
   Returns the final evaluation metrics plus 'step', 'train_seconds', 'wall_seconds',
-  'train_images_per_sec' and 'eval_images_per_sec'; or, when a signal stopped the run,
-  {'step', 'stopped_by': signal name, 'exit_status': 128 + its number}.
+  'train_images_per_sec' and 'eval_images_per_sec'. Raises stopping.Stopped when a signal
+  stopped the run.
   """
   start_time = time.time()
   dp = data_parallel(config)
@@ -220,16 +220,14 @@ def _start_over(workdir: str, is_chief: bool) -> None:
   parallel.barrier('start_over')  # No process may look for checkpoints before they are gone.
 
 
-def _train_and_report(run: '_Run', state: 'TrainState', start_step: int, start_time: float) -> dict:
+def _train_and_report(run: _Run, state: TrainState, start_step: int, start_time: float) -> dict:
   config = run.config
   try:
     with stopping.StopSignals() as signals:
       state, train_rate, timer, last_step = _train(run, state, start_step, signals)
     if signals.received:
-      run.progress.message(f'stopped by {signals.received.name} at step {last_step}: checkpoint '
-                           'saved; run the same command to continue')
-      return {'step': last_step, 'stopped_by': signals.received.name,
-              'exit_status': signals.exit_status}
+      run.checkpointer.wait()
+      raise stopping.Stopped(signals.received, last_step)
     trained = {'train_seconds': timer.train_seconds(), 'epoch': last_step / run.steps_per_epoch}
     final = {**evaluate_timed(run.p_eval_step, state, run.pipeline.eval_batches()), **trained}
     if last_step > start_step:  # Else this workdir's metrics already end with it.
@@ -335,7 +333,8 @@ def _train(run: _Run, state: TrainState, start_step: int, signals: stopping.Stop
       jax.block_until_ready(step_metrics)  # So the budget counts finished work, not dispatches.
     # The budget counts timed steps only, so a run always makes at least one after compiling.
     out_of_budget = budget > 0 and step > start_step + 1 and timer.train_seconds() >= budget
-    is_last = step == run.total_steps or out_of_budget or signals.requested(step)
+    stop_requested = signals.requested(step)  # Every step: processes agree on it in lockstep.
+    is_last = step == run.total_steps or out_of_budget or stop_requested
     if step % log_every == 0 or step % checkpoint_every == 0 or is_last:
       _log_train(run, pending, timer, step)
       pending = []

@@ -1,4 +1,5 @@
 """What every experiment script shares: bad input gets one clear sentence and exit status 1."""
+import logging as std_logging
 import re
 import sys
 
@@ -76,31 +77,36 @@ def check_index(flag: str, value: int, size: int, what: str) -> None:
                      f'(0 to {size - 1})')
 
 
-def _ignore_late_orbax_callbacks() -> None:
-  """After a failed checkpoint read, TensorStore's reads still in flight call back into the
-  asyncio loop that Orbax has already closed, and Python prints each RuntimeError as a
-  traceback. They are harmless noise after an error that convjax reports itself."""
+def _silence_orbax_failure_echoes() -> None:
+  """After a failed checkpoint read, TensorStore reads still in flight call back into the
+  asyncio loop that Orbax has already closed, and asyncio logs its unretrieved task errors:
+  tracebacks that echo an error convjax reports itself in one sentence."""
   default = sys.unraisablehook
 
   def hook(unraisable):
     if not (unraisable.exc_type is RuntimeError and 'Event loop is closed' in str(unraisable.exc_value)):
       default(unraisable)
   sys.unraisablehook = hook
+  std_logging.getLogger('asyncio').setLevel(std_logging.CRITICAL)
 
 
 def run(main) -> None:
   """app.run(main) with quiet library logs and no tracebacks unless --show_traceback.
 
   Expected errors print their message; anything else (a bug, a full disk) prints its type and
-  message and points at --show_traceback. Ctrl-C outside the training loop, which handles it
-  itself, exits with status 130.
+  message and points at --show_traceback. A run stopped by a signal after checkpointing exits
+  with 128 + the signal's number; Ctrl-C outside the training loop exits with status 130.
   """
   def guarded(argv):
-    _ignore_late_orbax_callbacks()
     if not flags.FLAGS['verbosity'].present:
       logging.set_verbosity(logging.WARNING)  # Orbax and JAX log a lot at INFO.
+      _silence_orbax_failure_echoes()
+    from convjax import stopping  # After flag parsing, so --help is fast.
     try:
       main(argv)
+    except stopping.Stopped as e:
+      print(e, flush=True)
+      sys.exit(e.exit_status)
     except KeyboardInterrupt:
       if _SHOW_TRACEBACK.value:
         raise

@@ -6,8 +6,6 @@
 Rerunning the same command resumes from the newest checkpoint. SIGTERM or Ctrl-C checkpoints
 the current step and exits with status 128 + the signal number.
 """
-import sys
-
 from absl import flags
 from ml_collections import config_flags
 
@@ -26,8 +24,7 @@ def main(argv):
   del argv
   from convjax import parallel, train  # After flag parsing, so --help is fast.
   parallel.maybe_initialize_distributed(_CONFIG.value.distributed)
-  result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, start_over=_START_OVER.value)
-  sys.exit(result.get('exit_status', 0))
+  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, start_over=_START_OVER.value)
 
 
 if __name__ == '__main__':
