@@ -148,7 +148,7 @@ class Checkpointer:
         continue
       for message in failures:
         self._warn(f'{message}; using step {step} instead')
-      if self._writable:
+      if self._writable and jax.process_index() == 0:  # One process moves files.
         self._quarantine([s for s in steps if s > step])
       return step, value
     if failures:
