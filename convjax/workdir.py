@@ -75,7 +75,10 @@ def lock(workdir: str, enabled: bool = True) -> Iterator[None]:
   try:
     yield
   finally:
-    os.remove(path)  # Before releasing: a waiting run then finds no file, not our stale one.
+    # Removed before releasing, so a waiting run finds no file rather than ours; someone may
+    # have removed it by hand already.
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(path)
     os.close(fd)
 
 
