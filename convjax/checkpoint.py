@@ -144,17 +144,18 @@ class Checkpointer:
       try:
         value = read(step)
       except CorruptCheckpointError as e:
-        failures.append(str(e))
+        failures.append((step, str(e)))
         continue
-      for message in failures:
+      for _, message in failures:
         self._warn(f'{message}; using step {step} instead')
       if self._writable and jax.process_index() == 0:  # One process moves files.
         self._quarantine([s for s in steps if s > step])
       return step, value
     if failures:
+      bad = ', '.join(str(step) for step, _ in failures)
       raise CorruptCheckpointError(
-          f'no checkpoint in {self._workdir} can be read ({"; ".join(failures)}); move '
-          f'{checkpoint_dir(self._workdir)} away to start from scratch')
+          f'no checkpoint in {self._workdir} can be read (steps {bad}; the newest: '
+          f'{failures[0][1]}); move {checkpoint_dir(self._workdir)} away to start from scratch')
     return None
 
   def _quarantine(self, steps: list[int]) -> None:

@@ -2,6 +2,7 @@
 import logging as std_logging
 import re
 import sys
+import warnings
 
 from absl import app, flags, logging
 
@@ -79,8 +80,9 @@ def check_index(flag: str, value: int, size: int, what: str) -> None:
 
 def _silence_orbax_failure_echoes() -> None:
   """After a failed checkpoint read, TensorStore reads still in flight call back into the
-  asyncio loop that Orbax has already closed, and asyncio logs its unretrieved task errors:
-  tracebacks that echo an error convjax reports itself in one sentence."""
+  asyncio loop that Orbax has already closed, asyncio logs its unretrieved task errors, and
+  Python warns of the abandoned coroutines at exit: echoes of an error that convjax reports
+  itself in one sentence."""
   default = sys.unraisablehook
 
   def hook(unraisable):
@@ -88,6 +90,8 @@ def _silence_orbax_failure_echoes() -> None:
       default(unraisable)
   sys.unraisablehook = hook
   std_logging.getLogger('asyncio').setLevel(std_logging.CRITICAL)
+  # Reads that the failure cancelled are reported again at exit as coroutines never awaited.
+  warnings.filterwarnings('ignore', message='coroutine .* was never awaited', category=RuntimeWarning)
 
 
 def run(main) -> None:
