@@ -25,6 +25,7 @@ import orbax.checkpoint as ocp
 
 # Meta fields that must match for a checkpoint to be restored into a run.
 IDENTITY_FIELDS = ('model', 'num_classes', 'input_shape', 'dataset')
+CHECKPOINTS = 'checkpoints'
 QUARANTINE = 'corrupt_checkpoints'
 # Orbax's words for a restore target whose tree differs from the saved one: a config mismatch.
 _TREE_MISMATCH = 'tree structures do not match'
@@ -39,7 +40,7 @@ class CorruptCheckpointError(ValueError):
 
 
 def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), 'checkpoints')
+  return os.path.join(os.path.abspath(workdir), CHECKPOINTS)
 
 
 def digest(tree: Any) -> str:

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable, Iterator
 import jax
 import numpy as np
 from jax import lax
+from jax.experimental import multihost_utils
 
 AXIS = 'batch'  # The named axis that gradients and metrics are averaged over.
 
@@ -144,12 +145,10 @@ def preemption_sync_point(step: int) -> bool:
   """In a multi-process run: True at the step where every process should checkpoint and stop,
   once any process has received SIGTERM (JAX's preemption service agrees on the step). Call it
   after every step, in every process."""
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   return multihost_utils.reached_preemption_sync_point(step)
 
 
 def barrier(name: str) -> None:
   """Waits until every process has reached the barrier called `name` (no-op in one process)."""
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(name)

@@ -225,8 +225,7 @@ def _train_and_report(run: _Run, state: TrainState, start_step: int, start_time:
   try:
     with stopping.StopSignals() as signals:
       state, train_rate, timer, last_step = _train(run, state, start_step, signals)
-    if signals.received:
-      run.checkpointer.wait()
+    if signals.received:  # The `finally` below waits for the checkpoint before this is reported.
       raise stopping.Stopped(signals.received, last_step)
     trained = {'train_seconds': timer.train_seconds(), 'epoch': last_step / run.steps_per_epoch}
     final = {**evaluate_timed(run.p_eval_step, state, run.pipeline.eval_batches()), **trained}
@@ -283,8 +282,8 @@ def _setup(config, workdir: str, dp: parallel.DataParallel, pipeline, meta: dict
   checkpointer = checkpoint.Checkpointer(workdir, config.max_checkpoints_to_keep)
   try:
     start_step, state = checkpointer.restore_latest(state) or (0, state)
-  except (checkpoint.CorruptCheckpointError, checkpoint.IncompatibleCheckpointError):
-    checkpointer.close()
+  except Exception:
+    checkpointer.close()  # The loop's `finally` closes it once set-up has succeeded.
     raise
   is_chief = parallel.process_index() == 0
   if is_chief:

@@ -58,12 +58,16 @@ class TrainedRun:
     return np.asarray(jax.nn.softmax(logits, -1)), features
 
 
+def _no_checkpoint(workdir: str) -> NoCheckpointError:
+  return NoCheckpointError(f'{workdir} holds no checkpoint of a training run; train one first '
+                           '(python -m experiments.train --workdir=...)')
+
+
 def load(workdir: str) -> TrainedRun:
   """Reopens `workdir`'s newest checkpoint; raises NoCheckpointError when there is none."""
   config_path = os.path.join(workdir, 'config.json')
   if not (os.path.isdir(checkpoint.checkpoint_dir(workdir)) and os.path.exists(config_path)):
-    raise NoCheckpointError(f'{workdir} holds no checkpoint of a training run; train one first '
-                            '(python -m experiments.train --workdir=...)')
+    raise _no_checkpoint(workdir)
   step, meta, state = _restore_latest(workdir)
   with open(config_path) as f:
     saved = json.load(f)
@@ -88,8 +92,7 @@ def _restore_latest(workdir: str) -> tuple[int, dict, dict]:
   try:
     found = checkpointer.restore_latest()
     if found is None:
-      raise NoCheckpointError(f'{workdir} holds no checkpoint of a training run; train one first '
-                              '(python -m experiments.train --workdir=...)')
+      raise _no_checkpoint(workdir)
     step, state = found
     return step, checkpointer.read_meta(step), state
   finally:

@@ -17,10 +17,13 @@ import sys
 import tempfile
 from typing import Iterator
 
+from convjax import checkpoint, metrics
+
 LOCK_FILE = 'lock'
 PREVIOUS_RUNS = 'previous_runs'
 # What a training run writes; `start_over` moves exactly these aside.
-RUN_FILES = ('checkpoints', 'metrics.jsonl', 'tensorboard', 'config.json', 'corrupt_checkpoints')
+RUN_FILES = (checkpoint.CHECKPOINTS, checkpoint.QUARANTINE, metrics.METRICS_FILE, 'tensorboard',
+             'config.json')
 
 
 class WorkdirError(ValueError):
