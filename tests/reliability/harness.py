@@ -130,6 +130,14 @@ def assert_metrics_whole_and_unique(workdir: str) -> None:
     assert steps == sorted(set(steps)), f'a step was logged twice: {steps}'
 
 
+def assert_one_sentence(result: subprocess.CompletedProcess, message: str) -> None:
+  """The command failed with exit status 1 and one line on stderr: 'error: ...message...'."""
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
+  assert result.stderr.startswith('error: ') and message in result.stderr, result.stderr
+  assert 'Traceback' not in result.stderr
+
+
 def tree_digest(directory: str) -> dict[str, bytes]:
   """Every file under `directory` and its contents, to show that nothing changed."""
   contents = {}

@@ -3,6 +3,7 @@ checkpoint untouched; skip_nonfinite_steps skips such steps instead."""
 import math
 import os
 
+import jax
 import numpy as np
 
 from tests.reliability import harness
@@ -38,7 +39,7 @@ def test_skip_nonfinite_steps_keeps_the_parameters_finite(reference_copy, cache_
   assert sum(r['skipped_steps'] for r in records) > 0
   step, state = harness.newest_state(reference_copy)
   assert step == harness.STEPS + 20
-  assert all(np.isfinite(leaf).all() for leaf in _leaves(state['params']))
+  assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state['params']))
   assert all(math.isfinite(r['train_loss']) or r['skipped_steps'] == 1 for r in records)
 
 
@@ -47,8 +48,3 @@ def test_more_consecutive_non_finite_steps_than_allowed_stop_the_run(reference_c
                        cache_dir=cache_dir)
   assert result.returncode == 1
   assert 'after skipping 2 in a row' in result.stderr
-
-
-def _leaves(tree):
-  import jax  # pylint: disable=g-import-not-at-top
-  return [np.asarray(x) for x in jax.tree.leaves(tree)]

@@ -6,12 +6,7 @@ import signal
 import pytest
 
 from tests.reliability import harness
-
-
-def assert_one_sentence(result, message):
-  assert result.returncode == 1
-  assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
-  assert result.stderr.startswith('error: ') and message in result.stderr, result.stderr
+from tests.reliability.harness import assert_one_sentence
 
 
 def test_a_file_as_workdir_is_refused(tmp_path, cache_dir):
