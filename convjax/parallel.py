@@ -7,14 +7,56 @@ device. Swapping this module's pmap for jit + shard_map changes nothing elsewher
 import collections
 import itertools
 import os
+import threading
 from typing import Any, Callable, Iterable, Iterator
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.experimental import multihost_utils
 
 AXIS = 'batch'  # The named axis that gradients and metrics are averaged over.
+
+# At most this many multi-device launches run ahead of the host. XLA:CPU's client gives each
+# device 32 permits for computations in flight and takes one, blocking, on a thread of a pool
+# sized for one collective at a time. At 32 launches ahead that thread blocks while the pool's
+# other thread runs one device's half of an all-reduce that waits for the other half, which is
+# queued behind it: a deadlock that XLA aborts after its 40 s rendezvous timeout. Waiting here,
+# on the host, before the permits run out makes that impossible (`LaunchWindow`). Sixteen keeps
+# the devices fed and leaves half the permits to single-device programs.
+MAX_LAUNCHES_IN_FLIGHT = 16
+
+
+class LaunchWindow:
+  """Bounds how many launches may be unfinished: `admit` waits for the oldest when full.
+
+  Each launch is represented by a token, a scalar output of the launched program that becomes
+  ready when the whole program has run, so it can be waited on even after the program's real
+  outputs have been donated to a later launch.
+  """
+
+  def __init__(self, limit: int):
+    self.limit = limit
+    self._tokens = collections.deque()
+    self._lock = threading.Lock()
+
+  def admit(self) -> None:
+    """Blocks until fewer than `limit` launches are unfinished."""
+    with self._lock:
+      while self._tokens and (len(self._tokens) >= self.limit or self._tokens[0].is_ready()):
+        self._tokens.popleft().block_until_ready()
+
+  def add(self, token: jax.Array) -> None:
+    with self._lock:
+      self._tokens.append(token)
+
+  def __len__(self) -> int:
+    return len(self._tokens)
+
+
+# One window per process: the permits belong to the devices, whichever DataParallel launches.
+_LAUNCHES = LaunchWindow(MAX_LAUNCHES_IN_FLIGHT)
 
 
 def maybe_initialize_distributed(enabled: bool = False) -> None:
@@ -98,10 +140,20 @@ class DataParallel:
     """Runs `per_device_fn` on every device; arguments carry a leading [devices] axis.
 
     With `donate_first_arg`, the first argument's buffers (the train state) are reused for
-    the output, so a step holds one copy of the state in memory, not two.
+    the output, so a step holds one copy of the state in memory, not two. Calls go through the
+    process's launch window (MAX_LAUNCHES_IN_FLIGHT); `.lower` lowers `per_device_fn` alone.
     """
-    return jax.pmap(per_device_fn, axis_name=AXIS, devices=self._pmap_devices,
-                    donate_argnums=(0,) if donate_first_arg else ())
+    options = dict(axis_name=AXIS, devices=self._pmap_devices,
+                   donate_argnums=(0,) if donate_first_arg else ())
+    with_token = jax.pmap(lambda *args: (per_device_fn(*args), jnp.zeros((), jnp.int8)), **options)
+
+    def launch(*args):
+      _LAUNCHES.admit()
+      outputs, token = with_token(*args)
+      _LAUNCHES.add(token)
+      return outputs
+    launch.lower = jax.pmap(per_device_fn, **options).lower
+    return launch
 
   def replicate(self, tree: Any) -> Any:
     """Copies every leaf to every local device: leaf [...] -> [devices, ...].

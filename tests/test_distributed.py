@@ -41,8 +41,6 @@ def train_losses(workdir):
 
 
 def test_two_processes_match_one_process_with_two_devices(tmp_path):
-  # One run at a time: XLA:CPU's in-process all-reduce can stall past its 40 s rendezvous
-  # timeout when another JAX process competes for the 2 cores.
   single = str(tmp_path / 'one_process')
   finish(launch(single, {'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}))
   address = f'127.0.0.1:{free_port()}'
