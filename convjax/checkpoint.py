@@ -187,18 +187,25 @@ def _first_line(error: Exception) -> str:
   return line if len(line) <= 200 else line[:200] + '...'  # TensorStore's specs run on and on.
 
 
-def check_compatible(workdir: str, meta: dict) -> None:
-  """Raises IncompatibleCheckpointError when the workdir's newest readable checkpoint disagrees
-  with `meta` (CorruptCheckpointError when none is readable); reads without writing."""
+def newest_meta(workdir: str) -> tuple[int, dict] | None:
+  """(step, meta) of the workdir's newest checkpoint whose meta reads back, None when it has no
+  checkpoint; CorruptCheckpointError when none is readable. Reads without writing."""
   if not os.path.isdir(checkpoint_dir(workdir)):
-    return
+    return None
   checkpointer = Checkpointer(workdir, max_to_keep=None, create=False, warn=lambda _: None)
   try:
-    found = checkpointer.latest_meta()
+    return checkpointer.latest_meta()
   finally:
     checkpointer.close()
+
+
+def check_compatible(workdir: str, meta: dict) -> tuple[int, dict] | None:
+  """The workdir's newest readable (step, meta), checked: raises IncompatibleCheckpointError
+  when its identity fields differ from `meta`'s (CorruptCheckpointError when none is readable).
+  None when the workdir has no checkpoint."""
+  found = newest_meta(workdir)
   if found is None:
-    return
+    return None
   step, saved = found
   for field in IDENTITY_FIELDS:
     if field in saved and saved[field] != meta[field]:
@@ -206,3 +213,4 @@ def check_compatible(workdir: str, meta: dict) -> None:
           f'{workdir} holds a checkpoint (step {step}) of {field}={saved[field]!r}, but this '
           f'run has {field}={meta[field]!r}; use another --workdir, or --start_over to move the '
           'old run aside')
+  return found

@@ -1,4 +1,5 @@
 """Checks an experiment config before any work, and derives the values it leaves implicit."""
+import json
 import math
 
 from convjax import data, models, optim, sampling
@@ -6,6 +7,21 @@ from convjax import data, models, optim, sampling
 
 class ConfigError(ValueError):
   """A config that cannot run; the message says which field and why."""
+
+
+class ResumeError(ValueError):
+  """A workdir's checkpoint was trained under settings that this run would change."""
+
+
+# Fields a resumed run may change: how long it trains, how often it logs, evaluates and saves,
+# how big its evaluation batches are, where it reads data from and on how many devices. Every
+# other field shapes the parameters' trajectory, so a checkpoint continues only under the values
+# that produced it.
+RESUMABLE_FIELDS = (
+    'num_epochs', 'num_train_steps', 'train_budget_seconds', 'log_every_steps',
+    'eval_every_steps', 'checkpoint_every_steps', 'max_checkpoints_to_keep', 'eval_batch_size',
+    'skip_nonfinite_steps', 'num_devices', 'distributed', 'data_dir', 'data_source', 'download',
+    'manual_dir', 'input_workers', 'prefetch_batches')
 
 
 def validate(config, num_devices: int) -> None:
@@ -84,3 +100,36 @@ def total_steps(config, num_train_examples: int) -> int:
 def every_steps(value: int, steps_per_epoch: int) -> int:
   """An interval field: itself when positive, else one epoch."""
   return value if value > 0 else steps_per_epoch
+
+
+def flat(config) -> dict:
+  """Every field as 'group.field' -> its JSON value (tuples become lists), with num_classes
+  resolved, so a config and the copy saved with a checkpoint compare equal when they train alike."""
+  def walk(tree, prefix=''):
+    for key, value in tree.items():
+      if isinstance(value, dict):
+        yield from walk(value, f'{prefix}{key}.')
+      else:
+        yield f'{prefix}{key}', value
+  values = dict(walk(config.to_dict()))
+  values['num_classes'] = num_classes(config)
+  return json.loads(json.dumps(values))
+
+
+def check_resume(saved: dict, current: dict, step: int, workdir: str) -> dict:
+  """Compares the flat config saved with a checkpoint (`flat`) against this run's.
+
+  Raises ResumeError naming every changed field outside RESUMABLE_FIELDS with its old and new
+  value. Returns the changed resumable fields, {field: [old, new]}, for the run's record. Fields
+  that only one side knows (added by a newer convjax) are not compared.
+  """
+  changed = {field: [saved[field], value] for field, value in current.items()
+             if field in saved and saved[field] != value}
+  refused = {f: v for f, v in changed.items() if f not in RESUMABLE_FIELDS}
+  if refused:
+    listed = '; '.join(f'{field} {old!r} -> {new!r}' for field, (old, new) in refused.items())
+    raise ResumeError(
+        f'{workdir} holds a checkpoint (step {step}) trained with other settings ({listed}), and '
+        'these cannot change when a run resumes; use --start_over to move the old run aside, or '
+        'another --workdir')
+  return {f: v for f, v in changed.items() if f in RESUMABLE_FIELDS}

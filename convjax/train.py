@@ -200,17 +200,27 @@ def train_and_evaluate(config, workdir: str, start_over: bool = False) -> dict:
                                  f'this run has {parallel.process_count()}')
   pipeline = pipeline_lib.create(config, dp)
   meta = {'model': config.model, 'num_classes': config_lib.num_classes(config),
-          'input_shape': list(pipeline.image_shape), 'dataset': config.dataset}
+          'input_shape': list(pipeline.image_shape), 'dataset': config.dataset,
+          'config': config_lib.flat(config)}
   model = create_model(config, meta['num_classes'], pipeline.image_shape)
   workdir_lib.check_usable(workdir)
-  if not start_over:
-    checkpoint.check_compatible(workdir, meta)
+  config_changes = {} if start_over else _check_resume(workdir, meta)
   is_chief = parallel.process_index() == 0
   with workdir_lib.lock(workdir, enabled=is_chief):
     if start_over:
       _start_over(workdir, is_chief)
-    run, state, start_step = _setup(config, workdir, dp, pipeline, meta, model)
+    run, state, start_step = _setup(config, workdir, dp, pipeline, meta, model, config_changes)
     return _train_and_report(run, state, start_step, start_time)
+
+
+def _check_resume(workdir: str, meta: dict) -> dict:
+  """The resumable config fields that differ from the newest checkpoint's, {field: [old, new]};
+  raises when a field that shapes training differs (see config.RESUMABLE_FIELDS)."""
+  found = checkpoint.check_compatible(workdir, meta)
+  if found is None or 'config' not in found[1]:  # Checkpoints before configs were saved in them.
+    return {}
+  step, saved = found
+  return config_lib.check_resume(saved['config'], meta['config'], step, workdir)
 
 
 def _start_over(workdir: str, is_chief: bool) -> None:
@@ -272,8 +282,8 @@ def create_model(config, num_classes: int, input_shape: tuple[int, int, int]):
   return model
 
 
-def _setup(config, workdir: str, dp: parallel.DataParallel, pipeline, meta: dict,
-           model) -> tuple[_Run, TrainState, int]:
+def _setup(config, workdir: str, dp: parallel.DataParallel, pipeline, meta: dict, model,
+           config_changes: dict) -> tuple[_Run, TrainState, int]:
   steps_per_epoch = sampling.steps_per_epoch(pipeline.num_train_examples, config.batch_size)
   total_steps = config_lib.total_steps(config, pipeline.num_train_examples)
   schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
@@ -287,7 +297,8 @@ def _setup(config, workdir: str, dp: parallel.DataParallel, pipeline, meta: dict
     raise
   is_chief = parallel.process_index() == 0
   if is_chief:
-    metrics.write_json(os.path.join(workdir, 'config.json'), {**config.to_dict(), **meta})
+    identity = {k: v for k, v in meta.items() if k != 'config'}
+    metrics.write_json(os.path.join(workdir, 'config.json'), {**config.to_dict(), **identity})
   normalize = functools.partial(data.normalize, mean=pipeline.info.mean, std=pipeline.info.std,
                                 dtype=model.dtype)
   run = _Run(
@@ -303,7 +314,11 @@ def _setup(config, workdir: str, dp: parallel.DataParallel, pipeline, meta: dict
       'event': 'start', 'num_devices': dp.num_devices, 'num_processes': parallel.process_count(),
       'global_batch_size': config.batch_size,
       'per_device_batch_size': config.batch_size // dp.num_devices,
-      'total_steps': total_steps, 'model': config.model, 'dataset': config.dataset})
+      'total_steps': total_steps, 'model': config.model, 'dataset': config.dataset,
+      'config_changes': config_changes if start_step else {}})
+  if start_step and config_changes:
+    changed = ', '.join(f'{field} {old!r} -> {new!r}' for field, (old, new) in config_changes.items())
+    run.progress.message(f'resuming at step {start_step} with {changed}')
   return run, dp.replicate(state), start_step
 
 

@@ -107,16 +107,17 @@ def test_extending_a_finished_run_matches_a_longer_straight_run(tmp_path, digits
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, digits_config):
-  workdir = str(tmp_path)
+  # A step schedule that multiplies the rate by 1e12 after step 6 (digits: 22 steps an epoch).
+  digits_config.lr_schedule, digits_config.lr_decay_epochs = 'step', (0.3,)
+  digits_config.lr_decay_factor = 1e12
+  good, diverged = str(tmp_path / 'good'), str(tmp_path / 'diverged')
   digits_config.num_train_steps = 6
-  train.train_and_evaluate(digits_config, workdir)
-  good = restore_params(workdir)
+  train.train_and_evaluate(digits_config, good)
   digits_config.num_train_steps = 12
-  digits_config.learning_rate = 1e12
   with pytest.raises(train.NonFiniteLossError, match=r'at step (7|8)\b'):
-    train.train_and_evaluate(digits_config, workdir)
-  assert_trees_equal(restore_params(workdir), good)
-  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['6']
+    train.train_and_evaluate(digits_config, diverged)
+  assert_trees_equal(restore_params(diverged), restore_params(good))
+  assert sorted(os.listdir(os.path.join(diverged, 'checkpoints'))) == ['6']
 
 
 def test_a_workdir_of_another_model_is_refused_untouched(tmp_path, digits_config):
@@ -180,12 +181,37 @@ def test_batch_stats_are_averaged_so_every_replica_holds_the_same_state():
   assert not np.allclose(means[0], initial_mean)
 
 
-def test_a_checkpoint_of_another_optimizer_is_refused_clearly(tmp_path, digits_config):
+def test_resuming_with_settings_that_shape_training_is_refused_naming_each(tmp_path, digits_config):
+  workdir = str(tmp_path)
   digits_config.num_train_steps = 6
-  train.train_and_evaluate(digits_config, str(tmp_path))
-  digits_config.optimizer = 'sgd'
-  with pytest.raises(checkpoint.IncompatibleCheckpointError, match='step 6 does not fit'):
-    train.train_and_evaluate(digits_config, str(tmp_path))
+  train.train_and_evaluate(digits_config, workdir)
+  before = {name: open(os.path.join(workdir, name)).read() for name in ('config.json', 'metrics.jsonl')}
+  digits_config.optimizer, digits_config.learning_rate = 'sgd', 0.01
+  digits_config.augment.crop_padding = 2
+  with pytest.raises(config_lib.ResumeError) as refused:
+    train.train_and_evaluate(digits_config, workdir)
+  message = str(refused.value)
+  for change in ("optimizer 'adam' -> 'sgd'", 'learning_rate 0.001 -> 0.01',
+                 'augment.crop_padding 0 -> 2', '--start_over'):
+    assert change in message
+  assert '\n' not in message
+  assert before == {name: open(os.path.join(workdir, name)).read() for name in before}
+
+
+def test_resumable_changes_are_accepted_and_recorded_per_segment(tmp_path, digits_config):
+  workdir = str(tmp_path)
+  digits_config.num_train_steps = 6
+  train.train_and_evaluate(digits_config, workdir)
+  digits_config.num_train_steps, digits_config.num_devices = 12, 2
+  digits_config.eval_batch_size = 50
+  train.train_and_evaluate(digits_config, workdir)
+  starts = [r for r in metrics.read_metrics(workdir) if r.get('event') == 'start']
+  assert [(r['step'], r['num_devices']) for r in starts] == [(0, NUM_TEST_DEVICES), (6, 2)]
+  assert starts[0]['config_changes'] == {}
+  assert starts[1]['config_changes'] == {'num_train_steps': [6, 12], 'num_devices': [-1, 2],
+                                         'eval_batch_size': [100, 50]}
+  saved = json.load(open(os.path.join(workdir, 'config.json')))
+  assert (saved['num_train_steps'], saved['learning_rate']) == (12, digits_config.learning_rate)
 
 
 def test_half_precision_trains_with_float32_master_weights(tmp_path, digits_config):

@@ -41,7 +41,8 @@ BAD_INPUTS = [
     (['--config.num_epochs=0', '--config.num_train_steps=-1'], 'num_epochs must be positive'),
     (['--config.batch_size=66'], 'batch_size=66 is not divisible by the 4 devices'),
     (['--config.num_classes=12'], "num_classes=12 does not match dataset 'digits'"),
-    (['--config.optimizer=sgd'], 'the checkpoint at step 6 does not fit this config'),
+    (['--config.optimizer=sgd'], "trained with other settings (optimizer 'adam' -> 'sgd'), and these cannot change"),
+    (['--config.learning_rate=0.01', '--config.seed=3'], 'learning_rate 0.001 -> 0.01; seed 0 -> 3'),
     (['--config.image_size=32'], 'holds a checkpoint (step 6) of input_shape=[28, 28, 1]'),
 ]
 
