@@ -91,7 +91,7 @@ def _train_row(config: ml_collections.ConfigDict, workdir: str) -> dict:
       'params': summary.count_params(model, input_shape),
       'flops_per_image': summary.flops_per_image(model, input_shape),
       'train_images_per_sec': _rate(workdir, final),
-      'eval_images_per_sec': final['eval_images_per_sec'],
+      'eval_images_per_sec': final.get('eval_images_per_sec'),
       'peak_memory_bytes': train_step_memory_bytes(config, model, input_shape, num_classes),
       'train_seconds': final['train_seconds'],
       'test_accuracy': final['test_accuracy'],

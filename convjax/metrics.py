@@ -20,14 +20,32 @@ def write_text(path: str, text: str) -> None:
   os.replace(tmp, path)
 
 
+def to_json(content: Any, indent: int | None = None) -> str:
+  """Valid JSON: numpy scalars become numbers, NaN and Inf become null (a value that could not
+  be measured; JSON has no NaN), and other values JSON lacks are written as str."""
+  return json.dumps(_json_safe(content), indent=indent, default=str, allow_nan=False)
+
+
+def _json_safe(value: Any) -> Any:
+  if isinstance(value, dict):
+    return {k: _json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_json_safe(v) for v in value]
+  if hasattr(value, 'item') and getattr(value, 'ndim', 0) == 0:
+    value = value.item()
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
+
+
 def write_json(path: str, content: Any, make_dirs: bool = False) -> None:
-  """`write_text` of indented JSON; values JSON lacks (numpy scalars, say) are written as str.
+  """`write_text` of indented `to_json`.
 
   make_dirs creates the missing directories above path first (report files named by a flag).
   """
   if make_dirs:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  write_text(path, json.dumps(content, indent=2, default=str))
+  write_text(path, to_json(content, indent=2))
 
 
 def read_metrics(workdir: str) -> list[dict]:
@@ -68,30 +86,23 @@ class MetricsWriter:
     kept = [r for r in read_metrics(os.path.dirname(self._path)) if r.get('step', 0) <= step]
     tmp = self._path + '.tmp'
     with open(tmp, 'w') as f:
-      f.writelines(json.dumps(r) + '\n' for r in kept)
+      f.writelines(to_json(r) + '\n' for r in kept)
     os.replace(tmp, self._path)  # Atomic: the old file stays whole until the new one is.
 
   def write(self, step: int, values: dict[str, Any]) -> None:
     if not self._enabled:
       return
-    record = {'step': int(step), **{k: _plain(v) for k, v in values.items()}}
-    self._file.write(json.dumps(record) + '\n')
+    record = _json_safe({'step': int(step), **values})
+    self._file.write(to_json(record) + '\n')
     self._file.flush()
     for key, value in record.items():
-      if key != 'step' and isinstance(value, float):
+      if key != 'step' and isinstance(value, float):  # Not None: unmeasured values stay out.
         self._tensorboard.add_scalar(key, value, step)
 
   def close(self) -> None:
     if self._enabled:
       self._file.close()
       self._tensorboard.close()
-
-
-def _plain(value: Any) -> Any:
-  """numpy scalars -> Python numbers, so json can write them."""
-  if hasattr(value, 'item'):
-    value = value.item()
-  return value
 
 
 class Progress:

@@ -139,16 +139,16 @@ def evaluate(p_eval_step: Callable, state: TrainState, batches) -> dict:
 
 
 def evaluate_timed(p_eval_step: Callable, state: TrainState, batches) -> dict:
-  """`evaluate`, plus eval_images_per_sec over the batches after the first, which may compile
-  (NaN when there is only one batch)."""
+  """`evaluate`, plus eval_images_per_sec over the batches after the first, which may compile;
+  left out when there is only one batch, as nothing is left to time."""
   batches = iter(batches)
   first = jax.block_until_ready(p_eval_step(state, next(batches)))
   start = time.time()
   rest = jax.block_until_ready([p_eval_step(state, batch) for batch in batches])
   seconds = time.time() - start
   results = _test_metrics([first] + rest)
-  timed = _test_metrics(rest)['num_test_examples'] if rest else 0
-  results['eval_images_per_sec'] = timed / max(seconds, 1e-9) if rest else math.nan
+  if rest:
+    results['eval_images_per_sec'] = _test_metrics(rest)['num_test_examples'] / max(seconds, 1e-9)
   return results
 
 

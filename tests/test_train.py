@@ -247,3 +247,22 @@ def test_aux_loss_weight_needs_a_model_with_auxiliary_heads(tmp_path, digits_con
   digits_config.aux_loss_weight = 0.3
   with pytest.raises(config_lib.ConfigError, match="'lenet5' has none"):
     train.train_and_evaluate(digits_config, str(tmp_path / 'run'))
+
+
+def test_metrics_hold_strict_json_when_a_rate_cannot_be_measured(tmp_path, digits_config):
+  digits_config.eval_batch_size = 400  # One batch holds all 359 test images: no rate to time.
+  digits_config.num_train_steps = 6
+  final = train.train_and_evaluate(digits_config, str(tmp_path))
+  assert 'eval_images_per_sec' not in final
+
+  def refuse(constant):
+    raise ValueError(f'{constant} in metrics.jsonl')
+  with open(os.path.join(str(tmp_path), 'metrics.jsonl')) as f:
+    records = [json.loads(line, parse_constant=refuse) for line in f]
+  assert not any('eval_images_per_sec' in r for r in records)
+
+
+def test_json_writers_turn_unmeasured_values_into_null():
+  text = metrics.to_json({'a': float('nan'), 'b': np.float32('inf'), 'c': [1.5, np.nan],
+                          'd': np.int64(3)})
+  assert json.loads(text) == {'a': None, 'b': None, 'c': [1.5, None], 'd': 3}
