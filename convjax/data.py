@@ -15,8 +15,12 @@ Reading goes through TFDS's array_record data sources and needs no TensorFlow. M
 datasets can also be read from local IDX files.
 """
 import dataclasses
+import glob
 import gzip
 import os
+import shutil
+import socket
+import urllib.parse
 from typing import Any, Sequence
 
 import jax
@@ -166,7 +170,7 @@ def load(name: str, data_dir: str | None = None, source: str = 'auto', download:
   elif info.idx and source != 'tfds' and (idx_dir := _find_idx_dir(name, data_dir)):
     train, test = (_read_idx_split(idx_dir, split) for split in ('train', 'test'))
   elif info.idx and source == 'idx':
-    raise DatasetNotFoundError(_how_to_get(info, data_dir))
+    raise DatasetNotFoundError(_how_to_get(info, [], data_dir))
   else:
     sources = _tfds_sources(info, data_dir, download)
     train, test = (_split_from_source(s) for s in sources)
@@ -201,13 +205,17 @@ def _load_digits() -> tuple[Split, Split]:
   return Split(images[train], labels[train]), Split(images[test], labels[test])
 
 
-def _find_idx_dir(name: str, data_dir: str | None) -> str | None:
+def _idx_candidates(name: str, data_dir: str | None) -> list[str]:
   candidates = []
   if data_dir:
     candidates += [data_dir, os.path.join(data_dir, name), os.path.join(data_dir, name.replace('_', '-'))]
   if name in _SYSTEM_IDX_DIRS:
     candidates.append(_SYSTEM_IDX_DIRS[name])
-  for directory in candidates:
+  return candidates
+
+
+def _find_idx_dir(name: str, data_dir: str | None) -> str | None:
+  for directory in _idx_candidates(name, data_dir):
     if all(_idx_path(directory, f) for pair in _IDX_FILES.values() for f in pair):
       return directory
   return None
@@ -240,17 +248,79 @@ def read_idx(path: str) -> np.ndarray:
 
 
 def _tfds_sources(info: DatasetInfo, data_dir, download, manual_dir=None) -> list[Sequence]:
-  """The train and evaluation splits as TFDS array_record data sources (no TensorFlow needed)."""
+  """The train and evaluation splits as TFDS array_record data sources (no TensorFlow needed).
+
+  Without `download`, a dataset that none of TFDS's folders holds is reported at once, without
+  asking TFDS. With it, the download hosts are checked first, so a machine without internet hears
+  so in seconds instead of after TFDS's minutes of retries; whatever a failed download wrote is
+  removed again.
+  """
   import tensorflow_datasets as tfds  # Imported here: slow to import, and only this path needs it.
+  from tensorflow_datasets.core.utils import file_utils
+  folders = [str(d) for d in file_utils.list_data_dirs(data_dir)]
+  if not download and not _tfds_mocked(tfds) and not _tfds_prepared(info.name, folders):
+    raise DatasetNotFoundError(_how_to_get(info, folders, data_dir))
+  if download:
+    _check_download_hosts(info, tfds, folders)
   prepare = {}
   if manual_dir:
     prepare['download_config'] = tfds.download.DownloadConfig(manual_dir=manual_dir)
+  existing = _tfds_entries(info.name, folders)
   try:
     return [tfds.data_source(info.name, split=split, data_dir=data_dir, download=download,
                              download_and_prepare_kwargs=prepare)
             for split in ('train', info.eval_split)]
   except Exception as e:  # TFDS raises many types: not found, no network, no TensorFlow.
-    raise DatasetNotFoundError(f'{_how_to_get(info, data_dir)} (TFDS said: {e})') from e
+    _remove_new_entries(info.name, folders, existing)
+    raise DatasetNotFoundError(f'{_how_to_get(info, folders, data_dir, download)} (TFDS said: '
+                               f'{str(e).strip().splitlines()[0]})') from e
+
+
+def _tfds_mocked(tfds) -> bool:
+  """Under tfds.testing.mock_data, which serves data that no folder holds."""
+  reader = tfds.core.dataset_builder.DatasetBuilder.as_data_source
+  return reader.__module__.startswith('tensorflow_datasets.testing')
+
+
+def _tfds_prepared(name: str, folders: list[str]) -> bool:
+  """Whether a folder holds a prepared version: NAME/[CONFIG/]VERSION/dataset_info.json."""
+  patterns = ('*/dataset_info.json', '*/*/dataset_info.json')
+  return any(glob.glob(os.path.join(folder, name, p)) for folder in folders for p in patterns)
+
+
+def _check_download_hosts(info: DatasetInfo, tfds, folders: list[str],
+                          timeout: float = 5.0) -> None:
+  """Raises DatasetNotFoundError naming the first download host that cannot be reached."""
+  urls = tfds.builder_cls(info.name).url_infos or {}  # Empty for manually downloaded data.
+  for host in sorted({urllib.parse.urlparse(url).hostname for url in urls}):
+    try:
+      socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as e:
+      raise DatasetNotFoundError(
+          f"cannot download dataset '{info.name}': {host} cannot be reached from this machine "
+          f"({e.strerror or e}); it is not prepared in {', '.join(folders)} either; prepare it "
+          'with TFDS on a machine with internet and copy its directory into --config.data_dir'
+      ) from e
+
+
+def _tfds_entries(name: str, folders: list[str]) -> set[str]:
+  """What TFDS may write to on a download: the folders, their downloads/ and NAME/ entries."""
+  found = set()
+  for folder in folders:
+    for parent in (folder, os.path.join(folder, 'downloads'), os.path.join(folder, name)):
+      if os.path.isdir(parent):
+        found.add(parent)
+        found.update(os.path.join(parent, entry) for entry in os.listdir(parent))
+  return found
+
+
+def _remove_new_entries(name: str, folders: list[str], existing: set[str]) -> None:
+  """Deletes what a failed download created, deepest first; nothing that existed before."""
+  for path in sorted(_tfds_entries(name, folders) - existing, key=len, reverse=True):
+    if os.path.isdir(path) and not os.path.islink(path):
+      shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+      os.remove(path)
 
 
 def _split_from_source(source) -> Split:
@@ -260,25 +330,34 @@ def _split_from_source(source) -> Split:
   return Split(images.reshape(images.shape[:3] + (-1,)), labels)
 
 
-def _how_to_get(info: DatasetInfo, data_dir: str | None) -> str:
-  name = info.name
-  tfds_ways = ("with internet, pass --config.download=True so TFDS downloads and prepares it "
-               "(preparing needs `pip install tensorflow`); or prepare it with TFDS on a machine "
-               "with internet and copy its directory into --config.data_dir")
+def _how_to_get(info: DatasetInfo, folders: list[str], data_dir: str | None = None,
+                download: bool = False) -> str:
+  """Where the dataset was looked for (TFDS's `folders`, and IDX folders from `data_dir`), and
+  the ways to get it that remain."""
+  name, where = info.name, ', '.join(folders)
+  copy = 'prepare it with TFDS on a machine with internet and copy its directory into --config.data_dir'
   if name == 'imagenet2012':
-    return (f"dataset 'imagenet2012' was not found in TFDS's data_dir={data_dir!r}; ImageNet "
-            'cannot be downloaded automatically: download ILSVRC2012_img_train.tar and '
-            'ILSVRC2012_img_val.tar from image-net.org into a directory, pass it as '
-            '--config.manual_dir together with --config.download=True so TFDS prepares it '
-            "(needs `pip install tensorflow`), or copy an already prepared TFDS directory into "
-            '--config.data_dir')
+    return (f"dataset 'imagenet2012' is not prepared in {where}; ImageNet cannot be downloaded "
+            'automatically: download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from '
+            'image-net.org into a directory, pass it as --config.manual_dir together with '
+            "--config.download=True so TFDS prepares it (needs `pip install tensorflow`), or "
+            'copy an already prepared TFDS directory into --config.data_dir')
+  if download:
+    tfds_ways = f'TFDS could not download and prepare it (preparing needs `pip install tensorflow`); {copy}'
+  else:
+    tfds_ways = ('with internet, pass --config.download=True so TFDS downloads and prepares it '
+                 f'(preparing needs `pip install tensorflow`); or {copy}')
   if not info.idx:
-    return f"dataset '{name}' was not found in TFDS's data_dir={data_dir!r}; get it in one of two ways: {tfds_ways}"
+    return f"dataset '{name}' is not prepared in TFDS's folders ({where}); {tfds_ways}"
   apt = (f'on Debian run `apt-get install {_DEBIAN_PACKAGES[name]}`, which puts its IDX files in '
          '/usr/share/datasets; or ') if name in _DEBIAN_PACKAGES else ''
-  return (f"dataset '{name}' was not found locally (data_dir={data_dir!r}); get it in one of these "
-          f"ways: {apt}put the four IDX files (train-images-idx3-ubyte.gz ...) in "
-          f'--config.data_dir; or {tfds_ways}')
+  candidates = list(dict.fromkeys(_idx_candidates(name, data_dir)))
+  idx_where = (f"no IDX files in {', '.join(candidates)}" if candidates
+               else 'no IDX files (no --config.data_dir was given)')
+  tfds_where = f" and is not prepared in TFDS's folders ({where})" if folders else ''
+  return (f"dataset '{name}' has {idx_where}{tfds_where}; "
+          f'{apt}put the four IDX files (train-images-idx3-ubyte.gz ...) in --config.data_dir; '
+          f'or {tfds_ways}')
 
 
 def _resize(split: Split, size: int) -> Split:

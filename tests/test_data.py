@@ -1,5 +1,6 @@
 import gzip
 import os
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -54,7 +55,8 @@ def test_missing_idx_dataset_says_how_to_get_it(tmp_path, no_system_idx, name):
 
 
 def test_missing_tfds_dataset_says_how_to_get_it(tmp_path):
-  with pytest.raises(data.DatasetNotFoundError, match="'cifar100' was not found.*download=True"):
+  with pytest.raises(data.DatasetNotFoundError,
+                     match=f"'cifar100' is not prepared in TFDS's folders \\({tmp_path}\\);.*download=True"):
     data.load('cifar100', data_dir=str(tmp_path))
   with pytest.raises(data.DatasetNotFoundError, match='ILSVRC2012_img_train.tar.*manual_dir'):
     data.open_streaming('imagenet2012', data_dir=str(tmp_path))
@@ -133,3 +135,33 @@ def test_normalize_uses_mean_and_std():
   images = np.array([[[[0]], [[255]]]], np.uint8)
   out = np.asarray(data.normalize(images, mean=(0.5,), std=(0.25,)))
   np.testing.assert_allclose(out.ravel(), [-2.0, 2.0])
+
+
+def test_a_download_without_network_is_refused_at_once_and_names_the_host(tmp_path, monkeypatch):
+  def unreachable(address, timeout):
+    assert timeout <= 5
+    raise OSError(101, 'Network is unreachable')
+  monkeypatch.setattr(data.socket, 'create_connection', unreachable)
+  with pytest.raises(data.DatasetNotFoundError) as refused:
+    data.load('cifar10', data_dir=str(tmp_path), download=True)
+  message = str(refused.value)
+  assert 'www.cs.toronto.edu cannot be reached' in message and str(tmp_path) in message
+  assert 'download=True' not in message and 'data_dir=None' not in message
+  assert os.listdir(tmp_path) == []
+
+
+def test_a_failed_download_removes_what_it_wrote_and_keeps_the_rest(tmp_path, monkeypatch):
+  import tensorflow_datasets as tfds
+  (tmp_path / 'downloads').mkdir()
+  (tmp_path / 'downloads' / 'earlier.tar').write_text('kept')
+  (tmp_path / 'mnist').mkdir()
+  def half_download(name, split, data_dir, download, download_and_prepare_kwargs):
+    (tmp_path / 'downloads' / 'cifar-10-binary.tar.gz.tmp').write_text('half')
+    (tmp_path / 'cifar10' / '3.0.2.incomplete').mkdir(parents=True)
+    raise ConnectionError('connection reset')
+  monkeypatch.setattr(data.socket, 'create_connection', lambda *a, **k: mock.MagicMock())
+  monkeypatch.setattr(tfds, 'data_source', half_download)
+  with pytest.raises(data.DatasetNotFoundError, match='TFDS could not download.*connection reset'):
+    data.load('cifar10', data_dir=str(tmp_path), download=True)
+  assert sorted(os.listdir(tmp_path)) == ['downloads', 'mnist']
+  assert os.listdir(tmp_path / 'downloads') == ['earlier.tar']
