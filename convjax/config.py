@@ -2,7 +2,7 @@
 import json
 import math
 
-from convjax import data, models, optim, sampling
+from convjax import data, models, optim, sampling, suggest
 
 
 class ConfigError(ValueError):
@@ -78,7 +78,8 @@ def _check_augmentation(config) -> None:
 
 def _check_choice(field: str, value: str, valid) -> None:
   if value not in valid:
-    raise ConfigError(f"unknown {field} '{value}'; valid values are: {', '.join(valid)}")
+    raise ConfigError(f"unknown {field} '{value}'{suggest.did_you_mean(value, valid)}; valid "
+                      f"values are: {', '.join(valid)}")
 
 
 def num_classes(config) -> int:

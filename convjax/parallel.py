@@ -169,8 +169,17 @@ class DataParallel:
 
   @staticmethod
   def unreplicate(tree: Any) -> Any:
-    """The first device's copy of a replicated tree, fetched to host: [devices, ...] -> [...]."""
-    return jax.device_get(jax.tree.map(lambda x: x[0], tree))
+    """The first device's copy of a replicated tree, fetched to host: [devices, ...] -> [...].
+
+    A copy of device 0's shard, not `x[0]`: indexing a replicated array launches a program on
+    every device for every leaf, outside the launch window, and enough of those deadlock XLA:CPU
+    just as unbounded steps do (see MAX_LAUNCHES_IN_FLIGHT).
+    """
+    def first(x):
+      if isinstance(x, jax.Array):
+        return np.asarray(x.addressable_shards[0].data)[0]
+      return np.asarray(x)[0]
+    return jax.tree.map(first, tree)
 
   def shard(self, batch: Any) -> Any:
     """Splits each leaf's leading axis over devices: [n, ...] -> [devices, n / devices, ...].

@@ -248,8 +248,12 @@ def _train_and_report(run: _Run, state: TrainState, start_step: int, start_time:
     run.progress.close()
   final.update(step=last_step, wall_seconds=time.time() - start_time,
                train_images_per_sec=train_rate)
-  speed = (f'{train_rate:,.0f} train images/s' if math.isfinite(train_rate)
-           else f'already trained to step {start_step}')
+  if math.isfinite(train_rate):
+    speed = f'{train_rate:,.0f} train images/s'
+  elif last_step > start_step:  # The first step compiles, so one step leaves nothing timed.
+    speed = 'one step, too few to time'
+  else:
+    speed = f'already trained to step {start_step}'
   stopped = (f' (training budget of {config.train_budget_seconds:g} s reached at step {last_step})'
              if last_step < run.total_steps else '')
   run.progress.message(
@@ -276,10 +280,38 @@ def create_model(config, num_classes: int, input_shape: tuple[int, int, int]):
   dtype = jnp.bfloat16 if config.half_precision else jnp.float32
   # config.validate has checked that a positive weight comes with a model that has the heads.
   overrides = {'aux_logits': True} if config.aux_loss_weight > 0 else {}
-  model = models.create(config.model, num_classes, input_shape=input_shape,
-                        small_inputs=config.small_inputs, dtype=dtype, **overrides)
-  summary.check_input_shape(model, input_shape)
+  build = lambda shape: models.create(config.model, num_classes, input_shape=shape,
+                                      small_inputs=config.small_inputs, dtype=dtype, **overrides)
+  model = build(input_shape)
+  try:
+    summary.check_input_shape(model, input_shape)
+  except summary.InputShapeError as e:
+    fits = _smallest_square_input(build, input_shape)
+    if fits is None:
+      raise
+    raise summary.InputShapeError(f'{e} (--config.image_size={fits} or larger fits)') from None
   return model
+
+
+def _smallest_square_input(build: Callable, input_shape, largest: int = 1024) -> int | None:
+  """The smallest n for which build((n, n, channels)) takes its input, by bisection above the
+  failing input_shape's height (a larger image never empties a map that a smaller one fills)."""
+  fits = lambda n: _takes(build((n, n, input_shape[-1])), (n, n, input_shape[-1]))
+  low, high = max(input_shape[:2]), largest
+  if not fits(high):
+    return None
+  while high - low > 1:
+    middle = (low + high) // 2
+    low, high = (low, middle) if fits(middle) else (middle, high)
+  return high
+
+
+def _takes(model, input_shape) -> bool:
+  try:
+    summary.check_input_shape(model, input_shape)
+  except summary.InputShapeError:
+    return False
+  return True
 
 
 def _setup(config, workdir: str, dp: parallel.DataParallel, pipeline, meta: dict, model,

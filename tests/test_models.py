@@ -201,8 +201,12 @@ def test_registry_lists_gets_and_rejects():
   spec = models.get_spec('resnet50')
   assert (spec.input_shape, spec.num_classes) == ((224, 224, 3), 1000)
   assert models.get_spec('resnet20').input_shape == (32, 32, 3)
-  with pytest.raises(models.UnknownModelError, match="unknown model 'lenet7'.*lenet5"):
+  with pytest.raises(models.UnknownModelError, match="unknown model 'lenet7' \\(did you mean 'lenet5'\\?\\).*lenet5"):
     models.create('lenet7')
+  with pytest.raises(models.UnknownModelError, match="'ResNet-20' \\(did you mean 'resnet20'\\?\\)"):
+    models.create('ResNet-20')
+  with pytest.raises(models.UnknownModelError, match="'transformer'; valid"):  # Nothing close.
+    models.create('transformer')
 
 
 def test_num_classes_override_and_half_precision():

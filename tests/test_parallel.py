@@ -76,3 +76,15 @@ def test_pmapped_function_keeps_its_outputs_and_lowering():
   np.testing.assert_array_equal(double(dp.replicate(np.arange(3.0))), [[0, 2, 4]] * 2)
   # Lowered for memory analysis without the window's int8 token, so the figures are exact.
   assert 'i8' not in double.lower(dp.replicate(np.arange(3.0))).as_text()
+
+
+def test_unreplicate_copies_device_zeros_shard_without_launching_programs(monkeypatch):
+  dp = parallel.DataParallel(2)
+  tree = dp.replicate({'w': np.arange(6.0).reshape(2, 3), 'step': np.int32(7)})
+
+  def launches(self, index):
+    raise AssertionError('indexing a replicated array launches a program on every device')
+  monkeypatch.setattr(type(tree['w']), '__getitem__', launches)
+  host = dp.unreplicate(tree)
+  np.testing.assert_array_equal(host['w'], np.arange(6.0).reshape(2, 3))
+  assert host['step'] == 7 and isinstance(host['w'], np.ndarray)

@@ -238,7 +238,7 @@ def test_an_input_too_small_for_the_model_stops_before_any_file(tmp_path, digits
   digits_config.model = 'alexnet'
   digits_config.image_size = None  # digits are 8x8: AlexNet's pools leave nothing.
   workdir = str(tmp_path / 'run')
-  with pytest.raises(summary.InputShapeError, match=r'layer Pool_2 \(Pool\) would output an empty map: 1x1x256 -> 0x0x256'):
+  with pytest.raises(summary.InputShapeError, match=r'layer Pool_2 \(Pool\) would output an empty map: 1x1x256 -> 0x0x256; .*too small for this model \(--config.image_size=15 or larger fits\)$'):
     train.train_and_evaluate(digits_config, workdir)
   assert not os.path.exists(workdir)
 
@@ -266,3 +266,13 @@ def test_json_writers_turn_unmeasured_values_into_null():
   text = metrics.to_json({'a': float('nan'), 'b': np.float32('inf'), 'c': [1.5, np.nan],
                           'd': np.int64(3)})
   assert json.loads(text) == {'a': None, 'b': None, 'c': [1.5, None], 'd': 3}
+
+
+def test_the_suggested_image_size_is_the_smallest_that_fits(digits_config):
+  digits_config.model = 'alexnet'
+  for size, fits in ((14, False), (15, True)):
+    try:
+      train.create_model(digits_config, 10, (size, size, 1))
+      assert fits, size
+    except summary.InputShapeError:
+      assert not fits, size

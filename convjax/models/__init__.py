@@ -10,6 +10,7 @@ from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 
+from convjax import suggest
 from convjax.models import alexnet, densenet, googlenet, lenet, nin, resnet, vgg
 
 # ImageNet-size models switch to their small-image variant (spec.small_inputs) below this size.
@@ -117,8 +118,8 @@ def get_spec(name: str) -> ModelSpec:
   try:
     return _REGISTRY[name]
   except KeyError:
-    raise UnknownModelError(
-        f"unknown model '{name}'; valid models are: {', '.join(list_models())}") from None
+    raise UnknownModelError(f"unknown model '{name}'{suggest.did_you_mean(name, _REGISTRY)}; "
+                            f"valid models are: {', '.join(list_models())}") from None
 
 
 def has_field(name: str, field: str) -> bool:
