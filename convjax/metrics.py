@@ -108,25 +108,46 @@ class MetricsWriter:
 class Progress:
   """A tqdm bar on a terminal; otherwise a line every `log_every_steps` with loss, images/s, ETA."""
 
-  def __init__(self, start_step: int, total_steps: int, enabled: bool = True):
+  def __init__(self, start_step: int, total_steps: int, enabled: bool = True,
+               budget_seconds: float = 0.0):
+    """budget_seconds > 0: training stops after that many training seconds, so the ETA is
+    never later than the budget's end."""
     self._interactive = enabled and sys.stdout.isatty()
-    self._enabled = enabled
+    self._enabled, self._budget = enabled, budget_seconds
     self._total, self._start, self._time = total_steps, start_step, time.time()
     self._bar = tqdm.tqdm(total=total_steps, initial=start_step, unit='step',
                           dynamic_ncols=True) if self._interactive else None
+    self._postfix = {}
 
-  def update(self, step: int, loss: float, images_per_sec: float) -> None:
+  def update(self, step: int, loss: float, images_per_sec: float,
+             train_seconds: float | None = None) -> None:
+    """A progress line: loss and images/s of the last interval, and the ETA. train_seconds (the
+    run's training time so far) lets a time budget bound the ETA."""
     if not self._enabled:
       return
     if self._bar is not None:
       self._bar.update(step - self._bar.n)
-      self._bar.set_postfix(loss=f'{loss:.4f}', img_s=f'{images_per_sec:,.0f}')
+      self._postfix.update(loss=f'{loss:.4f}', img_s=f'{images_per_sec:,.0f}')
+      self._bar.set_postfix(self._postfix)
       return
     elapsed = time.time() - self._time
     rate = (step - self._start) / elapsed if elapsed > 0 else math.nan
     eta = (self._total - step) / rate if rate > 0 else math.nan
+    if self._budget > 0 and train_seconds is not None:
+      eta = min(eta, max(self._budget - train_seconds, 0.0)) if math.isfinite(eta) else max(
+          self._budget - train_seconds, 0.0)
     print(f'step {step}/{self._total}  loss {loss:.4f}  {images_per_sec:,.0f} img/s  '
           f'ETA {_duration(eta)}', flush=True)
+
+  def evaluated(self, step: int, test_accuracy: float) -> None:
+    """The test accuracy of an evaluation at `step`: on the bar, or a line of its own."""
+    if not self._enabled:
+      return
+    if self._bar is not None:
+      self._postfix['test_acc'] = f'{test_accuracy:.4f}'
+      self._bar.set_postfix(self._postfix)
+      return
+    print(f'step {step}/{self._total}  test accuracy {test_accuracy:.4f}', flush=True)
 
   def message(self, text: str) -> None:
     if not self._enabled:

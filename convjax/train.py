@@ -175,6 +175,8 @@ class _Run:
   writer: metrics.MetricsWriter
   progress: metrics.Progress
   nonfinite_streak: int = 0  # Consecutive skipped steps so far (config.skip_nonfinite_steps).
+  # Checked steps after the last training line, as restored from the checkpoint resumed from.
+  unlogged: list = dataclasses.field(default_factory=list)
 
 
 def train_and_evaluate(config, workdir: str, start_over: bool = False) -> dict:
@@ -324,6 +326,7 @@ def _setup(config, workdir: str, dp: parallel.DataParallel, pipeline, meta: dict
   checkpointer = checkpoint.Checkpointer(workdir, config.max_checkpoints_to_keep)
   try:
     start_step, state = checkpointer.restore_latest(state) or (0, state)
+    unlogged = checkpointer.read_meta(start_step).get(_UNLOGGED, []) if start_step else []
   except Exception:
     checkpointer.close()  # The loop's `finally` closes it once set-up has succeeded.
     raise
@@ -341,7 +344,11 @@ def _setup(config, workdir: str, dp: parallel.DataParallel, pipeline, meta: dict
       p_eval_step=dp.pmap(functools.partial(eval_step, normalize=normalize)),
       checkpointer=checkpointer,
       writer=metrics.MetricsWriter(workdir, start_step, enabled=is_chief),
-      progress=metrics.Progress(start_step, total_steps, enabled=is_chief))
+      progress=metrics.Progress(start_step, total_steps, enabled=is_chief,
+                                budget_seconds=config.train_budget_seconds),
+      # float32, the step's own dtype, so the interval's mean rounds as it would have.
+      unlogged=[(s, {k: np.array([v], np.float32) for k, v in m.items()}, ok)
+                for s, m, ok in unlogged])
   run.writer.write(start_step, {
       'event': 'start', 'num_devices': dp.num_devices, 'num_processes': parallel.process_count(),
       'global_batch_size': config.batch_size,
@@ -368,7 +375,7 @@ def _train(run: _Run, state: TrainState, start_step: int, signals: stopping.Stop
   if budget > 0 and timer.train_seconds() >= budget:
     return state, math.nan, timer, start_step
   batches = run.pipeline.train_batches(start_step, run.total_steps)
-  pending, step = [], start_step
+  pending, checked, step = [], run.unlogged, start_step
   for step, batch in zip(range(start_step + 1, run.total_steps + 1), batches):
     state, step_metrics = run.p_train_step(state, batch)
     pending.append((step, step_metrics))
@@ -381,17 +388,28 @@ def _train(run: _Run, state: TrainState, start_step: int, signals: stopping.Stop
     out_of_budget = budget > 0 and step > start_step + 1 and timer.train_seconds() >= budget
     stop_requested = signals.requested(step)  # Every step: processes agree on it in lockstep.
     is_last = step == run.total_steps or out_of_budget or stop_requested
-    if step % log_every == 0 or step % checkpoint_every == 0 or is_last:
-      _log_train(run, pending, timer, step)
+    saving = step % checkpoint_every == 0 or is_last
+    if step % log_every == 0 or saving:
+      # Checked before any save, so no checkpoint holds a non-finite step; written only on the
+      # log grid (and at the end), so every line averages a whole interval.
+      checked += _check_steps(run, pending)
       pending = []
+    if step % log_every == 0 or is_last:
+      _log_train(run, checked, timer, step)
+      checked = []
     if step % eval_every == 0 and not is_last:
       jax.block_until_ready(state)  # Dispatched steps count once they have run, not before.
       trained = {'train_seconds': timer.train_seconds(), 'epoch': step / run.steps_per_epoch}
       with timer.excluded():
-        run.writer.write(step, {**_evaluate_test_set(run, state), **trained})
+        results = _evaluate_test_set(run, state)
+        run.writer.write(step, {**results, **trained})
+        run.progress.evaluated(step, results['test_accuracy'])
     if step % checkpoint_every == 0 or is_last:
       with timer.excluded():
-        run.checkpointer.save(step, run.dp.unreplicate(state), run.meta)
+        # The steps checked since the last line travel with the checkpoint, so a run resumed
+        # from it writes the same whole-interval line as a run that never stopped.
+        unlogged = [(s, {k: float(m[k][0]) for k in _LOGGED}, bool(ok)) for s, m, ok in checked]
+        run.checkpointer.save(step, run.dp.unreplicate(state), {**run.meta, _UNLOGGED: unlogged})
     if is_last:
       break
   return state, timer.overall_rate(config.batch_size), timer, step
@@ -447,19 +465,30 @@ class _Timer:
     return steps * batch_size / max(seconds, 1e-9) if steps else math.nan
 
 
-def _log_train(run: _Run, pending: list, timer: _Timer, step: int) -> None:
-  """Fetches the pending steps' metrics, checks them for non-finite steps, writes their mean."""
+# Checkpoint meta: [(step, {metric: value}, finite)] of the steps not yet in a training line.
+_UNLOGGED = 'unlogged_steps'
+_LOGGED = ('train_loss', 'train_accuracy', 'learning_rate')
+
+
+def _check_steps(run: _Run, pending: list) -> list:
+  """Fetches the pending steps' metrics and checks each for a non-finite loss or gradient:
+  [(step, host metrics, finite)]."""
   fetched = [(s, jax.device_get(m)) for s, m in pending]
-  finite = [(s, m) for s, m in fetched if _check_finite(run, s, m)]
-  means = {k: float(np.mean([m[k][0] for _, m in finite or fetched]))
-           for k in ('train_loss', 'train_accuracy')}
-  means['learning_rate'] = float(fetched[-1][1]['learning_rate'][0])
+  return [(s, m, _check_finite(run, s, m)) for s, m in fetched]
+
+
+def _log_train(run: _Run, checked: list, timer: _Timer, step: int) -> None:
+  """Writes the mean of the checked steps since the last line (the finite ones, if any)."""
+  finite = [m for _, m, ok in checked if ok]
+  means = {k: float(np.mean([m[k][0] for m in finite or [m for _, m, _ in checked]]))
+           for k in _LOGGED[:2]}
+  means['learning_rate'] = float(checked[-1][1]['learning_rate'][0])
   if run.config.skip_nonfinite_steps > 0:
-    means['skipped_steps'] = len(fetched) - len(finite)
+    means['skipped_steps'] = len(checked) - len(finite)
   means['images_per_sec'] = timer.interval_rate(step, run.config.batch_size)
   means['train_seconds'] = timer.train_seconds()
   run.writer.write(step, means)
-  run.progress.update(step, means['train_loss'], means['images_per_sec'])
+  run.progress.update(step, means['train_loss'], means['images_per_sec'], means['train_seconds'])
 
 
 def _check_finite(run: _Run, step: int, step_metrics: dict) -> bool:

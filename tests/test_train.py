@@ -39,7 +39,7 @@ def test_end_to_end_writes_the_workdir(tmp_path, digits_config):
   assert first['num_devices'] == NUM_TEST_DEVICES and first['num_processes'] == 1
   assert first['global_batch_size'] == 64 and first['per_device_batch_size'] == 16
   train_lines = read_lines(workdir, 'train_loss')
-  assert [r['step'] for r in train_lines] == [4, 6, 8, 12]  # Also at checkpoints: see _train.
+  assert [r["step"] for r in train_lines] == [4, 8, 12]  # The log grid only: whole intervals.
   for r in train_lines:
     assert {'train_accuracy', 'learning_rate', 'images_per_sec'} <= set(r)
   eval_lines = read_lines(workdir, 'test_accuracy')
@@ -276,3 +276,14 @@ def test_the_suggested_image_size_is_the_smallest_that_fits(digits_config):
       assert fits, size
     except summary.InputShapeError:
       assert not fits, size
+
+
+def test_progress_eta_is_the_budgets_and_evaluations_print_test_accuracy(capsys, monkeypatch):
+  clock = iter([0.0, 10.0, 10.0])
+  monkeypatch.setattr(metrics.time, 'time', lambda: next(clock))
+  progress = metrics.Progress(0, 4680, budget_seconds=60.0)
+  progress.update(13, 0.5, 1000.0, train_seconds=10.0)  # Steps alone would say about an hour.
+  progress.evaluated(13, 0.8512)
+  lines = capsys.readouterr().out.splitlines()
+  assert lines == ['step 13/4680  loss 0.5000  1,000 img/s  ETA 50s',
+                   'step 13/4680  test accuracy 0.8512']
