@@ -1,7 +1,7 @@
 """convjax against PyTorch on this machine: the same train step, alternated, and the ratio.
 
   pip install -r benchmarks/requirements.txt      # PyTorch, for this comparison only
-  python -m benchmarks.vs_pytorch [--models=lenet5,resnet20] [--rounds=3] \
+  python -m benchmarks.vs_pytorch [--models=lenet5,resnet20] [--rounds=3]
       [--output=benchmarks/results/vs_pytorch.json]
   python -m benchmarks.vs_pytorch --gpu      # ResNet-50 at 224 and ResNet-20, bf16, on a GPU
 

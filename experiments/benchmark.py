@@ -1,6 +1,6 @@
 """Steady-state speed of models' train and inference steps on synthetic data (timm's benchmark).
 
-  python -m experiments.benchmark --models=lenet5,resnet20 --batch_size=256 --mode=both \
+  python -m experiments.benchmark --models=lenet5,resnet20 --batch_size=256 --mode=both
       [--half_precision] [--num_devices=D] [--input_shape=H,W,C] --output=FILE.json
 
 Per model and mode: median images/s, step time (median, p10, p90), compile time, parameters,

@@ -123,4 +123,6 @@ def run(main) -> None:
         _fail(str(e))
       first_line = (str(e).strip() or '(no message)').splitlines()[0]
       _fail(f'{type(e).__name__}: {first_line} (--show_traceback shows where)')
+  # Listed by --help with the script's own flags, not only under --helpfull.
+  flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS['show_traceback'])
   app.run(guarded, flags_parser=_parse_flags)

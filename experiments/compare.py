@@ -1,7 +1,7 @@
 """Trains and evaluates several models under the same data, schedule and seed, then compares them.
 
-  python -m experiments.compare --models=lenet5,vgg11_bn,resnet20 --dataset=fashion_mnist \
-      --workdir=DIR [--config=configs/default.py] [--config.X=...] [--budget_seconds=S] \
+  python -m experiments.compare --models=lenet5,vgg11_bn,resnet20 --dataset=fashion_mnist
+      --workdir=DIR [--config=configs/default.py] [--config.X=...] [--budget_seconds=S]
       [--target_accuracy=A]
 
 --models takes comma-separated fnmatch patterns ('resnet*'). Each model trains in DIR/<model>

@@ -1,10 +1,13 @@
 """Trains and evaluates one model.
 
-  python -m experiments.train --config=configs/lenet5_fashion_mnist.py --workdir=DIR \
+  python -m experiments.train --config=configs/lenet5_fashion_mnist.py --workdir=DIR
       [--config.num_epochs=3 --config.batch_size=512 ...] [--start_over] [--show_traceback]
 
 Rerunning the same command resumes from the newest checkpoint. SIGTERM or Ctrl-C checkpoints
 the current step and exits with status 128 + the signal number.
+
+Models: python -m experiments.summary --model='*' lists them (--config.model=NAME).
+Config fields: configs/default.py lists every --config.FIELD with its meaning.
 """
 from absl import flags
 from ml_collections import config_flags

@@ -1,5 +1,6 @@
 """The training command as users run it: bad input gets one sentence, exit 1, and no damage."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -97,3 +98,21 @@ def test_start_over_moves_another_models_run_aside_intact(trained_workdir, tmp_p
 def test_show_traceback_flag_shows_it(tmp_path):
   result = run_train(str(tmp_path), *DIGITS, '--config.model=lenet7', '--show_traceback')
   assert result.returncode != 0 and 'Traceback' in result.stderr
+
+
+@pytest.mark.parametrize('script', ['experiments.train', 'experiments.compare',
+                                    'experiments.benchmark', 'experiments.visualize',
+                                    'experiments.similar', 'experiments.summary'])
+def test_help_lists_show_traceback_and_has_no_joined_lines(script):
+  result = subprocess.run([sys.executable, '-m', script, '--help'], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+  usage = result.stdout.split('\nflags:')[0]  # absl exits with 1 after --help.
+  assert not re.search(r'\S {3,}\S', usage), usage  # A run of spaces inside a line: joined.
+  assert '--[no]show_traceback' in result.stdout
+
+
+def test_train_help_points_to_the_models_and_the_config_fields():
+  result = subprocess.run([sys.executable, '-m', 'experiments.train', '--help'], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+  assert "python -m experiments.summary --model='*'" in result.stdout
+  assert 'configs/default.py' in result.stdout
