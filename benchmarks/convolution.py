@@ -1,6 +1,6 @@
 """Three ways to convolve an n x n image, timed as n grows: where each one wins.
 
-  python -m benchmarks.convolution [--sizes=16,32,...] [--output_dir=benchmarks/results]
+  python -m benchmarks.convolution [--sizes=16,32,...] [--output_dir=workdirs/convolution]
 
 - direct: convjax.convolution.convolve, the definition (one shift-and-add per kernel tap),
   O(n^2 k^2) work in k^2 whole-image passes;
@@ -19,7 +19,8 @@ from absl import flags
 from experiments import cli
 
 _SIZES = flags.DEFINE_list('sizes', ['16', '32', '64', '128', '256', '512', '1024'], 'Image sides n.')
-_OUTPUT_DIR = flags.DEFINE_string('output_dir', 'benchmarks/results', 'Where JSON and PNGs go.')
+_OUTPUT_DIR = flags.DEFINE_string('output_dir', 'workdirs/convolution', 'Where JSON and PNGs '
+                                  'go; --output_dir=benchmarks/results refreshes the README\'s.')
 _MIN_SECONDS = flags.DEFINE_float('min_seconds', 0.5, 'Timed seconds per point, at least.')
 _MAX_TAPS = flags.DEFINE_integer('max_taps', 2 ** 30, 'Skip direct and lax points above this '
                                  'many multiply-adds (their cost grows as n^2 k^2).')

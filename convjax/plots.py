@@ -48,6 +48,7 @@ def scatter(points: Mapping[str, tuple[float, float]], xlabel: str, ylabel: str,
     ax.annotate(name, (x, y), textcoords='offset points', xytext=(5, 5), fontsize=8)
   if log_x:
     ax.set_xscale('log')
+  ax.margins(x=0.15, y=0.12)  # Room for the labels above and right of the outermost points.
   _finish(ax, xlabel, ylabel, title)
   return save(fig, path)
 

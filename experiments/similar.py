@@ -49,7 +49,8 @@ def main(argv):
   projection = os.path.join(out, f'embedding_{_PROJECTION.value}.png')
   plots.projection(project(features[shown]), labels[shown], names,
                    f'{run.config.model} test embeddings, {_PROJECTION.value.upper()} '
-                   f'({len(shown)} images; precision@{_K.value} = {precision:.4f})', projection)
+                   f'({len(shown)} of {n} images drawn; precision@{_K.value} = {precision:.4f} '
+                   f'over all {n})', projection)
   same = int(np.sum(labels[neighbours] == labels[_QUERY.value]))
   print(f'query {_QUERY.value} ({names[labels[_QUERY.value]]}): {same} of {_K.value} neighbours '
         f'share its label')
