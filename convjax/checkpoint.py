@@ -110,6 +110,10 @@ class Checkpointer:
     optimizer or model settings), CorruptCheckpointError when it cannot be read or its arrays
     differ from the digest saved with them.
     """
+    return self._restore_with_meta(step, target)[0]
+
+  def _restore_with_meta(self, step: int, target: Any = None) -> tuple[Any, dict]:
+    """`restore`, plus the meta it read to verify the state."""
     meta = self.read_meta(step)
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(
@@ -125,19 +129,21 @@ class Checkpointer:
     if 'digest' in meta and digest(restored.state) != meta['digest']:
       raise CorruptCheckpointError(f'the checkpoint at step {step} is corrupt: its arrays do not '
                                    'match the digest saved with them')
-    return restored.state
+    return restored.state, meta
 
   def latest_meta(self) -> tuple[int, dict] | None:
     """(step, meta) of the newest checkpoint whose meta can be read; None if there is none."""
     return self._newest_readable(self.read_meta)
 
-  def restore_latest(self, target: Any = None) -> tuple[int, Any] | None:
-    """(step, state) of the newest checkpoint that restores and verifies; None if there is none.
+  def restore_latest(self, target: Any = None) -> tuple[int, Any, dict] | None:
+    """(step, state, meta) of the newest checkpoint that restores and verifies; None if there is
+    none.
 
     Newer unreadable checkpoints are reported, and moved to WORKDIR/corrupt_checkpoints when
     the workdir was opened writable, so that training can save those steps again.
     """
-    return self._newest_readable(lambda step: self.restore(step, target))
+    found = self._newest_readable(lambda step: self._restore_with_meta(step, target))
+    return None if found is None else (found[0], *found[1])
 
   def _newest_readable(self, read: Callable[[int], Any]) -> tuple[int, Any] | None:
     steps, failures = self.steps(), []

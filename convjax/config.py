@@ -128,9 +128,13 @@ def check_resume(saved: dict, current: dict, step: int, workdir: str) -> dict:
              if field in saved and saved[field] != value}
   refused = {f: v for f, v in changed.items() if f not in RESUMABLE_FIELDS}
   if refused:
-    listed = '; '.join(f'{field} {old!r} -> {new!r}' for field, (old, new) in refused.items())
     raise ResumeError(
-        f'{workdir} holds a checkpoint (step {step}) trained with other settings ({listed}), and '
-        'these cannot change when a run resumes; use --start_over to move the old run aside, or '
-        'another --workdir')
+        f'{workdir} holds a checkpoint (step {step}) trained with other settings '
+        f'({describe_changes(refused)}), and these cannot change when a run resumes; use '
+        '--start_over to move the old run aside, or another --workdir')
   return {f: v for f, v in changed.items() if f in RESUMABLE_FIELDS}
+
+
+def describe_changes(changes: dict) -> str:
+  """{field: [old, new]} as "field old -> new; ..."."""
+  return '; '.join(f'{field} {old!r} -> {new!r}' for field, (old, new) in changes.items())

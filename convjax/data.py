@@ -211,7 +211,7 @@ def _idx_candidates(name: str, data_dir: str | None) -> list[str]:
     candidates += [data_dir, os.path.join(data_dir, name), os.path.join(data_dir, name.replace('_', '-'))]
   if name in _SYSTEM_IDX_DIRS:
     candidates.append(_SYSTEM_IDX_DIRS[name])
-  return candidates
+  return list(dict.fromkeys(candidates))  # 'mnist' and 'mnist'.replace('_', '-') are one folder.
 
 
 def _find_idx_dir(name: str, data_dir: str | None) -> str | None:
@@ -351,7 +351,7 @@ def _how_to_get(info: DatasetInfo, folders: list[str], data_dir: str | None = No
     return f"dataset '{name}' is not prepared in TFDS's folders ({where}); {tfds_ways}"
   apt = (f'on Debian run `apt-get install {_DEBIAN_PACKAGES[name]}`, which puts its IDX files in '
          '/usr/share/datasets; or ') if name in _DEBIAN_PACKAGES else ''
-  candidates = list(dict.fromkeys(_idx_candidates(name, data_dir)))
+  candidates = _idx_candidates(name, data_dir)
   idx_where = (f"no IDX files in {', '.join(candidates)}" if candidates
                else 'no IDX files (no --config.data_dir was given)')
   tfds_where = f" and is not prepared in TFDS's folders ({where})" if folders else ''

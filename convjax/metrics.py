@@ -134,8 +134,8 @@ class Progress:
     rate = (step - self._start) / elapsed if elapsed > 0 else math.nan
     eta = (self._total - step) / rate if rate > 0 else math.nan
     if self._budget > 0 and train_seconds is not None:
-      eta = min(eta, max(self._budget - train_seconds, 0.0)) if math.isfinite(eta) else max(
-          self._budget - train_seconds, 0.0)
+      left = max(self._budget - train_seconds, 0.0)
+      eta = min(eta, left) if math.isfinite(eta) else left
     print(f'step {step}/{self._total}  loss {loss:.4f}  {images_per_sec:,.0f} img/s  '
           f'ETA {_duration(eta)}', flush=True)
 

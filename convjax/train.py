@@ -325,8 +325,8 @@ def _setup(config, workdir: str, dp: parallel.DataParallel, pipeline, meta: dict
                              pipeline.image_shape, config.seed)
   checkpointer = checkpoint.Checkpointer(workdir, config.max_checkpoints_to_keep)
   try:
-    start_step, state = checkpointer.restore_latest(state) or (0, state)
-    unlogged = checkpointer.read_meta(start_step).get(_UNLOGGED, []) if start_step else []
+    start_step, state, saved_meta = checkpointer.restore_latest(state) or (0, state, {})
+    unlogged = saved_meta.get(_UNLOGGED, [])
   except Exception:
     checkpointer.close()  # The loop's `finally` closes it once set-up has succeeded.
     raise
@@ -356,8 +356,8 @@ def _setup(config, workdir: str, dp: parallel.DataParallel, pipeline, meta: dict
       'total_steps': total_steps, 'model': config.model, 'dataset': config.dataset,
       'config_changes': config_changes if start_step else {}})
   if start_step and config_changes:
-    changed = ', '.join(f'{field} {old!r} -> {new!r}' for field, (old, new) in config_changes.items())
-    run.progress.message(f'resuming at step {start_step} with {changed}')
+    run.progress.message(f'resuming at step {start_step} with '
+                         f'{config_lib.describe_changes(config_changes)}')
   return run, dp.replicate(state), start_step
 
 
@@ -467,7 +467,8 @@ class _Timer:
 
 # Checkpoint meta: [(step, {metric: value}, finite)] of the steps not yet in a training line.
 _UNLOGGED = 'unlogged_steps'
-_LOGGED = ('train_loss', 'train_accuracy', 'learning_rate')
+_AVERAGED = ('train_loss', 'train_accuracy')  # A training line's mean over its interval...
+_LOGGED = _AVERAGED + ('learning_rate',)  # ...and the last step's rate.
 
 
 def _check_steps(run: _Run, pending: list) -> list:
@@ -481,7 +482,7 @@ def _log_train(run: _Run, checked: list, timer: _Timer, step: int) -> None:
   """Writes the mean of the checked steps since the last line (the finite ones, if any)."""
   finite = [m for _, m, ok in checked if ok]
   means = {k: float(np.mean([m[k][0] for m in finite or [m for _, m, _ in checked]]))
-           for k in _LOGGED[:2]}
+           for k in _AVERAGED}
   means['learning_rate'] = float(checked[-1][1]['learning_rate'][0])
   if run.config.skip_nonfinite_steps > 0:
     means['skipped_steps'] = len(checked) - len(finite)

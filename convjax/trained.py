@@ -93,8 +93,8 @@ def _restore_latest(workdir: str) -> tuple[int, dict, dict]:
     found = checkpointer.restore_latest()
     if found is None:
       raise _no_checkpoint(workdir)
-    step, state = found
-    return step, checkpointer.read_meta(step), state
+    step, state, meta = found
+    return step, meta, state
   finally:
     checkpointer.close()
 
