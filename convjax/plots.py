@@ -43,14 +43,28 @@ def scatter(points: Mapping[str, tuple[float, float]], xlabel: str, ylabel: str,
             path: str, log_x: bool = True):
   """One labelled point per name: points maps name -> (x, y)."""
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
-  for name, (x, y) in points.items():
+  position = np.log([x for x, _ in points.values()]) if log_x else [x for x, _ in points.values()]
+  middle = (np.min(position) + np.max(position)) / 2 if points else 0.0
+  for (name, (x, y)), at in zip(points.items(), position):
     ax.scatter([x], [y], s=40, label=name)
-    ax.annotate(name, (x, y), textcoords='offset points', xytext=(5, 5), fontsize=8)
+    # Labels point inwards (left of points in the right half), so none crosses the frame.
+    inwards = at > middle
+    ax.annotate(name, (x, y), textcoords='offset points', xytext=(-5 if inwards else 5, 5),
+                ha='right' if inwards else 'left', fontsize=8)
   if log_x:
     ax.set_xscale('log')
-  ax.margins(x=0.15, y=0.12)  # Room for the labels above and right of the outermost points.
+  ax.margins(x=0.08, y=0.12)  # Room for the labels above the highest points.
   _finish(ax, xlabel, ylabel, title)
   return save(fig, path)
+
+
+def _title_margin(fig, suptitle: str, inches: float = 0.45) -> None:
+  """Puts the suptitle a fixed distance above the grid. Matplotlib's default top margin is a
+  fraction of the figure (12%), which in a tall grid of many rows becomes a blank band."""
+  height = fig.get_figheight()
+  fig.subplots_adjust(top=1 - (inches if suptitle else 0.1) / height, bottom=0.1 / height)
+  if suptitle:
+    fig.suptitle(suptitle, fontsize=10, y=1 - 0.1 / height, va='top')
 
 
 def _finish(ax, xlabel: str, ylabel: str, title: str) -> None:
@@ -82,8 +96,7 @@ def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: str, c
     else:
       ax.imshow(image, cmap=cmap)
     ax.set_title(title, fontsize=7)
-  if suptitle:
-    fig.suptitle(suptitle, fontsize=10)
+  _title_margin(fig, suptitle)
   return save(fig, path)
 
 
@@ -118,8 +131,7 @@ def feature_rows(stages: Sequence[tuple[str, np.ndarray]], path: str, max_maps: 
                 va='center', fontsize=7, transform=row[0].transAxes)
     for ax, channel in zip(row[1:], range(min(columns, maps.shape[-1]))):
       ax.imshow(maps[..., channel], cmap='viridis')
-  if suptitle:
-    fig.suptitle(suptitle, fontsize=10)
+  _title_margin(fig, suptitle)
   return save(fig, path)
 
 

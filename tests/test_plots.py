@@ -1,0 +1,53 @@
+"""Figures: nothing drawn outside its axes, and no blank bands in tall grids."""
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from PIL import Image
+
+from convjax import plots
+
+
+def _longest_blank_band(path) -> int:
+  """The most consecutive pixel rows of the PNG at path that are entirely white."""
+  blank = (np.asarray(Image.open(path).convert('L')) > 250).all(axis=1)
+  longest = run = 0
+  for row in blank:
+    run = run + 1 if row else 0
+    longest = max(longest, run)
+  return longest
+
+
+def test_a_tall_feature_map_grid_has_no_blank_band_under_its_title(tmp_path):
+  """ResNet-20 draws about 30 stages; the title once sat above a band of 12% of the height."""
+  rng = np.random.default_rng(0)
+  stages = [(f'stage {i}', rng.random((8, 8, 16))) for i in range(30)]
+  path = tmp_path / 'maps.png'
+  plots.feature_rows(stages, str(path), suptitle='a title')
+  height = Image.open(path).size[1]
+  assert height > 30 * 0.9 * plots.DPI * 0.9
+  assert _longest_blank_band(path) < 0.4 * plots.DPI  # The gap between rows is about 0.25 in.
+
+
+def test_filter_grid_keeps_its_title_close(tmp_path):
+  images = [np.random.default_rng(i).normal(size=(5, 5)) for i in range(64)]
+  path = tmp_path / 'filters.png'
+  plots.image_grid(images, [str(i) for i in range(64)], str(path), suptitle='filters',
+                   symmetric=True)
+  assert _longest_blank_band(path) < 0.4 * plots.DPI
+
+
+def test_scatter_labels_stay_inside_the_axes(tmp_path):
+  """The outermost points' labels (top right, bottom left) were clipped by the frame."""
+  points = {'lenet5': (61_706, 0.9107), 'resnet20': (272_474, 0.8983),
+            'vgg11_bn': (9_231_114, 0.6049), 'alexnet_small': (1_000_000, 0.75)}
+  fig = plots.scatter(points, 'parameters', 'test accuracy', 'title', str(tmp_path / 's.png'))
+  ax = fig.axes[0]
+  canvas = FigureCanvasAgg(fig)  # A closed figure has lost its canvas; lay it out again.
+  canvas.draw()
+  renderer = canvas.get_renderer()
+  frame = ax.get_window_extent(renderer)
+  labels = [text for text in ax.texts if text.get_text() in points]
+  assert len(labels) == len(points)
+  for text in labels:
+    box = text.get_window_extent(renderer)
+    assert frame.x0 <= box.x0 and box.x1 <= frame.x1, text.get_text()
+    assert frame.y0 <= box.y0 and box.y1 <= frame.y1, text.get_text()
