@@ -63,6 +63,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.lr_decay_epochs = (30, 60, 80)  # step schedule: epochs where the rate is multiplied...
   config.lr_decay_factor = 0.1  # ...by this.
 
+  # How convolutions run: 'auto' (oneDNN on CPU where convjax's extension is built, XLA's
+  # otherwise), 'xla' or 'onednn' (an error where the extension is unavailable).
+  config.conv_backend = 'auto'
+
   # Devices: data-parallel over this many local devices per process; <= 0 means all of them.
   config.num_devices = -1
   # Several processes (hosts) through jax.distributed. True calls jax.distributed.initialize()

@@ -2,7 +2,7 @@
 import json
 import math
 
-from convjax import data, models, optim, sampling, suggest
+from convjax import data, lowering, models, optim, sampling, suggest
 
 
 class ConfigError(ValueError):
@@ -14,14 +14,15 @@ class ResumeError(ValueError):
 
 
 # Fields a resumed run may change: how long it trains, how often it logs, evaluates and saves,
-# how big its evaluation batches are, where it reads data from and on how many devices. Every
+# how big its evaluation batches are, where it reads data from, on how many devices, and which
+# library computes its convolutions (the same numbers up to float rounding). Every
 # other field shapes the parameters' trajectory, so a checkpoint continues only under the values
 # that produced it.
 RESUMABLE_FIELDS = (
     'num_epochs', 'num_train_steps', 'train_budget_seconds', 'log_every_steps',
     'eval_every_steps', 'checkpoint_every_steps', 'max_checkpoints_to_keep', 'eval_batch_size',
     'skip_nonfinite_steps', 'num_devices', 'distributed', 'data_dir', 'data_source', 'download',
-    'manual_dir', 'input_workers', 'prefetch_batches')
+    'manual_dir', 'input_workers', 'prefetch_batches', 'conv_backend')
 
 
 def validate(config, num_devices: int) -> None:
@@ -36,6 +37,7 @@ def validate(config, num_devices: int) -> None:
   _check_choice('optimizer', config.optimizer, optim.OPTIMIZERS)
   _check_choice('lr_schedule', config.lr_schedule, optim.SCHEDULES)
   _check_choice('data_source', config.data_source, data.DATA_SOURCES)
+  _check_choice('conv_backend', config.conv_backend, lowering.CONV_BACKENDS)
   for field in ('batch_size', 'eval_batch_size', 'learning_rate'):
     if not config[field] > 0:
       raise ConfigError(f'{field} must be positive, got {config[field]}')

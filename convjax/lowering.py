@@ -15,13 +15,23 @@ convolution reaches a few GFLOP/s on the narrow channel counts of early layers (
 conv: 6 GFLOP/s forward). Gradients need nothing special: autodiff of a matmul is two matmuls,
 and T's gradient folds back onto the kernel through the fixed 0/1 band.
 
-`conv_general_dilated` is what every convjax conv layer calls (layers.conv): it takes the row
+`conv_general_dilated` is what every convjax conv layer calls (layers.conv). On CPU with the
+'onednn' backend (convjax.onednn, the default where its extension is built) every 2-D NHWC
+convolution runs as oneDNN primitives, forward and both gradients. Otherwise it takes the row
 GEMM where `prefers_rows` says so, and lax.conv_general_dilated everywhere else.
+
+The backend is chosen once per process, before anything is traced (`use_backend`, called with
+config.conv_backend when a run is assembled): a jitted function keeps the backend it was traced
+with.
 """
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from convjax import onednn
 
 # Flax's dimension numbers for 2-D channels-last convolutions: NHWC inputs, HWIO kernels.
 NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1),
@@ -33,6 +43,46 @@ NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1),
 # stem (11.3) runs 1.5x slower, and its 16 -> 16 and wider convs 1.4x to 5x slower.
 ROWS_MAX_CHANNELS = 96
 ROWS_MAX_REDUNDANCY = 8
+
+
+CONV_BACKENDS = ('auto', 'xla', 'onednn')
+_backend = {'name': 'auto', 'threads': 0}
+
+
+class BackendError(ValueError):
+  """conv_backend names a backend that this machine cannot run."""
+
+
+def use_backend(name: str, devices: int | None = None) -> str:
+  """Sets how convolutions are computed from now on in this process; returns the resolved name.
+
+  name: 'auto' (oneDNN on CPU when its extension is built, else XLA), 'xla' or 'onednn'.
+  devices: how many devices will run side by side; each oneDNN call gets cores // devices
+  threads, so that together they never ask for more threads than cores.
+  """
+  if name not in CONV_BACKENDS:
+    raise BackendError(f"conv_backend must be one of {', '.join(CONV_BACKENDS)}, got '{name}'")
+  if name == 'onednn' and jax.default_backend() != 'cpu':
+    raise BackendError(f"conv_backend='onednn' runs on CPU, and this run's backend is "
+                       f"{jax.default_backend()}")
+  if name == 'onednn' and not onednn.available():
+    raise BackendError(f"conv_backend='onednn' needs convjax's oneDNN extension, and "
+                       f'{onednn.why_unavailable()}')
+  cores = len(os.sched_getaffinity(0))
+  _backend.update(name=name, threads=max(1, cores // devices) if devices else 0)
+  return backend_name()
+
+
+def backend_name() -> str:
+  """'onednn' or 'xla': what 2-D convolutions on this process's default backend use now."""
+  wanted = _backend['name']
+  if wanted == 'xla' or jax.default_backend() != 'cpu':
+    return 'xla'
+  return 'onednn' if onednn.available() else 'xla'
+
+
+def _onednn_threads() -> int:
+  return _backend['threads'] or onednn.threads_per_call()
 
 
 def _pairs(padding, in_shape, kernel_shape, strides) -> list[tuple[int, int]]:
@@ -73,6 +123,11 @@ def conv2d_rows(x: jnp.ndarray, kernel: jnp.ndarray, strides=(1, 1), padding='VA
   return y.reshape(b, ho, wo, o)
 
 
+def _dilated(kernel_size, dilation) -> tuple[int, ...]:
+  """The extent a dilated kernel covers: d * (k - 1) + 1 per axis (what 'SAME' pads for)."""
+  return tuple(d * (k - 1) + 1 for k, d in zip(kernel_size, dilation or (1,) * len(kernel_size)))
+
+
 def materialize(x: jnp.ndarray) -> jnp.ndarray:
   """x, stored once. XLA:CPU otherwise recomputes x's whole chain of elementwise producers in
   every consumer fusion, including the transposes feeding weight-gradient convolutions."""
@@ -92,8 +147,14 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                          dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
   """lax.conv_general_dilated's signature (what flax.linen.Conv calls); takes `conv2d_rows`
   for undilated, ungrouped 2-D NHWC convolutions that `prefers_rows`, and lax otherwise."""
-  plain = (rhs.ndim == 4 and dimension_numbers == NHWC and feature_group_count == 1
-           and not kwargs and all(d == 1 for d in (lhs_dilation or (1,)) + (rhs_dilation or (1,))))
+  nhwc = (rhs.ndim == 4 and dimension_numbers == NHWC and not kwargs
+          and all(d == 1 for d in lhs_dilation or (1,)))
+  if (nhwc and backend_name() == 'onednn' and lhs.dtype == rhs.dtype
+      and onednn.supports(lhs.shape, rhs.shape, lhs.dtype)):
+    pads = _pairs(padding, lhs.shape[1:3], _dilated(rhs.shape[:2], rhs_dilation), window_strides)
+    return onednn.conv2d(lhs, rhs, tuple(window_strides), tuple(map(tuple, pads)),
+                         tuple(rhs_dilation or (1, 1)), feature_group_count, _onednn_threads())
+  plain = (nhwc and feature_group_count == 1 and all(d == 1 for d in rhs_dilation or (1,)))
   if plain:
     pads = _pairs(padding, lhs.shape[1:3], rhs.shape[:2], window_strides)
     if prefers_rows(rhs.shape, lhs.shape[2] + sum(pads[1])):

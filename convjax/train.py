@@ -17,8 +17,8 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from convjax import (checkpoint, config as config_lib, data, metrics, models, optim, parallel,
-                     pipeline as pipeline_lib, sampling, stopping, summary, workdir as workdir_lib)
+from convjax import (checkpoint, config as config_lib, data, lowering, metrics, models, optim,
+                     parallel, pipeline as pipeline_lib, sampling, stopping, summary, workdir as workdir_lib)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -196,6 +196,7 @@ def train_and_evaluate(config, workdir: str, start_over: bool = False) -> dict:
   start_time = time.time()
   dp = data_parallel(config)
   config_lib.validate(config, dp.num_devices)
+  lowering.use_backend(config.conv_backend, dp.num_local_devices)
   if config.train_budget_seconds > 0 and parallel.process_count() > 1:
     # Each process would time itself and could stop at a different step, then deadlock.
     raise config_lib.ConfigError('train_budget_seconds needs a single process; '
@@ -261,7 +262,7 @@ def _train_and_report(run: _Run, state: TrainState, start_step: int, start_time:
   run.progress.message(
       f"done: {config.model} on {config.dataset}, test accuracy {final['test_accuracy']:.4f} "
       f"({final['num_test_examples']} images), wall time {final['wall_seconds']:.1f} s, "
-      f'{speed}{stopped}')
+      f'{speed}{stopped}, convolutions by {lowering.backend_name()}')
   return final
 
 
@@ -354,7 +355,7 @@ def _setup(config, workdir: str, dp: parallel.DataParallel, pipeline, meta: dict
       'global_batch_size': config.batch_size,
       'per_device_batch_size': config.batch_size // dp.num_devices,
       'total_steps': total_steps, 'model': config.model, 'dataset': config.dataset,
-      'config_changes': config_changes if start_step else {}})
+      'conv_backend': lowering.backend_name(), 'config_changes': config_changes if start_step else {}})
   if start_step and config_changes:
     run.progress.message(f'resuming at step {start_step} with '
                          f'{config_lib.describe_changes(config_changes)}')

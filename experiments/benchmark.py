@@ -23,6 +23,9 @@ _HALF = flags.DEFINE_bool('half_precision', False, 'bfloat16 activations (float3
 _NUM_DEVICES = flags.DEFINE_integer('num_devices', None, 'Devices to run on; default: all local.')
 _INPUT_SHAPE = flags.DEFINE_list('input_shape', None, 'height,width,channels; default: native.')
 _MIN_SECONDS = flags.DEFINE_float('min_seconds', 3.0, 'Timed seconds per model and mode, at least.')
+_CONV_BACKEND = flags.DEFINE_enum('conv_backend', 'auto', ['auto', 'xla', 'onednn'],
+                                  "How convolutions run: 'auto' is oneDNN on CPU where convjax's "
+                                  'extension is built, XLA otherwise.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Where to write the JSON results.')
 flags.mark_flags_as_required(['models', 'output'])
 
@@ -42,7 +45,7 @@ def main(argv):
   _split_cpu(_NUM_DEVICES.value)
   import jax
   import jax.numpy as jnp
-  from convjax import benchmark, metrics, models, parallel
+  from convjax import benchmark, lowering, metrics, models, parallel
   names = models.match(_MODELS.value)
   input_shape = cli.parse_shape(_INPUT_SHAPE.value)
   if _BATCH_SIZE.value <= 0:
@@ -51,11 +54,13 @@ def main(argv):
   if _BATCH_SIZE.value % dp.num_devices:
     raise ValueError(f'--batch_size={_BATCH_SIZE.value} is not divisible by the '
                      f'{dp.num_devices} devices')
+  conv_backend = lowering.use_backend(_CONV_BACKEND.value, dp.num_local_devices)
   dtype = jnp.bfloat16 if _HALF.value else jnp.float32
   peak = benchmark.peak_matmul_flops(dp, dtype)
   bandwidth = benchmark.peak_memory_bandwidth(dp)
   print(f'{dp.num_devices} x {jax.devices()[0].device_kind}: matmul peak {peak / 1e9:,.1f} GFLOP/s '
-        f'({jnp.dtype(dtype).name}), memory bandwidth {bandwidth / 1e9:,.1f} GB/s', flush=True)
+        f'({jnp.dtype(dtype).name}), memory bandwidth {bandwidth / 1e9:,.1f} GB/s, convolutions: '
+        f'{conv_backend}', flush=True)
   modes = benchmark.MODES if _MODE.value == 'both' else (_MODE.value,)
   results = []
   for name in names:
@@ -69,6 +74,7 @@ def main(argv):
             f"{100 * row['flops_utilization']:5.1f}% of peak", flush=True)
   report = {'device': jax.devices()[0].device_kind, 'platform': jax.default_backend(),
             'num_devices': dp.num_devices, 'dtype': jnp.dtype(dtype).name, 'peak_flops': peak,
+            'conv_backend': conv_backend,
             'peak_bandwidth': bandwidth,
             'results': results}
   metrics.write_json(_OUTPUT.value, report, make_dirs=True)  # Never a half-written file over an older result.

@@ -1,0 +1,331 @@
+// 2-D convolution forward, backward-data and backward-weights through oneDNN, as XLA FFI handlers.
+//
+// Layouts are XLA's: activations NHWC [N, H, W, C], kernels HWIO [KH, KW, C / G, O], where output
+// channel o belongs to group o / (O / G). oneDNN is told these layouts through explicit strides,
+// so no buffer is copied on the way in or out.
+//
+// Attributes, shared by the three handlers:
+//   strides   [sh, sw]
+//   padding   [top, bottom, left, right]  (zeros added on each side)
+//   dilation  [dh, dw]                    (1 = none)
+//   groups    G
+//   threads   OpenMP threads for this call (cores / XLA devices, so devices never oversubscribe)
+//   layout    0: XLA's layouts throughout; 1: oneDNN picks the weights' layout; 2: and the
+//             activations' (each chosen layout costs a reorder per call)
+//
+// Primitives are built once per (shapes, attributes, dtype) and kept in a mutex-guarded cache.
+// Each call gets its own scratchpad and its own memory objects, which hold the buffers of that
+// call only: no pointer outlives a call.
+#include <omp.h>
+
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+
+namespace {
+
+enum class Kind { kForward, kBackwardData, kBackwardWeights };
+
+struct Geometry {
+  memory::dims src;      // N, C, H, W (logical; the layout is NHWC)
+  memory::dims weights;  // O, I, KH, KW, or G, O/G, I, KH, KW when grouped
+  memory::dims dst;      // N, O, OH, OW
+  memory::dims strides, dilation, pad_l, pad_r;  // oneDNN's dilation counts from 0
+  int64_t groups;
+  memory::data_type type;
+  Kind kind;
+  bool bias, relu;       // forward only: fused bias addition and ReLU
+  bool any_weights, any_activations;  // let oneDNN pick blocked layouts (and reorder to them)
+  int64_t threads;       // the primitive's work is split for this many threads
+
+  auto key() const {
+    return std::tie(src, weights, dst, strides, dilation, pad_l, pad_r, groups, type, kind, bias,
+                    relu, any_weights, any_activations, threads);
+  }
+  bool operator<(const Geometry& other) const { return key() < other.key(); }
+};
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+memory::desc Activations(const memory::dims& nchw, memory::data_type type) {
+  return memory::desc(nchw, type, memory::format_tag::nhwc);
+}
+
+// HWIO with the output channels split into (group, channel in group): strides of each oneDNN
+// weight dimension in XLA's buffer.
+memory::desc Weights(const Geometry& g) {
+  const auto& w = g.weights;
+  if (g.groups == 1) return memory::desc(w, g.type, memory::format_tag::hwio);
+  const int64_t og = w[1], ig = w[2], kh = w[3], kw = w[4], out = g.groups * og;
+  (void)kh;
+  return memory::desc(w, g.type, memory::dims{og, 1, out, kw * ig * out, ig * out});
+}
+
+dnnl::primitive_attr Attributes(const Geometry& g) {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (g.relu) {
+    dnnl::post_ops ops;
+    ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    attr.set_post_ops(ops);
+  }
+  return attr;
+}
+
+// What a primitive computes on: XLA's layout for each argument (`user`) and, where the layout
+// policy lets oneDNN choose (format_tag::any), the blocked layout it chose (`inner`), which costs
+// a reorder on the way in (inputs) or out (outputs).
+struct Operand {
+  int arg;
+  bool output;
+  memory::desc user, inner;
+};
+
+struct Primitive {
+  dnnl::primitive primitive;
+  memory::desc scratchpad;
+  std::vector<Operand> operands;
+};
+
+memory::desc Any(const memory::desc& user, bool any) {
+  return any ? memory::desc(user.get_dims(), user.get_data_type(), memory::format_tag::any) : user;
+}
+
+dnnl::convolution_forward::primitive_desc ForwardDesc(const Geometry& g, bool training) {
+  auto prop = training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
+  auto src = Any(Activations(g.src, g.type), g.any_activations);
+  auto dst = Any(Activations(g.dst, g.type), g.any_activations);
+  auto weights = Any(Weights(g), g.any_weights);
+  auto attr = Attributes(g);
+  if (g.bias) {
+    memory::desc bias({g.dst[1]}, g.type, memory::format_tag::a);
+    return {Engine(), prop, dnnl::algorithm::convolution_direct, src, weights, bias, dst,
+            g.strides, g.dilation, g.pad_l, g.pad_r, attr};
+  }
+  return {Engine(), prop, dnnl::algorithm::convolution_direct, src, weights, dst, g.strides,
+          g.dilation, g.pad_l, g.pad_r, attr};
+}
+
+Primitive Build(const Geometry& g) {
+  const auto src = Activations(g.src, g.type), dst = Activations(g.dst, g.type);
+  const auto weights = Weights(g);
+  if (g.kind == Kind::kForward) {
+    auto pd = ForwardDesc(g, /*training=*/true);
+    std::vector<Operand> operands = {{DNNL_ARG_SRC, false, src, pd.src_desc()},
+                                     {DNNL_ARG_WEIGHTS, false, weights, pd.weights_desc()}};
+    if (g.bias) operands.push_back({DNNL_ARG_BIAS, false, pd.bias_desc(), pd.bias_desc()});
+    operands.push_back({DNNL_ARG_DST, true, dst, pd.dst_desc()});
+    return {dnnl::convolution_forward(pd), pd.scratchpad_desc(), operands};
+  }
+  Geometry plain = g;
+  plain.bias = plain.relu = false;
+  auto hint = ForwardDesc(plain, /*training=*/true);
+  dnnl::primitive_attr attr = Attributes(plain);
+  auto any_src = Any(src, g.any_activations), any_dst = Any(dst, g.any_activations);
+  auto any_weights = Any(weights, g.any_weights);
+  if (g.kind == Kind::kBackwardData) {
+    dnnl::convolution_backward_data::primitive_desc pd(
+        Engine(), dnnl::algorithm::convolution_direct, any_src, any_weights, any_dst, g.strides,
+        g.dilation, g.pad_l, g.pad_r, hint, attr);
+    return {dnnl::convolution_backward_data(pd), pd.scratchpad_desc(),
+            {{DNNL_ARG_DIFF_DST, false, dst, pd.diff_dst_desc()},
+             {DNNL_ARG_WEIGHTS, false, weights, pd.weights_desc()},
+             {DNNL_ARG_DIFF_SRC, true, src, pd.diff_src_desc()}}};
+  }
+  dnnl::convolution_backward_weights::primitive_desc pd(
+      Engine(), dnnl::algorithm::convolution_direct, any_src, any_weights, any_dst, g.strides,
+      g.dilation, g.pad_l, g.pad_r, hint, attr);
+  return {dnnl::convolution_backward_weights(pd), pd.scratchpad_desc(),
+          {{DNNL_ARG_SRC, false, src, pd.src_desc()},
+           {DNNL_ARG_DIFF_DST, false, dst, pd.diff_dst_desc()},
+           {DNNL_ARG_DIFF_WEIGHTS, true, weights, pd.diff_weights_desc()}}};
+}
+
+const Primitive& Cached(const Geometry& g) {
+  static std::mutex mutex;
+  static std::map<Geometry, std::unique_ptr<Primitive>> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto& entry = cache[g];
+  if (!entry) entry = std::make_unique<Primitive>(Build(g));
+  return *entry;  // Entries are never erased, so the reference stays valid after unlocking.
+}
+
+ffi::Error TypeOf(ffi::DataType dtype, memory::data_type* type) {
+  switch (dtype) {
+    case ffi::DataType::F32: *type = memory::data_type::f32; return ffi::Error::Success();
+    case ffi::DataType::BF16: *type = memory::data_type::bf16; return ffi::Error::Success();
+    default: return ffi::Error::InvalidArgument("onednn_conv: only float32 and bfloat16");
+  }
+}
+
+// Fills the geometry from the XLA shapes x [N, H, W, C], kernel [KH, KW, C/G, O], y [N, OH, OW, O].
+ffi::Error Describe(ffi::AnyBuffer::Dimensions x, ffi::AnyBuffer::Dimensions k,
+                    ffi::AnyBuffer::Dimensions y, ffi::DataType dtype,
+                    ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding,
+                    ffi::Span<const int64_t> dilation, int64_t groups, int64_t layout, Kind kind,
+                    Geometry* g) {
+  if (x.size() != 4 || k.size() != 4 || y.size() != 4 || strides.size() != 2 ||
+      padding.size() != 4 || dilation.size() != 2 || groups < 1 || k[3] % groups != 0) {
+    return ffi::Error::InvalidArgument("onednn_conv: expects 2-D NHWC/HWIO with valid groups");
+  }
+  if (auto error = TypeOf(dtype, &g->type); error.failure()) return error;
+  g->src = {x[0], x[3], x[1], x[2]};
+  g->dst = {y[0], y[3], y[1], y[2]};
+  g->groups = groups;
+  if (groups == 1) {
+    g->weights = {k[3], k[2], k[0], k[1]};
+  } else {
+    g->weights = {groups, k[3] / groups, k[2], k[0], k[1]};
+  }
+  g->strides = {strides[0], strides[1]};
+  g->dilation = {dilation[0] - 1, dilation[1] - 1};
+  g->pad_l = {padding[0], padding[2]};
+  g->pad_r = {padding[1], padding[3]};
+  g->kind = kind;
+  g->bias = g->relu = false;
+  g->any_weights = layout >= 1;
+  g->any_activations = layout >= 2;
+  return ffi::Error::Success();
+}
+
+// Runs g's primitive on XLA's buffers, {oneDNN argument: pointer}, reordering operands whose
+// layout oneDNN chose into temporary buffers of this call.
+ffi::Error Run(Geometry g, int64_t threads, const std::map<int, void*>& buffers) {
+  g.threads = threads;
+  try {
+    // Before the primitive is built: oneDNN plans its work split (and so its order of summation)
+    // for the thread count it sees then, so a primitive is built and run with the same count.
+    omp_set_num_threads(static_cast<int>(threads));  // This thread's next parallel regions only.
+    const Primitive& p = Cached(g);
+    dnnl::stream stream(Engine());
+    std::vector<std::vector<char>> temporaries;
+    std::vector<std::pair<memory, memory>> outputs;  // (inner, user) reordered after the call
+    std::unordered_map<int, memory> args;
+    for (const Operand& operand : p.operands) {
+      memory user(operand.user, Engine(), buffers.at(operand.arg));
+      if (operand.inner == operand.user) {
+        args.emplace(operand.arg, user);
+        continue;
+      }
+      temporaries.emplace_back(operand.inner.get_size());
+      memory inner(operand.inner, Engine(), temporaries.back().data());
+      if (operand.output) {
+        outputs.emplace_back(inner, user);
+      } else {
+        dnnl::reorder(user, inner).execute(stream, user, inner);
+      }
+      args.emplace(operand.arg, inner);
+    }
+    std::vector<char> scratch(p.scratchpad.get_size());
+    args.emplace(DNNL_ARG_SCRATCHPAD, memory(p.scratchpad, Engine(), scratch.data()));
+    p.primitive.execute(stream, args);
+    for (auto& [inner, user] : outputs) dnnl::reorder(inner, user).execute(stream, inner, user);
+    stream.wait();
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("onednn_conv: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error Forward(ffi::AnyBuffer x, ffi::AnyBuffer kernel, ffi::AnyBuffer bias,
+                   ffi::Result<ffi::AnyBuffer> y, ffi::Span<const int64_t> strides,
+                   ffi::Span<const int64_t> padding, ffi::Span<const int64_t> dilation,
+                   int64_t groups, int64_t threads, int64_t layout, bool use_bias, bool relu) {
+  Geometry g;
+  if (auto e = Describe(x.dimensions(), kernel.dimensions(), y->dimensions(), x.element_type(),
+                        strides, padding, dilation, groups, layout, Kind::kForward, &g);
+      e.failure()) {
+    return e;
+  }
+  g.bias = use_bias;
+  g.relu = relu;
+  return Run(g, threads,
+             {{DNNL_ARG_SRC, x.untyped_data()}, {DNNL_ARG_WEIGHTS, kernel.untyped_data()},
+              {DNNL_ARG_BIAS, bias.untyped_data()}, {DNNL_ARG_DST, y->untyped_data()}});
+}
+
+ffi::Error BackwardData(ffi::AnyBuffer dy, ffi::AnyBuffer kernel, ffi::Result<ffi::AnyBuffer> dx,
+                        ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding,
+                        ffi::Span<const int64_t> dilation, int64_t groups, int64_t threads,
+                        int64_t layout) {
+  Geometry g;
+  if (auto e = Describe(dx->dimensions(), kernel.dimensions(), dy.dimensions(), dy.element_type(),
+                        strides, padding, dilation, groups, layout, Kind::kBackwardData, &g);
+      e.failure()) {
+    return e;
+  }
+  return Run(g, threads,
+             {{DNNL_ARG_DIFF_DST, dy.untyped_data()}, {DNNL_ARG_WEIGHTS, kernel.untyped_data()},
+              {DNNL_ARG_DIFF_SRC, dx->untyped_data()}});
+}
+
+ffi::Error BackwardWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dk,
+                           ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding,
+                           ffi::Span<const int64_t> dilation, int64_t groups, int64_t threads,
+                           int64_t layout) {
+  Geometry g;
+  if (auto e = Describe(x.dimensions(), dk->dimensions(), dy.dimensions(), x.element_type(),
+                        strides, padding, dilation, groups, layout, Kind::kBackwardWeights, &g);
+      e.failure()) {
+    return e;
+  }
+  return Run(g, threads,
+             {{DNNL_ARG_SRC, x.untyped_data()}, {DNNL_ARG_DIFF_DST, dy.untyped_data()},
+              {DNNL_ARG_DIFF_WEIGHTS, dk->untyped_data()}});
+}
+
+}  // namespace
+
+#define CONV_ATTRS                                      \
+  .Attr<ffi::Span<const int64_t>>("strides")            \
+      .Attr<ffi::Span<const int64_t>>("padding")        \
+      .Attr<ffi::Span<const int64_t>>("dilation")       \
+      .Attr<int64_t>("groups")                          \
+      .Attr<int64_t>("threads")                         \
+      .Attr<int64_t>("layout")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvjaxConvForward, Forward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>() CONV_ATTRS
+                                  .Attr<bool>("use_bias")
+                                  .Attr<bool>("relu"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvjaxConvBackwardData, BackwardData,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>() CONV_ATTRS);
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvjaxConvBackwardWeights, BackwardWeights,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>() CONV_ATTRS);
+
+// Which oneDNN this was built against, for the record (metrics.jsonl, benchmark JSON).
+extern "C" const char* ConvjaxOnednnVersion() {
+  static std::string version = [] {
+    const dnnl_version_t* v = dnnl_version();
+    return std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
+           std::to_string(v->patch);
+  }();
+  return version.c_str();
+}

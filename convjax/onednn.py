@@ -1,0 +1,137 @@
+"""2-D convolutions through oneDNN on CPU: convjax's own C++ extension, called as XLA FFI custom calls.
+
+XLA:CPU already hands some forward convolutions to oneDNN, but never the input gradient: JAX's
+transpose rule writes backward-data as a convolution with a reversed kernel and dilated input,
+which XLA's oneDNN rewriter skips. Here all three (forward, backward-data, backward-weights) are
+oneDNN primitives, tied together by a custom VJP:
+
+  y  = conv(x, k)                    x [N, H, W, C], k [KH, KW, C / G, O] -> y [N, OH, OW, O]
+  dx = conv_backward_data(dy, k)     (the transposed convolution: dy scattered back through k)
+  dk = conv_backward_weights(x, dy)  (dk[i, j, c, o] = sum over n, h, w of x[n, s*h + i, ...] dy)
+
+The extension (convjax/native/onednn_conv.cc) is compiled by `.ci/setup` (python -m
+convjax.native.build). Where it is missing, `available()` is False, `why_unavailable()` says why,
+and convjax computes convolutions with XLA.
+
+Threads: each call runs oneDNN on `threads` OpenMP threads, cores / XLA CPU devices, because the
+devices run their programs side by side and together must not ask for more threads than cores.
+"""
+import ctypes
+import functools
+import os
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'native', '_onednn_conv.so')
+_TARGETS = {'convjax_conv_forward': 'ConvjaxConvForward',
+            'convjax_conv_backward_data': 'ConvjaxConvBackwardData',
+            'convjax_conv_backward_weights': 'ConvjaxConvBackwardWeights'}
+DTYPES = (jnp.float32, jnp.bfloat16)
+# Which layouts oneDNN may choose: 0 none (XLA's NHWC / HWIO throughout), 1 the weights',
+# 2 the weights' and the activations' (each costing a reorder per call).
+LAYOUT = int(os.environ.get('CONVJAX_ONEDNN_LAYOUT', '1'))
+
+
+@functools.cache
+def _load() -> tuple[ctypes.CDLL | None, str]:
+  """(library, '') once its targets are registered with XLA, or (None, the reason it is not)."""
+  if not os.path.exists(LIBRARY):
+    return None, f'{LIBRARY} is not built (run: bash .ci/setup)'
+  try:
+    library = ctypes.cdll.LoadLibrary(LIBRARY)
+    handlers = {target: getattr(library, symbol) for target, symbol in _TARGETS.items()}
+  except (OSError, AttributeError) as error:
+    return None, f'{LIBRARY} does not load: {error}'
+  for target, handler in handlers.items():
+    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(handler), platform='cpu')
+  library.ConvjaxOnednnVersion.restype = ctypes.c_char_p
+  return library, ''
+
+
+def available() -> bool:
+  """Whether the extension is built and loads."""
+  return _load()[0] is not None
+
+
+def why_unavailable() -> str:
+  """'' when available; otherwise one sentence."""
+  return _load()[1]
+
+
+def version() -> str:
+  """oneDNN's version, as the extension was built against it ('' when unavailable)."""
+  library = _load()[0]
+  return library.ConvjaxOnednnVersion().decode() if library else ''
+
+
+def threads_per_call() -> int:
+  """Cores this process may use, shared out over its CPU devices (at least 1)."""
+  cores = len(os.sched_getaffinity(0))
+  return max(1, cores // max(1, len(jax.local_devices(backend='cpu'))))
+
+
+def supports(x_shape, kernel_shape, dtype) -> bool:
+  """Whether `conv2d` takes these operands: 2-D NHWC / HWIO in float32 or bfloat16."""
+  return len(x_shape) == 4 and len(kernel_shape) == 4 and jnp.dtype(dtype) in map(jnp.dtype,
+                                                                                   DTYPES)
+
+
+def _attributes(strides, padding, dilation, groups, threads) -> dict:
+  """The custom calls' attributes; first makes sure their targets are registered with XLA."""
+  if not available():
+    raise RuntimeError(f'convjax.onednn is unavailable: {why_unavailable()}')
+  return dict(strides=np.asarray(strides, np.int64),
+              padding=np.asarray([p for pair in padding for p in pair], np.int64),
+              dilation=np.asarray(dilation, np.int64), groups=np.int64(groups),
+              threads=np.int64(threads), layout=np.int64(LAYOUT))
+
+
+def out_size(size: int, kernel: int, stride: int, low: int, high: int, dilation: int) -> int:
+  """The output-size formula: floor((size + low + high - dilation * (kernel - 1) - 1) / stride) + 1."""
+  return (size + low + high - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _forward(x, kernel, strides, padding, dilation, groups, threads):
+  n, h, w, _ = x.shape
+  kh, kw, _, o = kernel.shape
+  out = jax.ShapeDtypeStruct(
+      (n, out_size(h, kh, strides[0], *padding[0], dilation[0]),
+       out_size(w, kw, strides[1], *padding[1], dilation[1]), o), x.dtype)
+  bias = jnp.zeros((0,), x.dtype)  # No fused bias: flax adds it, and XLA fuses that addition.
+  return jax.ffi.ffi_call('convjax_conv_forward', out, vmap_method='sequential')(
+      x, kernel, bias, use_bias=False, relu=False,
+      **_attributes(strides, padding, dilation, groups, threads))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
+def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int] = (1, 1),
+           padding: Sequence[tuple[int, int]] = ((0, 0), (0, 0)),
+           dilation: Sequence[int] = (1, 1), groups: int = 1, threads: int = 1):
+  """Cross-correlation of x [N, H, W, C] with kernel [KH, KW, C / groups, O] -> [N, OH, OW, O].
+
+  strides, dilation: 2 ints; padding: ((top, bottom), (left, right)) zeros; threads: OpenMP
+  threads of each oneDNN call. The same numbers as lax.conv_general_dilated with NHWC / HWIO
+  dimension numbers, up to float rounding.
+  """
+  return _forward(x, kernel, strides, padding, dilation, groups, threads)
+
+
+def _conv2d_fwd(x, kernel, strides, padding, dilation, groups, threads):
+  return _forward(x, kernel, strides, padding, dilation, groups, threads), (x, kernel)
+
+
+def _conv2d_bwd(strides, padding, dilation, groups, threads, residuals, dy):
+  x, kernel = residuals
+  attributes = _attributes(strides, padding, dilation, groups, threads)
+  dx = jax.ffi.ffi_call('convjax_conv_backward_data', jax.ShapeDtypeStruct(x.shape, x.dtype),
+                        vmap_method='sequential')(dy, kernel, **attributes)
+  dk = jax.ffi.ffi_call('convjax_conv_backward_weights',
+                        jax.ShapeDtypeStruct(kernel.shape, kernel.dtype),
+                        vmap_method='sequential')(x, dy, **attributes)
+  return dx, dk
+
+
+conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)

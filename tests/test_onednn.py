@@ -1,0 +1,205 @@
+"""convjax's oneDNN convolutions against lax.conv_general_dilated: values and both gradients.
+
+These need the extension (python -m convjax.native.build, run by .ci/setup). Without it they
+skip and say why, except where CONVJAX_REQUIRE_ONEDNN=1 (set by .ci/run), where a missing
+extension is a failure: CI must build it.
+"""
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from convjax import lowering, onednn
+from tests import test_models
+
+needs_onednn = pytest.mark.skipif(not onednn.available(),
+                                  reason=f'oneDNN extension unavailable: {onednn.why_unavailable()}')
+
+
+def test_ci_builds_the_extension():
+  if os.environ.get('CONVJAX_REQUIRE_ONEDNN') != '1':
+    pytest.skip('only where CONVJAX_REQUIRE_ONEDNN=1 (.ci/run)')
+  assert onednn.available(), onednn.why_unavailable()
+  assert onednn.version().count('.') == 2
+
+
+def _xla(x, kernel, strides, padding, dilation, groups):
+  return lax.conv_general_dilated(x, kernel, strides, padding, rhs_dilation=dilation,
+                                  dimension_numbers=lowering.NHWC, feature_group_count=groups,
+                                  precision=lax.Precision.HIGHEST)
+
+
+def _pads(padding, x_shape, kernel_shape, strides, dilation):
+  if isinstance(padding, str):
+    extent = [d * (k - 1) + 1 for k, d in zip(kernel_shape[:2], dilation)]
+    return tuple(tuple(p) for p in lax.padtype_to_pads(x_shape[1:3], extent, strides, padding))
+  return padding
+
+
+# (batch, height, width, in channels, out channels, kernel, strides, padding, dilation, groups):
+# every kernel size, stride, padding kind, dilation, grouping, odd batches and channel counts.
+CASES = [
+    (2, 8, 8, 1, 6, 1, 1, 'VALID', 1, 1),
+    (3, 9, 7, 3, 16, 3, 1, 'SAME', 1, 1),
+    (1, 12, 10, 16, 16, 5, 2, 'SAME', 1, 1),
+    (5, 14, 14, 3, 8, 7, 2, ((3, 2), (1, 3)), 1, 1),
+    (2, 23, 19, 3, 4, 11, 4, ((2, 2), (2, 2)), 1, 1),
+    (3, 10, 11, 16, 64, 3, 1, ((1, 1), (1, 1)), 2, 1),
+    (2, 9, 9, 64, 16, 3, 2, 'VALID', 1, 1),
+    (1, 8, 6, 4, 6, 3, 1, 'SAME', 1, 2),
+    (3, 7, 9, 16, 16, 3, 2, ((1, 0), (0, 1)), 1, 16),
+    (2, 11, 8, 8, 16, 5, 1, 'SAME', 2, 8),
+    (4, 6, 6, 64, 64, 1, 2, 'VALID', 1, 1),
+]
+
+
+@needs_onednn
+@pytest.mark.parametrize('n,h,w,c,o,k,s,padding,d,g', CASES)
+def test_values_and_gradients_match_xla(n, h, w, c, o, k, s, padding, d, g):
+  rng = np.random.default_rng(n * h + w + k)
+  x = jnp.asarray(rng.normal(size=(n, h, w, c)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(k, k, c // g, o)) / np.sqrt(k * k * c / g), jnp.float32)
+  strides, dilation = (s, s), (d, d)
+  pads = _pads(padding, x.shape, kernel.shape, strides, dilation)
+  want, want_vjp = jax.vjp(lambda x, k: _xla(x, k, strides, pads, dilation, g), x, kernel)
+  got, got_vjp = jax.vjp(lambda x, k: onednn.conv2d(x, k, strides, pads, dilation, g), x, kernel)
+  assert got.shape == want.shape and got.dtype == want.dtype
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  dy = jnp.asarray(rng.normal(size=want.shape), jnp.float32)
+  for mine, theirs in zip(got_vjp(dy), want_vjp(dy)):
+    np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=2e-5 * np.abs(theirs).max())
+
+
+@needs_onednn
+def test_lowering_routes_layers_through_onednn_and_back():
+  """use_backend decides; a traced program shows the custom calls, or none."""
+  x = jnp.ones((2, 8, 8, 3))
+  kernel = jnp.ones((3, 3, 3, 4))
+
+  def loss(x, kernel):
+    return jnp.sum(lowering.conv_general_dilated(x, kernel, (1, 1), 'SAME',
+                                                 dimension_numbers=lowering.NHWC) ** 2)
+
+  try:
+    assert lowering.use_backend('onednn') == 'onednn'
+    text = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, kernel).as_text()
+    for target in ('convjax_conv_forward', 'convjax_conv_backward_data',
+                   'convjax_conv_backward_weights'):
+      assert target in text
+    assert lowering.use_backend('xla') == 'xla'
+    text = jax.jit(jax.grad(lambda x, k: loss(x, k) * 1.0, argnums=(0, 1))).lower(
+        x, kernel).as_text()
+    assert 'convjax_conv' not in text
+  finally:
+    lowering.use_backend('auto')
+
+
+@needs_onednn
+def test_bfloat16_matches_xla_to_bfloat16_precision():
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 10, 10, 16)), jnp.bfloat16)
+  kernel = jnp.asarray(rng.normal(size=(3, 3, 16, 32)) / 12, jnp.bfloat16)
+  pads = ((1, 1), (1, 1))
+  got = onednn.conv2d(x, kernel, (1, 1), pads)
+  want = _xla(x.astype(jnp.float32), kernel.astype(jnp.float32), (1, 1), pads, (1, 1), 1)
+  assert got.dtype == jnp.bfloat16
+  np.testing.assert_allclose(got.astype(jnp.float32), want, rtol=2e-2, atol=2e-2)
+
+
+@needs_onednn
+def test_vmap_and_jit_with_donation():
+  rng = np.random.default_rng(1)
+  xs = jnp.asarray(rng.normal(size=(3, 2, 6, 6, 4)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(3, 3, 4, 5)), jnp.float32)
+  pads = ((1, 1), (1, 1))
+  want = jnp.stack([_xla(x, kernel, (1, 1), pads, (1, 1), 1) for x in xs])
+  got = jax.vmap(lambda x: onednn.conv2d(x, kernel, (1, 1), pads))(xs)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  step = jax.jit(lambda x, k: x - 0.1 * jax.grad(
+      lambda x: jnp.sum(onednn.conv2d(x, k, (1, 1), pads) ** 2))(x), donate_argnums=0)
+  expected = xs[0] - 0.1 * jax.grad(lambda x: jnp.sum(_xla(x, kernel, (1, 1), pads, (1, 1), 1)
+                                                        ** 2))(xs[0])
+  np.testing.assert_allclose(step(jnp.array(xs[0]), kernel), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_or_impossible_backend_is_one_sentence(monkeypatch):
+  with pytest.raises(lowering.BackendError, match="conv_backend must be one of auto, xla, onednn"):
+    lowering.use_backend('mkl')
+  monkeypatch.setattr(onednn, 'LIBRARY', '/nonexistent/_onednn_conv.so')
+  onednn._load.cache_clear()  # pylint: disable=protected-access
+  try:
+    with pytest.raises(lowering.BackendError, match='needs convjax.s oneDNN extension, and '
+                                                    '/nonexistent/_onednn_conv.so is not built'):
+      lowering.use_backend('onednn')
+    assert lowering.backend_name() == 'xla'  # 'auto' falls back.
+  finally:
+    monkeypatch.undo()
+    onednn._load.cache_clear()  # pylint: disable=protected-access
+
+
+def _loss_and_grads(model, variables, images, labels):
+  """A train step's loss and parameter gradients (batch-norm statistics from the batch)."""
+  def loss(params):
+    logits, _ = model.apply({**variables, 'params': params}, images, train=True,
+                            rngs={'dropout': jax.random.PRNGKey(1)}, mutable=['batch_stats'])
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1))
+  return jax.jit(jax.value_and_grad(loss))(variables['params'])
+
+
+# One model per distinct construction: the registry's other entries repeat these blocks at other
+# depths (resnet34-152, resnet32-110, vgg13-19).
+FAMILIES = ('alexnet', 'alexnet_2012', 'zfnet', 'lenet5', 'lenet5_1998', 'nin', 'googlenet',
+            'googlenet_bn', 'densenet121', 'resnet18', 'resnet50', 'resnet20', 'vgg11', 'vgg11_bn')
+
+
+def test_families_cover_every_registry_model():
+  depth = lambda name: re.sub(r'\d*(_bn)?$', '', name)  # vgg16_bn -> vgg, resnet152 -> resnet
+  assert set(FAMILIES) <= set(test_models.EXPECTED_PARAMS)
+  assert {depth(n) for n in test_models.EXPECTED_PARAMS} == {depth(n) for n in FAMILIES}
+
+
+@needs_onednn
+@pytest.mark.parametrize('name', FAMILIES)
+def test_every_model_trains_the_same_with_onednn_and_xla(name):
+  shape = (28, 28, 1) if name.startswith('lenet') else (16, 16, 3)
+  model = test_models.tiny_model(name, shape)
+  images = jax.random.normal(jax.random.PRNGKey(0), (3,) + shape)
+  labels = jnp.arange(3) % 5
+  variables = model.init(jax.random.PRNGKey(2), images)
+  results = {}
+  try:
+    for backend in ('xla', 'onednn'):
+      lowering.use_backend(backend)
+      results[backend] = _loss_and_grads(model, variables, images, labels)
+  finally:
+    lowering.use_backend('auto')
+  (xla_loss, xla_grads), (ours_loss, our_grads) = results['xla'], results['onednn']
+  np.testing.assert_allclose(ours_loss, xla_loss, rtol=1e-5)
+  # Rounding differs between the libraries, so compare against the largest gradient anywhere:
+  # some leaves are zero in exact arithmetic and hold only rounding noise (about 1e-8).
+  scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(xla_grads))
+  for path, theirs in jax.tree_util.tree_leaves_with_path(xla_grads):
+    mine = _at(our_grads, path)
+    np.testing.assert_allclose(mine, theirs, rtol=1e-3, atol=1e-5 * scale,
+                               err_msg=jax.tree_util.keystr(path))
+
+
+def _at(tree, path):
+  for key in path:
+    tree = tree[key.key]
+  return tree
+
+
+def test_a_failed_build_warns_in_one_line_and_keeps_the_last_good_library(monkeypatch, capsys):
+  from convjax.native import build
+  before = os.path.getmtime(build.OUTPUT) if os.path.exists(build.OUTPUT) else None
+  monkeypatch.setattr(build, 'COMPILER', '/nonexistent/g++')
+  assert not build.build(force=True)
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith('warning: oneDNN extension not built (')
+  assert err[0].endswith("convjax will use XLA's convolutions")
+  assert (os.path.getmtime(build.OUTPUT) if os.path.exists(build.OUTPUT) else None) == before
