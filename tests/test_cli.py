@@ -1,0 +1,51 @@
+"""experiments.cli's process set-up: the restart with huge pages, and what it changes."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHOW = ("import os, sys; sys.path.insert(0, '.'); from experiments import cli; "
+        "print(os.getpid(), os.environ.get('GLIBC_TUNABLES'), flush=True); cli.with_huge_pages()")
+
+
+def _run(code: str, **env) -> list[str]:
+  environment = {k: v for k, v in os.environ.items()
+                 if k not in ('GLIBC_TUNABLES', 'CONVJAX_HUGE_PAGES')}
+  result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                          env={**environment, **env}, timeout=60, check=True)
+  return result.stdout.split()
+
+
+def test_the_process_restarts_once_with_the_same_pid_and_huge_pages():
+  first_pid, first, second_pid, second = _run(SHOW)
+  assert first_pid == second_pid and first == 'None' and second == 'glibc.malloc.hugetlb=1'
+
+
+def test_existing_tunables_are_kept_and_the_restart_can_be_turned_off():
+  assert _run(SHOW, GLIBC_TUNABLES='glibc.malloc.arena_max=2')[3] == \
+      'glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1'
+  assert len(_run(SHOW, CONVJAX_HUGE_PAGES='0')) == 2
+
+
+def _transparent_huge_pages() -> str:
+  try:
+    with open('/sys/kernel/mm/transparent_hugepage/enabled', encoding='utf-8') as f:
+      return f.read().split('[')[1].split(']')[0]
+  except (OSError, IndexError):
+    return 'never'
+
+
+@pytest.mark.skipif(_transparent_huge_pages() == 'never',
+                    reason='this kernel has transparent huge pages turned off')
+def test_huge_pages_cut_the_page_faults_of_a_large_fresh_buffer():
+  """What XLA:CPU does every step: malloc a large buffer (mmap) and write all of it."""
+  # Plain malloc through ctypes: NumPy asks for huge pages on its own large arrays.
+  touch = ('import ctypes, resource; libc = ctypes.CDLL(None); libc.malloc.restype = ctypes.c_void_p; '
+           'before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt; '
+           'ctypes.memset(libc.malloc(64 << 20), 1, 64 << 20); '
+           'print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)')
+  plain = int(_run(touch)[0])
+  huge = int(_run(touch, GLIBC_TUNABLES='glibc.malloc.hugetlb=1')[0])
+  assert plain > 10_000 and huge < plain / 10, (plain, huge)
