@@ -1,9 +1,11 @@
-"""PyTorch reference implementations of convjax's LeNet-5 and ResNet-20, for speed comparisons only.
+"""PyTorch reference implementations of convjax's models, for speed comparisons only.
 
-Same architectures as `convjax.models` layer for layer, with the same parameter counts (checked in
-`benchmarks.vs_pytorch` refuses a mismatch): LeNet-5 61,706, ResNet-20 269,722 and ResNet-50
-25,557,032. PyTorch is a benchmark dependency,
-never a library one: `pip install -r benchmarks/requirements.txt`.
+Same architectures as `convjax.models` layer for layer, with the same parameter counts
+(`benchmarks.vs_pytorch` refuses a mismatch): LeNet-5 61,706, ResNet-20 269,722, and at 224x224x3
+the torchvision-equivalent ResNet-18 11,689,512, ResNet-50 25,557,032, AlexNet 61,100,840,
+VGG-11-BN 132,868,840 and DenseNet-121 7,978,856. They are written out here rather than imported
+from torchvision, whose builds do not import with the CPU-only torch wheel this machine installs.
+PyTorch is a benchmark dependency, never a library one: `pip install -r benchmarks/requirements.txt`.
 """
 import torch
 from torch import nn
@@ -110,7 +112,98 @@ class ResNet50(nn.Module):
     return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
 
 
-MODELS = {'lenet5': LeNet5, 'resnet20': lambda **kw: CifarResNet(20, **kw), 'resnet50': ResNet50}
+class BasicBlockB(nn.Module):
+  """conv3x3(stride)-bn-relu-conv3x3-bn + projection shortcut (1x1 conv-bn) where the shape
+  changes, relu: convjax.models.resnet.BasicBlock in the ImageNet ResNets."""
+
+  def __init__(self, in_planes: int, planes: int, stride: int):
+    super().__init__()
+    self.branch = nn.Sequential(
+        nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False), nn.BatchNorm2d(planes), nn.ReLU(),
+        nn.Conv2d(planes, planes, 3, 1, 1, bias=False), nn.BatchNorm2d(planes))
+    self.shortcut = nn.Identity() if stride == 1 and in_planes == planes else nn.Sequential(
+        nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+  def forward(self, x):
+    return F.relu(self.branch(x) + self.shortcut(x))
+
+
+def imagenet_resnet(block, expansion: int, stage_sizes, num_classes: int = 1000,
+                    in_channels: int = 3) -> nn.Module:
+  """7x7/2 stem, 3x3/2 max pool, four stages of `block` (64 to 512 wide), global average pool."""
+  layers = [nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.MaxPool2d(3, 2, 1)]
+  planes = 64
+  for stage, (blocks, width) in enumerate(zip(stage_sizes, (64, 128, 256, 512))):
+    for index in range(blocks):
+      layers.append(block(planes, width, 2 if stage > 0 and index == 0 else 1))
+      planes = expansion * width
+  return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                       nn.Linear(planes, num_classes))
+
+
+def _classifier(inputs: int, num_classes: int) -> nn.Sequential:
+  """Dropout-FC 4096-relu, dropout-FC 4096-relu, FC classes: AlexNet's and VGG's head."""
+  return nn.Sequential(nn.Dropout(0.5), nn.Linear(inputs, 4096), nn.ReLU(), nn.Dropout(0.5),
+                       nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, num_classes))
+
+
+def alexnet(num_classes: int = 1000, in_channels: int = 3) -> nn.Module:
+  """convjax's alexnet (single tower, torchvision's): 64, 192, 384, 256, 256 filters."""
+  conv = lambda i, o, k, s, p: [nn.Conv2d(i, o, k, s, p), nn.ReLU()]
+  return nn.Sequential(
+      *conv(in_channels, 64, 11, 4, 2), nn.MaxPool2d(3, 2), *conv(64, 192, 5, 1, 2),
+      nn.MaxPool2d(3, 2), *conv(192, 384, 3, 1, 1), *conv(384, 256, 3, 1, 1),
+      *conv(256, 256, 3, 1, 1), nn.MaxPool2d(3, 2), nn.AdaptiveAvgPool2d(6), nn.Flatten(),
+      _classifier(256 * 6 * 6, num_classes))
+
+
+def vgg11_bn(num_classes: int = 1000, in_channels: int = 3) -> nn.Module:
+  """VGG configuration A with batch norm: 64, M, 128, M, 256 x2, M, 512 x2, M, 512 x2, M."""
+  layers, channels = [], in_channels
+  for width in (64, 'M', 128, 'M', 256, 256, 'M', 512, 512, 'M', 512, 512, 'M'):
+    if width == 'M':
+      layers.append(nn.MaxPool2d(2))
+    else:
+      layers += [nn.Conv2d(channels, width, 3, 1, 1), nn.BatchNorm2d(width), nn.ReLU()]
+      channels = width
+  return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(7), nn.Flatten(),
+                       _classifier(512 * 7 * 7, num_classes))
+
+
+class DenseLayer(nn.Module):
+  """bn-relu-1x1 conv (4k)-bn-relu-3x3 conv (k), concatenated onto its input."""
+
+  def __init__(self, channels: int, growth: int):
+    super().__init__()
+    self.layer = nn.Sequential(
+        nn.BatchNorm2d(channels), nn.ReLU(), nn.Conv2d(channels, 4 * growth, 1, bias=False),
+        nn.BatchNorm2d(4 * growth), nn.ReLU(), nn.Conv2d(4 * growth, growth, 3, 1, 1, bias=False))
+
+  def forward(self, x):
+    return torch.cat([x, self.layer(x)], 1)
+
+
+def densenet121(num_classes: int = 1000, in_channels: int = 3) -> nn.Module:
+  """DenseNet-BC-121: growth 32, blocks of 6, 12, 24, 16 layers, transitions halving channels."""
+  layers = [nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.MaxPool2d(3, 2, 1)]
+  channels = 64
+  for index, size in enumerate((6, 12, 24, 16)):
+    for _ in range(size):
+      layers.append(DenseLayer(channels, 32))
+      channels += 32
+    if index < 3:
+      layers += [nn.BatchNorm2d(channels), nn.ReLU(),
+                 nn.Conv2d(channels, channels // 2, 1, bias=False), nn.AvgPool2d(2)]
+      channels //= 2
+  return nn.Sequential(*layers, nn.BatchNorm2d(channels), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                       nn.Flatten(), nn.Linear(channels, num_classes))
+
+
+MODELS = {'lenet5': LeNet5, 'resnet20': lambda **kw: CifarResNet(20, **kw), 'resnet50': ResNet50,
+          'resnet18': lambda **kw: imagenet_resnet(BasicBlockB, 1, (2, 2, 2, 2), **kw),
+          'alexnet': alexnet, 'vgg11_bn': vgg11_bn, 'densenet121': densenet121}
 
 
 def count_params(model: nn.Module) -> int:

@@ -2,15 +2,18 @@
 
   pip install -r benchmarks/requirements.txt      # PyTorch, for this comparison only
   python -m benchmarks.vs_pytorch [--models=lenet5,resnet20] [--rounds=3]
-      [--output=benchmarks/results/vs_pytorch.json]
+      [--output=workdirs/vs_pytorch.json]
+  python -m benchmarks.vs_pytorch --models=resnet18,resnet50,alexnet,vgg11_bn,densenet121
   python -m benchmarks.vs_pytorch --gpu      # ResNet-50 at 224 and ResNet-20, bf16, on a GPU
 
 Each round runs `experiments.benchmark --mode=train` and then `benchmarks.pytorch` for every case,
 each in a fresh process, so neither framework's threads or caches disturb the other's timing and
 a slow spell of the machine hits both. The ratio is convjax's median images/s over PyTorch's,
-medians taken over rounds. Cases are the issue's: LeNet-5 at batch 256 on 28x28x1 and ResNet-20
-at batch 128 on 32x32x3, float32. convjax runs on as many devices as the shipped config for that
-model uses (LeNet-5: 1; ResNet-20: one per core); --num_devices overrides both.
+medians taken over rounds. Cases: LeNet-5 at batch 256 on 28x28x1 and ResNet-20 at batch 128 on
+32x32x3 by default, and five ImageNet architectures at batch 16 on 224x224x3 on request; all
+float32. With several cases it also prints the ratios' geometric mean. convjax runs on as many
+devices as the shipped config for that model uses (LeNet-5: 1; the others: one per core);
+--num_devices overrides them all.
 """
 import json
 import os
@@ -24,12 +27,17 @@ from absl import flags
 from experiments import cli
 
 # model -> (batch size, input shape, convjax devices; None = all local devices).
-CASES = {'lenet5': (256, (28, 28, 1), 1), 'resnet20': (128, (32, 32, 3), None)}
+CASES = {'lenet5': (256, (28, 28, 1), 1), 'resnet20': (128, (32, 32, 3), None),
+         **{name: (16, (224, 224, 3), None)
+            for name in ('resnet18', 'resnet50', 'alexnet', 'vgg11_bn', 'densenet121')}}
+DEFAULT_CASES = ('lenet5', 'resnet20')  # The 224x224 cases take minutes each: ask for them.
 # With --gpu: bf16 compute with fp32 master weights on both sides (convjax --half_precision,
 # PyTorch autocast), one GPU.
 GPU_CASES = {'resnet50': (256, (224, 224, 3), 1), 'resnet20': (512, (32, 32, 3), 1)}
 
-_MODELS = flags.DEFINE_list('models', None, 'Cases to run; default: all of CASES (or GPU_CASES).')
+_MODELS = flags.DEFINE_list('models', None, 'Cases to run; default: lenet5 and resnet20 (with '
+                            '--gpu: all of GPU_CASES). The 224x224 cases: resnet18, resnet50, '
+                            'alexnet, vgg11_bn, densenet121.')
 _GPU = flags.DEFINE_bool('gpu', False, 'Run GPU_CASES on the GPU in bfloat16.')
 _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Alternating rounds; medians are taken over them.')
 _MIN_SECONDS = flags.DEFINE_float('min_seconds', 3.0, 'Timed seconds per model, run and framework.')
@@ -71,7 +79,7 @@ def _round(name: str) -> tuple[float, float]:
 def main(argv):
   del argv
   cases = _cases()
-  names = _MODELS.value or list(cases)
+  names = _MODELS.value or (list(cases) if _GPU.value else list(DEFAULT_CASES))
   unknown = sorted(set(names) - set(cases))
   if unknown:
     raise ValueError(f"unknown case '{unknown[0]}'; valid cases are: {', '.join(cases)}")
@@ -87,6 +95,10 @@ def main(argv):
                     'convjax': ours, 'pytorch': theirs, 'ratio': ours / theirs}
     print(f'{name:10s} {cases[name][0]:5d} {ours:14,.1f} {theirs:14,.1f} {ours / theirs:6.2f}',
           flush=True)
+  if len(report) > 1:
+    ratios = [r['ratio'] for r in report.values()]
+    print(f'geometric mean of the ratios: {float(np.exp(np.mean(np.log(ratios)))):.2f}, '
+          f'lowest {min(ratios):.2f}')
   if _OUTPUT.value:
     from convjax import metrics
     metrics.write_json(_OUTPUT.value, report, make_dirs=True)
