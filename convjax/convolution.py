@@ -140,14 +140,17 @@ def conv_matrix(kernel: jnp.ndarray, input_shape, mode: str = 'full') -> jnp.nda
   return entries.reshape(math.prod(out_shape), math.prod(input_shape))
 
 
-def output_size(n: int, f: int, padding: int = 0, stride: int = 1, dilation: int = 1) -> int:
+def output_size(n: int, f: int, padding: int | tuple[int, int] = 0, stride: int = 1,
+                dilation: int = 1) -> int:
   """A feature map's size: floor((n + 2p - d(f - 1) - 1) / s) + 1.
 
-  n inputs, zero-padded by p on each side; a kernel of f taps spaced d apart spans
-  d(f - 1) + 1 inputs; it fits at every s-th position of the padded input.
+  n inputs, zero-padded by p on each side (or by low and high zeros, for a (low, high) pair);
+  a kernel of f taps spaced d apart spans d(f - 1) + 1 inputs; it fits at every s-th position
+  of the padded input.
   """
+  padded = n + (sum(padding) if isinstance(padding, tuple) else 2 * padding)
   span = dilation * (f - 1) + 1
-  return (n + 2 * padding - span) // stride + 1
+  return (padded - span) // stride + 1
 
 
 def _kernel(rows) -> np.ndarray:

@@ -145,8 +145,9 @@ def prefers_rows(kernel_shape, padded_width: int, backend: str | None = None) ->
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
-  """lax.conv_general_dilated's signature (what flax.linen.Conv calls); takes `conv2d_rows`
-  for undilated, ungrouped 2-D NHWC convolutions that `prefers_rows`, and lax otherwise."""
+  """lax.conv_general_dilated's signature (what flax.linen.Conv calls). With the 'onednn'
+  backend, every 2-D NHWC convolution goes to `onednn.conv2d`; otherwise undilated, ungrouped
+  ones that `prefers_rows` go to `conv2d_rows`, and the rest to lax."""
   nhwc = (rhs.ndim == 4 and dimension_numbers == NHWC and not kwargs
           and all(d == 1 for d in lhs_dilation or (1,)))
   if (nhwc and backend_name() == 'onednn' and lhs.dtype == rhs.dtype

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from convjax import convolution
+
 LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'native', '_onednn_conv.so')
 _TARGETS = {'convjax_conv_forward': 'ConvjaxConvForward',
             'convjax_conv_backward_data': 'ConvjaxConvBackwardData',
@@ -89,21 +91,15 @@ def _attributes(strides, padding, dilation, groups, threads) -> dict:
               threads=np.int64(threads), layout=np.int64(LAYOUT))
 
 
-def out_size(size: int, kernel: int, stride: int, low: int, high: int, dilation: int) -> int:
-  """The output-size formula: floor((size + low + high - dilation * (kernel - 1) - 1) / stride) + 1."""
-  return (size + low + high - dilation * (kernel - 1) - 1) // stride + 1
-
-
 def _forward(x, kernel, strides, padding, dilation, groups, threads):
   n, h, w, _ = x.shape
   kh, kw, _, o = kernel.shape
   out = jax.ShapeDtypeStruct(
-      (n, out_size(h, kh, strides[0], *padding[0], dilation[0]),
-       out_size(w, kw, strides[1], *padding[1], dilation[1]), o), x.dtype)
-  bias = jnp.zeros((0,), x.dtype)  # No fused bias: flax adds it, and XLA fuses that addition.
+      (n, convolution.output_size(h, kh, tuple(padding[0]), strides[0], dilation[0]),
+       convolution.output_size(w, kw, tuple(padding[1]), strides[1], dilation[1]), o), x.dtype)
+  # Flax adds the bias after the convolution, and XLA fuses that addition into what follows.
   return jax.ffi.ffi_call('convjax_conv_forward', out, vmap_method='sequential')(
-      x, kernel, bias, use_bias=False, relu=False,
-      **_attributes(strides, padding, dilation, groups, threads))
+      x, kernel, **_attributes(strides, padding, dilation, groups, threads))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))

@@ -131,6 +131,19 @@ def test_output_size_equals_lax(n, f, padding, stride, dilation):
   assert out.shape[-1] == expected
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 7), st.integers(0, 4), st.integers(0, 4),
+       st.integers(1, 4), st.integers(1, 3))
+def test_output_size_with_asymmetric_padding_equals_lax(n, f, low, high, stride, dilation):
+  expected = convolution.output_size(n, f, (low, high), stride, dilation)
+  if expected < 1:
+    return  # lax refuses kernels wider than the padded input.
+  out = jax.eval_shape(lambda x, k: jax.lax.conv_general_dilated(
+      x, k, (stride,), [(low, high)], rhs_dilation=(dilation,)),
+      jax.ShapeDtypeStruct((1, 1, n), jnp.float32), jax.ShapeDtypeStruct((1, 1, f), jnp.float32))
+  assert out.shape[-1] == expected
+
+
 def test_a_conv_layer_computes_cross_correlation():
   x = jax.random.normal(jax.random.PRNGKey(0), (1, 9, 11, 3))
   layer = nn.Conv(2, (3, 4), padding='VALID', use_bias=False)

@@ -46,13 +46,12 @@ struct Geometry {
   int64_t groups;
   memory::data_type type;
   Kind kind;
-  bool bias, relu;       // forward only: fused bias addition and ReLU
   bool any_weights, any_activations;  // let oneDNN pick blocked layouts (and reorder to them)
   int64_t threads;       // the primitive's work is split for this many threads
 
   auto key() const {
-    return std::tie(src, weights, dst, strides, dilation, pad_l, pad_r, groups, type, kind, bias,
-                    relu, any_weights, any_activations, threads);
+    return std::tie(src, weights, dst, strides, dilation, pad_l, pad_r, groups, type, kind,
+                    any_weights, any_activations, threads);
   }
   bool operator<(const Geometry& other) const { return key() < other.key(); }
 };
@@ -71,19 +70,14 @@ memory::desc Activations(const memory::dims& nchw, memory::data_type type) {
 memory::desc Weights(const Geometry& g) {
   const auto& w = g.weights;
   if (g.groups == 1) return memory::desc(w, g.type, memory::format_tag::hwio);
-  const int64_t og = w[1], ig = w[2], kh = w[3], kw = w[4], out = g.groups * og;
-  (void)kh;
+  const int64_t og = w[1], ig = w[2], kw = w[4], out = g.groups * og;
   return memory::desc(w, g.type, memory::dims{og, 1, out, kw * ig * out, ig * out});
 }
 
-dnnl::primitive_attr Attributes(const Geometry& g) {
+// Every primitive takes its scratchpad from the caller, so one primitive serves concurrent calls.
+dnnl::primitive_attr Attributes() {
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  if (g.relu) {
-    dnnl::post_ops ops;
-    ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
-    attr.set_post_ops(ops);
-  }
   return attr;
 }
 
@@ -106,36 +100,27 @@ memory::desc Any(const memory::desc& user, bool any) {
   return any ? memory::desc(user.get_dims(), user.get_data_type(), memory::format_tag::any) : user;
 }
 
-dnnl::convolution_forward::primitive_desc ForwardDesc(const Geometry& g, bool training) {
-  auto prop = training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
-  auto src = Any(Activations(g.src, g.type), g.any_activations);
-  auto dst = Any(Activations(g.dst, g.type), g.any_activations);
-  auto weights = Any(Weights(g), g.any_weights);
-  auto attr = Attributes(g);
-  if (g.bias) {
-    memory::desc bias({g.dst[1]}, g.type, memory::format_tag::a);
-    return {Engine(), prop, dnnl::algorithm::convolution_direct, src, weights, bias, dst,
-            g.strides, g.dilation, g.pad_l, g.pad_r, attr};
-  }
-  return {Engine(), prop, dnnl::algorithm::convolution_direct, src, weights, dst, g.strides,
-          g.dilation, g.pad_l, g.pad_r, attr};
+// The forward primitive; also the hint the backward primitives are built from. Training and
+// evaluation share it, so both compute the same numbers.
+dnnl::convolution_forward::primitive_desc ForwardDesc(const Geometry& g) {
+  return {Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+          Any(Activations(g.src, g.type), g.any_activations), Any(Weights(g), g.any_weights),
+          Any(Activations(g.dst, g.type), g.any_activations), g.strides, g.dilation, g.pad_l,
+          g.pad_r, Attributes()};
 }
 
 Primitive Build(const Geometry& g) {
   const auto src = Activations(g.src, g.type), dst = Activations(g.dst, g.type);
   const auto weights = Weights(g);
   if (g.kind == Kind::kForward) {
-    auto pd = ForwardDesc(g, /*training=*/true);
-    std::vector<Operand> operands = {{DNNL_ARG_SRC, false, src, pd.src_desc()},
-                                     {DNNL_ARG_WEIGHTS, false, weights, pd.weights_desc()}};
-    if (g.bias) operands.push_back({DNNL_ARG_BIAS, false, pd.bias_desc(), pd.bias_desc()});
-    operands.push_back({DNNL_ARG_DST, true, dst, pd.dst_desc()});
-    return {dnnl::convolution_forward(pd), pd.scratchpad_desc(), operands};
+    auto pd = ForwardDesc(g);
+    return {dnnl::convolution_forward(pd), pd.scratchpad_desc(),
+            {{DNNL_ARG_SRC, false, src, pd.src_desc()},
+             {DNNL_ARG_WEIGHTS, false, weights, pd.weights_desc()},
+             {DNNL_ARG_DST, true, dst, pd.dst_desc()}}};
   }
-  Geometry plain = g;
-  plain.bias = plain.relu = false;
-  auto hint = ForwardDesc(plain, /*training=*/true);
-  dnnl::primitive_attr attr = Attributes(plain);
+  auto hint = ForwardDesc(g);
+  dnnl::primitive_attr attr = Attributes();
   auto any_src = Any(src, g.any_activations), any_dst = Any(dst, g.any_activations);
   auto any_weights = Any(weights, g.any_weights);
   if (g.kind == Kind::kBackwardData) {
@@ -197,7 +182,6 @@ ffi::Error Describe(ffi::AnyBuffer::Dimensions x, ffi::AnyBuffer::Dimensions k,
   g->pad_l = {padding[0], padding[2]};
   g->pad_r = {padding[1], padding[3]};
   g->kind = kind;
-  g->bias = g->relu = false;
   g->any_weights = layout >= 1;
   g->any_activations = layout >= 2;
   return ffi::Error::Success();
@@ -242,21 +226,19 @@ ffi::Error Run(Geometry g, int64_t threads, const std::map<int, void*>& buffers)
   return ffi::Error::Success();
 }
 
-ffi::Error Forward(ffi::AnyBuffer x, ffi::AnyBuffer kernel, ffi::AnyBuffer bias,
+ffi::Error Forward(ffi::AnyBuffer x, ffi::AnyBuffer kernel,
                    ffi::Result<ffi::AnyBuffer> y, ffi::Span<const int64_t> strides,
                    ffi::Span<const int64_t> padding, ffi::Span<const int64_t> dilation,
-                   int64_t groups, int64_t threads, int64_t layout, bool use_bias, bool relu) {
+                   int64_t groups, int64_t threads, int64_t layout) {
   Geometry g;
   if (auto e = Describe(x.dimensions(), kernel.dimensions(), y->dimensions(), x.element_type(),
                         strides, padding, dilation, groups, layout, Kind::kForward, &g);
       e.failure()) {
     return e;
   }
-  g.bias = use_bias;
-  g.relu = relu;
   return Run(g, threads,
              {{DNNL_ARG_SRC, x.untyped_data()}, {DNNL_ARG_WEIGHTS, kernel.untyped_data()},
-              {DNNL_ARG_BIAS, bias.untyped_data()}, {DNNL_ARG_DST, y->untyped_data()}});
+              {DNNL_ARG_DST, y->untyped_data()}});
 }
 
 ffi::Error BackwardData(ffi::AnyBuffer dy, ffi::AnyBuffer kernel, ffi::Result<ffi::AnyBuffer> dx,
@@ -303,10 +285,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvjaxConvForward, Forward,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>() CONV_ATTRS
-                                  .Attr<bool>("use_bias")
-                                  .Attr<bool>("relu"));
+                                  .Ret<ffi::AnyBuffer>() CONV_ATTRS);
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvjaxConvBackwardData, BackwardData,
                               ffi::Ffi::Bind()
