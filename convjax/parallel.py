@@ -91,14 +91,21 @@ def device_index() -> jax.Array:
   return lax.axis_index(AXIS)
 
 
+def _one_device() -> bool:
+  """Inside a per-device function: whether the data-parallel axis has a single device. Its
+  collectives are then the identity, yet XLA:CPU still runs them as a copy of every operand:
+  52 ms a step for AlexNet's 244 MB of gradients."""
+  return lax.axis_size(AXIS) == 1
+
+
 def mean(tree: Any) -> Any:
   """Inside a per-device function: the average of `tree` over all devices (every process)."""
-  return lax.pmean(tree, AXIS)
+  return tree if _one_device() else lax.pmean(tree, AXIS)
 
 
 def sum(tree: Any) -> Any:  # pylint: disable=redefined-builtin
   """Inside a per-device function: the sum of `tree` over all devices (every process)."""
-  return lax.psum(tree, AXIS)
+  return tree if _one_device() else lax.psum(tree, AXIS)
 
 
 def _first_devices_per_process(count: int) -> list[jax.Device]:

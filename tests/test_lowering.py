@@ -12,6 +12,7 @@ import pytest
 from jax import lax
 
 from convjax import layers, lowering
+from tests import test_models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -86,6 +87,49 @@ def test_max_pool_2x2_equals_reduce_window_bitwise_even_with_ties(shape):
     dy = jnp.asarray(rng.normal(size=expected.shape), jnp.float32)
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(got_vjp(dy)[0], expected_vjp(dy)[0])
+
+
+@pytest.mark.parametrize('window, strides, padding, shape', [
+    ((3, 3), (2, 2), 'VALID', (2, 13, 11, 3)),           # AlexNet's overlapping pools
+    ((3, 3), (2, 2), ((1, 1), (1, 1)), (2, 12, 12, 2)),  # ResNet's and DenseNet's stem
+    ((3, 3), (1, 1), 'SAME', (1, 7, 6, 2)),              # GoogLeNet's pool branch
+    ((3, 3), (2, 2), ((0, 1), (0, 1)), (1, 8, 8, 2)),    # 'CEIL'
+    ((2, 3), (1, 2), 'VALID', (2, 6, 9, 1)),
+    ((3,), (2,), 'VALID', (2, 9, 2)),                    # 1-D
+    ((2, 2, 2), (2, 2, 2), 'VALID', (1, 4, 5, 4, 2))])   # 3-D
+def test_max_pool_from_taps_equals_reduce_window_bitwise_even_with_ties(window, strides, padding,
+                                                                        shape):
+  rng = np.random.default_rng(4)
+  for x in (rng.normal(size=shape), rng.integers(0, 3, size=shape)):  # Integers: many ties.
+    x = jnp.asarray(x, jnp.float32)
+    expected, expected_vjp = jax.vjp(lambda x: nn.max_pool(x, window, strides, padding), x)
+    got, got_vjp = jax.vjp(lambda x: layers.max_pool_taps(x, window, strides, padding), x)
+    # Integer cotangents: overlapping windows add several into one input, and integer sums are
+    # exact in any order, so the comparison can be bitwise.
+    dy = jnp.asarray(rng.integers(-4, 5, size=expected.shape), jnp.float32)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(got_vjp(dy)[0], expected_vjp(dy)[0])
+
+
+def test_max_pool_gradients_survive_xla_recomputing_the_pool_input(monkeypatch):
+  """Under jit XLA may recompute a pool's input (batch norm, ReLU) inside the backward pass with
+  other rounding; a backward that compared that recomputation with the forward's maximum lost
+  most of VGG-11-BN's pool gradients (0.3 off on a tiny model). Reference: reduce_window."""
+  model = test_models.tiny_model('vgg11_bn', (16, 16, 3))
+  images = jax.random.normal(jax.random.PRNGKey(0), (3, 16, 16, 3))
+  variables = model.init(jax.random.PRNGKey(2), images)
+
+  def grads():
+    def loss(params):
+      logits, _ = model.apply({**variables, 'params': params}, images, train=True,
+                              rngs={'dropout': jax.random.PRNGKey(1)}, mutable=['batch_stats'])
+      return jnp.sum(jax.nn.log_softmax(logits)[:, 0])
+    return jax.jit(jax.grad(loss))(variables['params'])
+
+  ours = grads()
+  monkeypatch.setattr(layers, 'max_pool_taps', lambda x, *args: nn.max_pool(x, *args))
+  for got, expected in zip(jax.tree.leaves(ours), jax.tree.leaves(grads())):
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
 def _local_devices(**env) -> int:
