@@ -49,3 +49,19 @@ def test_huge_pages_cut_the_page_faults_of_a_large_fresh_buffer():
   plain = int(_run(touch)[0])
   huge = int(_run(touch, GLIBC_TUNABLES='glibc.malloc.hugetlb=1')[0])
   assert plain > 10_000 and huge < plain / 10, (plain, huge)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('raised,stderr', [
+    ("errors.UserError('the input is wrong')", 'error: the input is wrong'),
+    ("ValueError('a bug')", 'error: ValueError: a bug (--show_traceback shows where)'),
+    ("KeyError('k')", "error: KeyError: 'k' (--show_traceback shows where)")])
+def test_only_user_errors_are_reported_as_the_users_mistake(raised, stderr):
+  """Bad input is one sentence; anything else, such as a bug in a new model, shows its type and
+  where to find the traceback."""
+  code = ('import sys; sys.path.insert(0, "."); from convjax import errors; '
+          'from experiments import cli\n'
+          f'def main(argv):\n  raise {raised}\ncli.run(main)')
+  result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, 'CONVJAX_HUGE_PAGES': '0'}, timeout=60)
+  assert result.returncode == 1 and result.stderr.strip() == stderr, result.stderr

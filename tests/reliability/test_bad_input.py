@@ -46,6 +46,7 @@ BAD_INPUTS = [
     (['--config.optimizer=sgd'], "trained with other settings (optimizer 'adam' -> 'sgd'), and these cannot change"),
     (['--config.learning_rate=0.01', '--config.seed=3'], 'learning_rate 0.001 -> 0.01; seed 0 -> 3'),
     (['--config.image_size=32'], 'holds a checkpoint (step 6) of input_shape=[28, 28, 1]'),
+    (['--config.model_kwargs.nosuchfield=1'], "model_kwargs.nosuchfield: 'lenet5' has no field 'nosuchfield'"),
 ]
 
 
