@@ -26,7 +26,8 @@ def _split_host_into_cores() -> None:
   if count > 1:
     os.environ['XLA_FLAGS'] = f'{flags} {flag}={count}'.strip()
   CPU_DEVICES_SOURCE = (f'CONVJAX_CPU_DEVICES={chosen}' if chosen else
-                        f'convjax: one device per core of {count}; CONVJAX_CPU_DEVICES=N changes it')
+                        f'convjax: one device per core of {count}; '
+                        'CONVJAX_CPU_DEVICES=N changes it')
 
 
 # How the CPU device count was chosen, for the one line runs log about it (parallel.describe).

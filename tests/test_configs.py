@@ -91,8 +91,8 @@ def test_unknown_model_kwargs_are_named(model, key, message):
     config_lib.validate(_with_model_kwargs(model, **{key: 1}), num_devices=1)
 
 
-@pytest.mark.parametrize('saved,current', [({}, {'normalization': 'group'}),
-                                           ({'normalization': 'batch'}, {'normalization': 'group'})])
+@pytest.mark.parametrize('saved,current', [
+    ({}, {'normalization': 'group'}), ({'normalization': 'batch'}, {'normalization': 'group'})])
 def test_a_checkpoint_resumes_only_with_its_own_model_kwargs(saved, current):
   old = config_lib.flat(_with_model_kwargs('resnet20', **saved))
   new = config_lib.flat(_with_model_kwargs('resnet20', **current))
