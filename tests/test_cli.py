@@ -18,11 +18,13 @@ def _run(code: str, **env) -> list[str]:
   return result.stdout.split()
 
 
+@pytest.mark.slow
 def test_the_process_restarts_once_with_the_same_pid_and_huge_pages():
   first_pid, first, second_pid, second = _run(SHOW)
   assert first_pid == second_pid and first == 'None' and second == 'glibc.malloc.hugetlb=1'
 
 
+@pytest.mark.slow
 def test_existing_tunables_are_kept_and_the_restart_can_be_turned_off():
   assert _run(SHOW, GLIBC_TUNABLES='glibc.malloc.arena_max=2')[3] == \
       'glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1'
@@ -37,6 +39,7 @@ def _transparent_huge_pages() -> str:
     return 'never'
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_transparent_huge_pages() == 'never',
                     reason='this kernel has transparent huge pages turned off')
 def test_huge_pages_cut_the_page_faults_of_a_large_fresh_buffer():

@@ -9,6 +9,8 @@ import pytest
 
 from tests.reliability.harness import assert_one_sentence, tree_digest
 
+pytestmark = pytest.mark.slow  # Every test here starts processes.
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIGITS = ['--config=configs/default.py', '--config.dataset=digits', '--config.image_size=28',
           '--config.batch_size=64', '--config.eval_batch_size=100']
