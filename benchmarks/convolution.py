@@ -20,7 +20,8 @@ from experiments import cli
 
 _SIZES = flags.DEFINE_list('sizes', ['16', '32', '64', '128', '256', '512', '1024'], 'Image sides n.')
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', 'workdirs/convolution', 'Where JSON and PNGs '
-                                  'go; --output_dir=benchmarks/results refreshes the README\'s.')
+                                  'go; --output_dir=benchmarks/results refreshes the figures of '
+                                  'docs/convolution.md.')
 _MIN_SECONDS = flags.DEFINE_float('min_seconds', 0.5, 'Timed seconds per point, at least.')
 _MAX_TAPS = flags.DEFINE_integer('max_taps', 2 ** 30, 'Skip direct and lax points above this '
                                  'many multiply-adds (their cost grows as n^2 k^2).')

@@ -13,6 +13,7 @@ Input shapes default to convjax's registry, so both sides build the same network
 
 from absl import flags
 
+from convjax import errors
 from experiments import cli
 
 _MODELS = flags.DEFINE_list('models', ['lenet5', 'resnet20'], 'Models of benchmarks.torch_models.')
@@ -65,8 +66,8 @@ def main(argv):
   results = []
   for name in _MODELS.value:
     if name not in torch_models.MODELS:
-      raise ValueError(f"unknown model '{name}'; the PyTorch references are: "
-                       f"{', '.join(torch_models.MODELS)}")
+      raise errors.InvalidValueError(f"unknown model '{name}'; the PyTorch references are: "
+                                     f"{', '.join(torch_models.MODELS)}")
     shape = cli.parse_shape(_INPUT_SHAPE.value) or models.get_spec(name).input_shape
     model, step = train_step_fn(name, _BATCH_SIZE.value, shape, _DEVICE.value, _AMP.value)
     # CPU steps are synchronous; on a GPU, .item() waits for the step's kernels.

@@ -24,6 +24,7 @@ import tempfile
 import numpy as np
 from absl import flags
 
+from convjax import errors
 from experiments import cli
 
 # model -> (batch size, input shape, convjax devices; None = all local devices). AlexNet and VGG
@@ -73,8 +74,9 @@ def _round(name: str) -> tuple[float, float]:
   theirs = _run('benchmarks.pytorch', common + (['--device=cuda', '--amp'] if _GPU.value else []))
   ours, theirs = ours['results'][0], theirs['results'][0]
   if ours['params'] != theirs['params']:
-    raise ValueError(f"{name}: convjax has {ours['params']:,} parameters and the PyTorch "
-                     f"reference {theirs['params']:,}, so they are not the same architecture")
+    raise errors.InvalidValueError(
+        f"{name}: convjax has {ours['params']:,} parameters and the PyTorch "
+        f"reference {theirs['params']:,}, so they are not the same architecture")
   return ours['images_per_sec'], theirs['images_per_sec']
 
 
@@ -84,9 +86,10 @@ def main(argv):
   names = _MODELS.value or (list(cases) if _GPU.value else list(DEFAULT_CASES))
   unknown = sorted(set(names) - set(cases))
   if unknown:
-    raise ValueError(f"unknown case '{unknown[0]}'; valid cases are: {', '.join(cases)}")
+    raise errors.InvalidValueError(
+        f"unknown case '{unknown[0]}'; valid cases are: {', '.join(cases)}")
   if _ROUNDS.value < 1:
-    raise ValueError(f'--rounds must be at least 1, got {_ROUNDS.value}')
+    raise errors.InvalidValueError(f'--rounds must be at least 1, got {_ROUNDS.value}')
   report = {}
   print(f"{'model':10s} {'batch':>5s} {'convjax img/s':>14s} {'PyTorch img/s':>14s} {'ratio':>6s}")
   for name in names:

@@ -6,7 +6,7 @@ Fashion-MNIST, with the small-image stem (conv1 5x5/1) that 28x28 inputs select 
 
 The paper's recipe: SGD with momentum 0.9, weight decay 5e-4, batch 128, learning rate 0.01
 divided by 10 when validation error stopped improving (a cosine schedule here).
-Result: see README.md ("The architecture zoo").
+Result: see docs/models.md ("The architecture zoo").
 """
 from configs import default
 

@@ -19,6 +19,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.small_inputs = config_dict.placeholder(bool)
   # > 0 turns on GoogLeNet's auxiliary classifiers and weights their loss (the paper: 0.3).
   config.aux_loss_weight = 0.0
+  # Other fields of the model's Flax module, passed to models.create: for example
+  # --config.model_kwargs.normalization=group or --config.model_kwargs.dropout_rate=0.2.
+  # `python -m experiments.summary --model=NAME` lists a model's fields. Part of a checkpoint's
+  # identity: a run resumes only with the kwargs it started with.
+  config.model_kwargs = ml_collections.ConfigDict()
 
   # Data: a catalogue name (convjax.data.CATALOGUE documents each one's preprocessing).
   # In memory: digits, mnist, fashion_mnist, kmnist, cifar10, cifar100, svhn_cropped.
@@ -71,7 +76,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_devices = -1
   # Several processes (hosts) through jax.distributed. True calls jax.distributed.initialize()
   # with the cluster's own settings (SLURM, Open MPI, Kubernetes, Cloud TPU); it is also called
-  # whenever JAX_COORDINATOR_ADDRESS is set. See README "Multi-host".
+  # whenever JAX_COORDINATOR_ADDRESS is set. See docs/multi-host.md.
   config.distributed = False
 
   # Bookkeeping.

@@ -5,7 +5,7 @@ output units) on Fashion-MNIST, 28x28 images centred in the paper's 32x32 field.
       --workdir=workdirs/lenet5_1998_fashion_mnist
 
 The paper trained 20 epochs with stochastic diagonal Levenberg-Marquardt; Adam with a cosine
-schedule stands in for it here. Result: see README.md ("The architecture zoo").
+schedule stands in for it here. Result: see docs/models.md ("The architecture zoo").
 """
 from configs import default
 

@@ -5,7 +5,7 @@
       --workdir=workdirs/vgg11_bn_fashion_mnist
 
 The paper's recipe (SGD, momentum 0.9, weight decay 5e-4, batch 256, learning rate 0.01) with
-batch norm's usual larger rate. Result: see README.md ("The architecture zoo").
+batch norm's usual larger rate. Result: see docs/models.md ("The architecture zoo").
 """
 from configs import default
 

@@ -12,13 +12,24 @@ def _split_host_into_cores() -> None:
   CONVJAX_CPU_DEVICES=N asks for N devices instead; N=1 keeps XLA's single CPU device. This has to
   run before JAX starts, so it does nothing once jax has been imported.
   """
+  global CPU_DEVICES_SOURCE
   flag = '--xla_force_host_platform_device_count'
   flags = os.environ.get('XLA_FLAGS', '')
-  if 'jax' in sys.modules or flag in flags:
+  if 'jax' in sys.modules:
+    CPU_DEVICES_SOURCE = 'jax was imported before convjax, so XLA chose the CPU device count'
     return
-  count = int(os.environ.get('CONVJAX_CPU_DEVICES', len(os.sched_getaffinity(0))))
+  if flag in flags:
+    CPU_DEVICES_SOURCE = f'XLA_FLAGS sets {flag}'
+    return
+  chosen = os.environ.get('CONVJAX_CPU_DEVICES')
+  count = int(chosen or len(os.sched_getaffinity(0)))
   if count > 1:
     os.environ['XLA_FLAGS'] = f'{flags} {flag}={count}'.strip()
+  CPU_DEVICES_SOURCE = (f'CONVJAX_CPU_DEVICES={chosen}' if chosen else
+                        f'convjax: one device per core of {count}; '
+                        'CONVJAX_CPU_DEVICES=N changes it')
 
 
+# How the CPU device count was chosen, for the one line runs log about it (parallel.describe).
+CPU_DEVICES_SOURCE = ''
 _split_host_into_cores()

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from convjax import data, models, parallel, summary, train
+from convjax import data, errors, models, parallel, summary, train
 
 MODES = ('train', 'infer')
 # Training a layer costs about 3x its forward pass: the forward, plus the gradients with respect
@@ -160,7 +160,7 @@ def measure(name: str, mode: str, dp: parallel.DataParallel, batch_size: int, pe
             half_precision: bool = False, input_shape=None, min_seconds: float = 2.0) -> dict:
   """One result row of experiments.benchmark for model `name` in `mode` ('train' or 'infer')."""
   if mode not in MODES:
-    raise ValueError(f"unknown mode '{mode}'; valid modes are: {', '.join(MODES)}")
+    raise errors.InvalidValueError(f"unknown mode '{mode}'; valid modes are: {', '.join(MODES)}")
   s = setup(name, dp, batch_size, input_shape, half_precision)
   step = train_step_fn(dp, s) if mode == 'train' else infer_step_fn(dp, s)
   timing = time_steps(step, s.state, min_seconds=min_seconds)

@@ -23,6 +23,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from convjax import errors
+
 # Meta fields that must match for a checkpoint to be restored into a run.
 IDENTITY_FIELDS = ('model', 'num_classes', 'input_shape', 'dataset')
 CHECKPOINTS = 'checkpoints'
@@ -31,11 +33,11 @@ QUARANTINE = 'corrupt_checkpoints'
 _TREE_MISMATCH = 'tree structures do not match'
 
 
-class IncompatibleCheckpointError(ValueError):
+class IncompatibleCheckpointError(errors.UserError, ValueError):
   """The workdir's checkpoint belongs to a different model or configuration."""
 
 
-class CorruptCheckpointError(ValueError):
+class CorruptCheckpointError(errors.UserError, ValueError):
   """A checkpoint, or every checkpoint of a workdir, cannot be read back as it was saved."""
 
 

@@ -2,14 +2,14 @@
 import json
 import math
 
-from convjax import data, lowering, models, optim, sampling, suggest
+from convjax import data, errors, lowering, models, optim, sampling, suggest
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.UserError, ValueError):
   """A config that cannot run; the message says which field and why."""
 
 
-class ResumeError(ValueError):
+class ResumeError(errors.UserError, ValueError):
   """A workdir's checkpoint was trained under settings that this run would change."""
 
 
@@ -45,18 +45,34 @@ def validate(config, num_devices: int) -> None:
     raise ConfigError(f'num_epochs must be positive when num_train_steps <= 0, got {config.num_epochs}')
   if config.skip_nonfinite_steps < 0:
     raise ConfigError(f'skip_nonfinite_steps must be >= 0, got {config.skip_nonfinite_steps}')
-  for field in ('batch_size', 'eval_batch_size'):
-    if config[field] % num_devices:
-      raise ConfigError(f'{field}={config[field]} is not divisible by the {num_devices} devices; '
-                        f'use a multiple of {num_devices}')
+  if config.batch_size % num_devices:  # eval_batch_size is rounded instead (eval_batch_size()).
+    raise ConfigError(f'batch_size={config.batch_size} is not divisible by the {num_devices} '
+                      f'devices; use a multiple of {num_devices}')
   if config.aux_loss_weight > 0 and not models.has_field(config.model, 'aux_logits'):
     raise ConfigError(f'aux_loss_weight={config.aux_loss_weight} needs a model with auxiliary '
                       f"classifiers, and '{config.model}' has none")
+  _check_model_kwargs(config)
   _check_augmentation(config)
   dataset_classes = data.NUM_CLASSES[config.dataset]
   if config.num_classes is not None and config.num_classes != dataset_classes:
     raise ConfigError(f'num_classes={config.num_classes} does not match dataset '
                       f"'{config.dataset}', which has {dataset_classes} classes")
+
+
+def _check_model_kwargs(config) -> None:
+  valid = models.fields(config.model)
+  for key in model_kwargs(config):
+    if key not in valid:
+      listing = (f"its fields are: {', '.join(valid)}" if valid else
+                 'it has no field that a config can set')
+      raise ConfigError(f"model_kwargs.{key}: '{config.model}' has no field '{key}'"
+                        f'{suggest.did_you_mean(key, valid)}; {listing}')
+
+
+def model_kwargs(config) -> dict:
+  """config.model_kwargs as a plain dict ({} for configs saved before the field existed)."""
+  kwargs = config.get('model_kwargs')
+  return kwargs.to_dict() if kwargs is not None else {}
 
 
 def _check_augmentation(config) -> None:
@@ -89,6 +105,13 @@ def num_classes(config) -> int:
   return config.num_classes or data.NUM_CLASSES[config.dataset]
 
 
+def eval_batch_size(config, num_devices: int) -> int:
+  """config.eval_batch_size rounded up to a multiple of the devices. Evaluation pads its last
+  batch and masks the padding, so its results do not depend on the batch; the training batch
+  shapes the run and stays strict (validate)."""
+  return -(-config.eval_batch_size // num_devices) * num_devices
+
+
 def total_steps(config, num_train_examples: int) -> int:
   """num_train_steps when positive, else num_epochs (may be fractional) of full batches."""
   if config.num_train_steps > 0:
@@ -106,11 +129,13 @@ def every_steps(value: int, steps_per_epoch: int) -> int:
 
 
 def flat(config) -> dict:
-  """Every field as 'group.field' -> its JSON value (tuples become lists), with num_classes
-  resolved, so a config and the copy saved with a checkpoint compare equal when they train alike."""
+  """Every field as 'group.field' -> its JSON value (tuples become lists; model_kwargs stays
+  one dict), with num_classes resolved, so a config and the copy saved with a checkpoint compare
+  equal when they train alike."""
   def walk(tree, prefix=''):
     for key, value in tree.items():
-      if isinstance(value, dict):
+      # model_kwargs is compared whole: a key only one side has still changes the model.
+      if isinstance(value, dict) and f'{prefix}{key}' != 'model_kwargs':
         yield from walk(value, f'{prefix}{key}.')
       else:
         yield f'{prefix}{key}', value

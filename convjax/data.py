@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from convjax import errors
+
 # ImageNet's statistics (the torchvision convention); Imagenette, an ImageNet subset, shares them.
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -97,7 +99,7 @@ _DEBIAN_PACKAGES = {'fashion_mnist': 'dataset-fashion-mnist'}
 _SYSTEM_IDX_DIRS = {'fashion_mnist': '/usr/share/datasets/fashion-mnist'}
 
 
-class DatasetNotFoundError(RuntimeError):
+class DatasetNotFoundError(errors.UserError, RuntimeError):
   """The dataset is not on this machine and could not be fetched."""
 
 
@@ -144,7 +146,8 @@ def label_names(name: str) -> tuple[str, ...]:
 
 def get_info(name: str) -> DatasetInfo:
   if name not in CATALOGUE:
-    raise ValueError(f"unknown dataset '{name}'; valid datasets are: {', '.join(list_datasets())}")
+    raise errors.InvalidValueError(
+        f"unknown dataset '{name}'; valid datasets are: {', '.join(list_datasets())}")
   return CATALOGUE[name]
 
 
@@ -162,9 +165,11 @@ def load(name: str, data_dir: str | None = None, source: str = 'auto', download:
   """
   info = get_info(name)
   if info.streaming:
-    raise ValueError(f"dataset '{name}' is too large for memory; open it with data.open_streaming")
+    raise errors.InvalidValueError(
+        f"dataset '{name}' is too large for memory; open it with data.open_streaming")
   if source not in DATA_SOURCES:
-    raise ValueError(f"unknown data_source '{source}'; valid sources are: {', '.join(DATA_SOURCES)}")
+    raise errors.InvalidValueError(
+        f"unknown data_source '{source}'; valid sources are: {', '.join(DATA_SOURCES)}")
   if name == 'digits':
     train, test = _load_digits()
   elif info.idx and source != 'tfds' and (idx_dir := _find_idx_dir(name, data_dir)):
@@ -187,7 +192,7 @@ def open_streaming(name: str, data_dir: str | None = None, download: bool = Fals
   """
   info = get_info(name)
   if not info.streaming:
-    raise ValueError(f"dataset '{name}' fits in memory; load it with data.load")
+    raise errors.InvalidValueError(f"dataset '{name}' fits in memory; load it with data.load")
   train, test = _tfds_sources(info, data_dir, download, manual_dir)
   return StreamingDataset(info, train, test)
 
@@ -242,7 +247,7 @@ def read_idx(path: str) -> np.ndarray:
     content = f.read()
   zero, dtype_code, rank = content[0] * 256 + content[1], content[2], content[3]
   if zero != 0 or dtype_code != 0x08:
-    raise ValueError(f'{path} is not an IDX file of unsigned bytes')
+    raise errors.InvalidValueError(f'{path} is not an IDX file of unsigned bytes')
   shape = tuple(int.from_bytes(content[4 + 4 * i: 8 + 4 * i], 'big') for i in range(rank))
   return np.frombuffer(content, np.uint8, offset=4 + 4 * rank).reshape(shape)
 

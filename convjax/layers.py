@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convjax import lowering
+from convjax import errors, lowering
 
 Padding = str | int | Sequence[tuple[int, int]]
 
@@ -134,7 +134,8 @@ class Pool(nn.Module):
       return nn.pool(x, 0., jax.lax.add, window, strides, pads)
     if self.kind == 'avg':
       return nn.avg_pool(x, window, strides, pads, count_include_pad=self.padding != 'CEIL')
-    raise ValueError(f"unknown pooling '{self.kind}'; valid kinds are: {', '.join(POOLS)}")
+    raise errors.InvalidValueError(
+        f"unknown pooling '{self.kind}'; valid kinds are: {', '.join(POOLS)}")
 
 
 def pool(x: jnp.ndarray, kind: str, window: int | Sequence[int],
@@ -156,7 +157,8 @@ class GlobalPool(nn.Module):
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     reduce = {'max': jnp.max, 'min': jnp.min, 'sum': jnp.sum, 'avg': jnp.mean}
     if self.kind not in reduce:
-      raise ValueError(f"unknown pooling '{self.kind}'; valid kinds are: {', '.join(POOLS)}")
+      raise errors.InvalidValueError(
+          f"unknown pooling '{self.kind}'; valid kinds are: {', '.join(POOLS)}")
     return reduce[self.kind](x, axis=tuple(range(1, x.ndim - 1)))
 
 
@@ -401,7 +403,8 @@ def normalization(kind: str, train: bool, dtype: Any = jnp.float32) -> Callable[
     return functools.partial(GroupNorm, dtype=dtype)
   if kind == 'none':
     return Identity
-  raise ValueError(f"unknown normalization '{kind}'; valid kinds are: {', '.join(NORMS)}")
+  raise errors.InvalidValueError(
+      f"unknown normalization '{kind}'; valid kinds are: {', '.join(NORMS)}")
 
 
 def dropout(x: jnp.ndarray, rate: float, train: bool) -> jnp.ndarray:

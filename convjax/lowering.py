@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from convjax import onednn
+from convjax import errors, onednn
 
 # Flax's dimension numbers for 2-D channels-last convolutions: NHWC inputs, HWIO kernels.
 NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1),
@@ -49,7 +49,7 @@ CONV_BACKENDS = ('auto', 'xla', 'onednn')
 _backend = {'name': 'auto', 'threads': 0}
 
 
-class BackendError(ValueError):
+class BackendError(errors.UserError, ValueError):
   """conv_backend names a backend that this machine cannot run."""
 
 

@@ -2,6 +2,8 @@
 import jax
 import optax
 
+from convjax import errors
+
 OPTIMIZERS = ('sgd', 'momentum', 'nesterov', 'adam', 'adamw')
 SCHEDULES = ('constant', 'cosine', 'step')
 
@@ -26,8 +28,9 @@ def create_schedule(config, steps_per_epoch: int, total_steps: int) -> optax.Sch
                   for e in config.lr_decay_epochs}
     main = optax.piecewise_constant_schedule(base, boundaries)
   else:
-    raise ValueError(f"unknown lr_schedule '{config.lr_schedule}'; valid schedules are: "
-                     f"{', '.join(SCHEDULES)}")
+    raise errors.InvalidValueError(
+        f"unknown lr_schedule '{config.lr_schedule}'; valid schedules are: "
+        f"{', '.join(SCHEDULES)}")
   if not warmup_steps:
     return main
   warmup = optax.linear_schedule(0.0, base, warmup_steps)
@@ -56,7 +59,8 @@ def create_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransfor
   elif name in ('momentum', 'nesterov'):
     base = optax.sgd(schedule, momentum=config.momentum, nesterov=name == 'nesterov')
   else:
-    raise ValueError(f"unknown optimizer '{name}'; valid optimizers are: {', '.join(OPTIMIZERS)}")
+    raise errors.InvalidValueError(
+        f"unknown optimizer '{name}'; valid optimizers are: {', '.join(OPTIMIZERS)}")
   if not decay:
     return base
   return optax.chain(optax.add_decayed_weights(decay, mask=_decay_kernels_only), base)

@@ -16,6 +16,9 @@ import numpy as np
 from jax import lax
 from jax.experimental import multihost_utils
 
+import convjax
+from convjax import errors
+
 AXIS = 'batch'  # The named axis that gradients and metrics are averaged over.
 
 # At most this many multi-device launches run ahead of the host. XLA:CPU's client gives each
@@ -108,6 +111,17 @@ def sum(tree: Any) -> Any:  # pylint: disable=redefined-builtin
   return tree if _one_device() else lax.psum(tree, AXIS)
 
 
+def describe(dp: 'DataParallel') -> str:
+  """One line on the devices a run uses and, on CPU, where their count came from: `import convjax`
+  splits the CPU into one XLA device per core unless jax came first or the user chose."""
+  line = (f'{dp.num_local_devices} {jax.default_backend()} device(s) in each of '
+          f'{process_count()} process(es)' if process_count() > 1 else
+          f'{dp.num_local_devices} {jax.default_backend()} device(s)')
+  if jax.default_backend() == 'cpu':
+    line += f' of {jax.local_device_count()} ({convjax.CPU_DEVICES_SOURCE})'
+  return line
+
+
 def _first_devices_per_process(count: int) -> list[jax.Device]:
   """The first `count` devices of every process, ordered by process."""
   by_process = collections.defaultdict(list)
@@ -126,8 +140,8 @@ class DataParallel:
   def __init__(self, num_local_devices: int | None = None):
     available = jax.local_devices()
     if num_local_devices is not None and not 1 <= num_local_devices <= len(available):
-      raise ValueError(f'num_devices={num_local_devices} is not between 1 and the '
-                       f'{len(available)} local devices')
+      raise errors.InvalidValueError(f'num_devices={num_local_devices} is not between 1 and the '
+                                     f'{len(available)} local devices')
     self.devices = available[:num_local_devices or len(available)]
     # pmap's axis spans every process: the same number of devices from each.
     self._pmap_devices = _first_devices_per_process(len(self.devices))

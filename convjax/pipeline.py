@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convjax import augment, data, parallel, sampling
+from convjax import augment, config as config_lib, data, parallel, sampling
 
 # Folded into the seed so augmentation draws differ from initialisation and dropout draws.
 _AUGMENT_STREAM = 0x61756720
@@ -31,18 +31,22 @@ def augmentation_from_config(config) -> augment.Augmentation:
 def create(config, dp: parallel.DataParallel):
   """The config's dataset, loaded or opened, behind the pipeline that suits it."""
   info = data.get_info(config.dataset)
+  eval_batch_size = config_lib.eval_batch_size(config, dp.num_devices)
+  if eval_batch_size != config.eval_batch_size and parallel.process_index() == 0:
+    print(f'evaluating in batches of {eval_batch_size}: eval_batch_size={config.eval_batch_size} '
+          f'rounded up to a multiple of the {dp.num_devices} devices', flush=True)
   if info.streaming:
     from convjax import streaming  # Imported here: only large datasets need PIL and threads.
     dataset = data.open_streaming(config.dataset, config.data_dir, config.download,
                                   config.manual_dir)
     return streaming.StreamingPipeline(
-        dataset, dp, config.batch_size, config.eval_batch_size, config.seed,
+        dataset, dp, config.batch_size, eval_batch_size, config.seed,
         image_size=config.image_size or streaming.DEFAULT_IMAGE_SIZE, flip=config.augment.flip,
         min_crop_scale=config.augment.min_crop_scale, eval_crop_ratio=config.eval_crop_ratio,
         num_workers=config.input_workers, prefetch=config.prefetch_batches)
   dataset = data.load(config.dataset, config.data_dir, config.data_source, config.download,
                       config.image_size)
-  return InMemoryPipeline(dataset, dp, config.batch_size, config.eval_batch_size, config.seed,
+  return InMemoryPipeline(dataset, dp, config.batch_size, eval_batch_size, config.seed,
                           augmentation_from_config(config))
 
 

@@ -15,10 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convjax import layers as layers_lib
+from convjax import errors, layers as layers_lib
 
 
-class InputShapeError(ValueError):
+class InputShapeError(errors.UserError, ValueError):
   """An input the model cannot take; the message names the layer whose output would be empty."""
 
 

@@ -17,11 +17,12 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from convjax import (checkpoint, config as config_lib, data, lowering, metrics, models, optim,
-                     parallel, pipeline as pipeline_lib, sampling, stopping, summary, workdir as workdir_lib)
+from convjax import (checkpoint, config as config_lib, data, errors, lowering, metrics, models,
+                     optim, parallel, pipeline as pipeline_lib, sampling, stopping, summary,
+                     workdir as workdir_lib)
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(errors.UserError, FloatingPointError):
   """Training produced a NaN or Inf loss or gradient; the message names the step."""
 
 
@@ -283,6 +284,7 @@ def create_model(config, num_classes: int, input_shape: tuple[int, int, int]):
   dtype = jnp.bfloat16 if config.half_precision else jnp.float32
   # config.validate has checked that a positive weight comes with a model that has the heads.
   overrides = {'aux_logits': True} if config.aux_loss_weight > 0 else {}
+  overrides.update(config_lib.model_kwargs(config))
   build = lambda shape: models.create(config.model, num_classes, input_shape=shape,
                                       small_inputs=config.small_inputs, dtype=dtype, **overrides)
   model = build(input_shape)
@@ -356,6 +358,7 @@ def _setup(config, workdir: str, dp: parallel.DataParallel, pipeline, meta: dict
       'per_device_batch_size': config.batch_size // dp.num_devices,
       'total_steps': total_steps, 'model': config.model, 'dataset': config.dataset,
       'conv_backend': lowering.backend_name(), 'config_changes': config_changes if start_step else {}})
+  run.progress.message(f'training on {parallel.describe(dp)}')
   if start_step and config_changes:
     run.progress.message(f'resuming at step {start_step} with '
                          f'{config_lib.describe_changes(config_changes)}')

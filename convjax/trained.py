@@ -14,10 +14,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from convjax import checkpoint, config as config_lib, data, metrics, train
+from convjax import checkpoint, config as config_lib, data, errors, metrics, train
 
 
-class NoCheckpointError(ValueError):
+class NoCheckpointError(errors.UserError, ValueError):
   """The workdir holds no trained run to inspect."""
 
 

@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from convjax import layers, summary
+from convjax import errors, layers, summary
 
 
 def first_conv_filters(model: nn.Module, variables: dict, input_shape) -> tuple[str, np.ndarray]:
@@ -17,7 +17,7 @@ def first_conv_filters(model: nn.Module, variables: dict, input_shape) -> tuple[
       for name in layer.path.split('/'):
         params = params[name]
       return layer.path, np.asarray(params['kernel'])
-  raise ValueError(f'{type(model).__name__} has no convolution layer to draw')
+  raise errors.InvalidValueError(f'{type(model).__name__} has no convolution layer to draw')
 
 
 def filter_images(kernel: np.ndarray) -> list[np.ndarray]:

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from typing import Iterator
 
-from convjax import checkpoint, metrics
+from convjax import checkpoint, errors, metrics
 
 LOCK_FILE = 'lock'
 PREVIOUS_RUNS = 'previous_runs'
@@ -26,7 +26,7 @@ RUN_FILES = (checkpoint.CHECKPOINTS, checkpoint.QUARANTINE, metrics.METRICS_FILE
              'config.json')
 
 
-class WorkdirError(ValueError):
+class WorkdirError(errors.UserError, ValueError):
   """The workdir cannot be used: not a directory, not writable, or owned by another run."""
 
 

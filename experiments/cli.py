@@ -1,4 +1,5 @@
 """What every experiment script shares: bad input gets one clear sentence and exit status 1."""
+import ast
 import logging as std_logging
 import os
 import re
@@ -7,15 +8,9 @@ import warnings
 
 from absl import app, flags, logging
 
+from convjax import errors
+
 _SHOW_TRACEBACK = flags.DEFINE_bool('show_traceback', False, 'Show full tracebacks on errors.')
-
-
-def _expected_errors() -> tuple[type[Exception], ...]:
-  """Errors that are the input's fault (or the run's, like a diverging loss): their message is
-  the whole story. WorkdirError and both checkpoint errors are ValueErrors."""
-  from convjax import data, models, train
-  return (models.UnknownModelError, data.DatasetNotFoundError, train.NonFiniteLossError,
-          ValueError)
 
 
 # JAX appends this note, and a paragraph after it, to errors raised inside its transformations.
@@ -28,12 +23,18 @@ def _fail(message: str) -> None:
   sys.exit(1)
 
 
+_MODEL_KWARG = re.compile(r'--config\.model_kwargs\.(\w+)=(.*)$', re.DOTALL)
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing, with config-file and override mistakes turned into one sentence."""
+  model_kwargs = [m.groups() for m in map(_MODEL_KWARG.match, argv) if m]
+  argv = [a for a in argv if not _MODEL_KWARG.match(a)]
   try:
     remaining = flags.FLAGS(argv)
     if 'config' in flags.FLAGS:
       flags.FLAGS['config'].value.keys()  # A config that failed to load raises only when used.
+      _set_model_kwargs(flags.FLAGS['config'].value, model_kwargs)
     return remaining
   except flags.Error as e:
     _fail(str(e).splitlines()[0])
@@ -45,6 +46,24 @@ def _parse_flags(argv: list[str]) -> list[str]:
     _fail_on_override(argv, e)
   except (OSError, ImportError, SyntaxError) as e:  # config_flags: a config file that won't load.
     _fail(f'the --config file could not be loaded: {str(e).strip().splitlines()[-1].strip()}')
+
+
+def _set_model_kwargs(config, pairs: list[tuple[str, str]]) -> None:
+  """--config.model_kwargs.KEY=VALUE for any KEY: config_flags overrides only fields a config
+  already has, and model_kwargs holds whatever fields the model takes (config.validate checks
+  them against the model). VALUE is a Python literal (2, 0.5, True, (64, 128)) or else a string."""
+  if pairs and 'model_kwargs' not in config:
+    _fail('--config.model_kwargs.* needs a config with a model_kwargs field (configs/default.py)')
+  for key, text in pairs:
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = {'true': True, 'false': False}.get(text.lower(), text)
+    try:
+      with config.model_kwargs.unlocked():
+        config.model_kwargs[key] = value
+    except TypeError as e:  # A key the config file set, given a value of another type.
+      _fail(f'--config.model_kwargs.{key}={text}: {e}')
 
 
 def _fail_on_override(argv: list[str], error: Exception) -> None:
@@ -67,16 +86,17 @@ def parse_shape(value: list[str] | None) -> tuple[int, int, int] | None:
   except ValueError:
     shape = ()
   if len(shape) != 3 or min(shape) <= 0:
-    raise ValueError(f"--input_shape must be three positive integers height,width,channels, "
-                     f"got {','.join(value)}")
+    raise errors.InvalidValueError(
+        f"--input_shape must be three positive integers height,width,channels, "
+        f"got {','.join(value)}")
   return shape
 
 
 def check_index(flag: str, value: int, size: int, what: str) -> None:
   """Raises ValueError unless 0 <= value < size, naming the flag and the valid range."""
   if not 0 <= value < size:
-    raise ValueError(f'--{flag}={value} is out of range: {what} has {size} images '
-                     f'(0 to {size - 1})')
+    raise errors.InvalidValueError(f'--{flag}={value} is out of range: {what} has {size} images '
+                                   f'(0 to {size - 1})')
 
 
 def _silence_orbax_failure_echoes() -> None:
@@ -145,7 +165,7 @@ def run(main) -> None:
     except Exception as e:  # pylint: disable=broad-except
       if _SHOW_TRACEBACK.value:
         raise
-      if isinstance(e, _expected_errors()):
+      if isinstance(e, errors.UserError):  # Bad input: its message is the whole story.
         _fail(str(e))
       first_line = (str(e).strip() or '(no message)').splitlines()[0]
       _fail(f'{type(e).__name__}: {first_line} (--show_traceback shows where)')

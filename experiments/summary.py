@@ -1,7 +1,7 @@
 """Layer-by-layer summary of one model, or a size table of many.
 
   python -m experiments.summary --model=resnet50 [--input_shape=224,224,3] [--num_classes=1000]
-  python -m experiments.summary --model='*' --markdown  (the README's model table)
+  python -m experiments.summary --model='*' --markdown  (the model table of docs/models.md)
 
 --model takes comma-separated fnmatch patterns; with one match it prints every layer (output shape,
 parameters, multiply-adds), with several a table of parameters and forward FLOPs per image at each

@@ -18,11 +18,13 @@ def _run(code: str, **env) -> list[str]:
   return result.stdout.split()
 
 
+@pytest.mark.slow
 def test_the_process_restarts_once_with_the_same_pid_and_huge_pages():
   first_pid, first, second_pid, second = _run(SHOW)
   assert first_pid == second_pid and first == 'None' and second == 'glibc.malloc.hugetlb=1'
 
 
+@pytest.mark.slow
 def test_existing_tunables_are_kept_and_the_restart_can_be_turned_off():
   assert _run(SHOW, GLIBC_TUNABLES='glibc.malloc.arena_max=2')[3] == \
       'glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1'
@@ -37,6 +39,7 @@ def _transparent_huge_pages() -> str:
     return 'never'
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_transparent_huge_pages() == 'never',
                     reason='this kernel has transparent huge pages turned off')
 def test_huge_pages_cut_the_page_faults_of_a_large_fresh_buffer():
@@ -49,3 +52,19 @@ def test_huge_pages_cut_the_page_faults_of_a_large_fresh_buffer():
   plain = int(_run(touch)[0])
   huge = int(_run(touch, GLIBC_TUNABLES='glibc.malloc.hugetlb=1')[0])
   assert plain > 10_000 and huge < plain / 10, (plain, huge)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('raised,stderr', [
+    ("errors.UserError('the input is wrong')", 'error: the input is wrong'),
+    ("ValueError('a bug')", 'error: ValueError: a bug (--show_traceback shows where)'),
+    ("KeyError('k')", "error: KeyError: 'k' (--show_traceback shows where)")])
+def test_only_user_errors_are_reported_as_the_users_mistake(raised, stderr):
+  """Bad input is one sentence; anything else, such as a bug in a new model, shows its type and
+  where to find the traceback."""
+  code = ('import sys; sys.path.insert(0, "."); from convjax import errors; '
+          'from experiments import cli\n'
+          f'def main(argv):\n  raise {raised}\ncli.run(main)')
+  result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, 'CONVJAX_HUGE_PAGES': '0'}, timeout=60)
+  assert result.returncode == 1 and result.stderr.strip() == stderr, result.stderr

@@ -37,6 +37,7 @@ def comparison(tmp_path_factory):
   return workdir, result.stdout
 
 
+@pytest.mark.slow
 def test_comparison_writes_every_column_for_every_model(comparison):
   workdir, stdout = comparison
   with open(os.path.join(workdir, 'comparison.csv')) as f:
@@ -61,6 +62,7 @@ def test_comparison_writes_every_column_for_every_model(comparison):
   assert '| lenet5 | 61,706 | 833,040 |' in markdown and markdown.split('\n\n')[0] in stdout
 
 
+@pytest.mark.slow
 def test_every_plot_is_a_png_with_one_series_per_model(comparison):
   workdir, _ = comparison
   rows = [json.load(open(os.path.join(workdir, m, compare.RESULT_FILE)))
@@ -79,6 +81,7 @@ def test_every_plot_is_a_png_with_one_series_per_model(comparison):
   assert len(time_curve.get_xdata()) == 2  # Evaluations at steps 4 and 8.
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_models_and_changes_nothing(comparison):
   workdir, _ = comparison
   models_before = {m: snapshot(os.path.join(workdir, m)) for m in ('lenet5', 'lenet5_1998')}
@@ -89,6 +92,7 @@ def test_rerun_skips_finished_models_and_changes_nothing(comparison):
   assert {m: snapshot(os.path.join(workdir, m)) for m in models_before} == models_before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('args,message', [
     (['--config.num_train_steps=9'], 'holds a comparison run with a different config '
                                      '(num_train_steps)'),
@@ -106,6 +110,7 @@ def test_bad_comparison_input_is_one_sentence_and_touches_nothing(comparison, ar
   assert snapshot(workdir) == before
 
 
+@pytest.mark.slow
 def test_benchmark_json_has_every_field(tmp_path):
   output = str(tmp_path / 'bench.json')
   result = run('experiments.benchmark', '--models=lenet5', '--batch_size=8', '--mode=both',
@@ -128,6 +133,7 @@ def test_benchmark_json_has_every_field(tmp_path):
         row['images_per_sec'] * 833_040 * passes / report['peak_flops'])
 
 
+@pytest.mark.slow
 def test_benchmark_refuses_a_batch_the_devices_do_not_divide(tmp_path):
   output = str(tmp_path / 'bench.json')
   result = run('experiments.benchmark', '--models=lenet5', '--batch_size=7', '--num_devices=2',
@@ -148,6 +154,7 @@ def test_time_steps_times_finished_work_only():
   assert min(timing.step_ms) >= 10.0
 
 
+@pytest.mark.slow
 def test_a_training_budget_stops_early_and_a_rerun_does_not_train_more(tmp_path, digits_config):
   digits_config.train_budget_seconds = 1e-6  # Spent by the first timed step.
   first = train.train_and_evaluate(digits_config, str(tmp_path))

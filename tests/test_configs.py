@@ -2,10 +2,14 @@
 import glob
 import importlib
 import os
+import re
 
+import jax
+import jax.numpy as jnp
 import pytest
 
-from convjax import config as config_lib, models
+from convjax import config as config_lib, models, train
+from experiments import cli
 
 CONFIG_FILES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), '..', 'configs', '*.py')))
 EXPERIMENTS = [f for f in CONFIG_FILES if not os.path.basename(f).startswith(('_', 'default'))]
@@ -59,3 +63,57 @@ def test_bad_data_settings_are_refused_with_the_field(fields, message):
 def test_flip_is_accepted_where_it_keeps_the_class():
   for dataset in ('fashion_mnist', 'cifar10', 'imagenet2012'):
     config_lib.validate(default_config(dataset=dataset, augment__flip=True), num_devices=1)
+
+
+def _with_model_kwargs(model: str, **kwargs):
+  config = default_config(model=model)
+  config.model_kwargs.update(kwargs)
+  return config
+
+
+def test_model_kwargs_reach_the_model():
+  config = _with_model_kwargs('resnet20', normalization='group', widths=(8, 16, 32))
+  config_lib.validate(config, num_devices=1)
+  model = train.create_model(config, 10, (32, 32, 3))
+  variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+  assert 'batch_stats' not in variables  # Group norm keeps no running statistics.
+  assert variables['params']['Conv_0']['kernel'].shape == (3, 3, 3, 8)
+
+
+@pytest.mark.parametrize('model,key,message', [
+    ('resnet20', 'nosuchfield', "model_kwargs.nosuchfield: 'resnet20' has no field 'nosuchfield'; "
+                                'its fields are: block, normalization, shortcut'),
+    ('resnet20', 'normalisation', "(did you mean 'normalization'?)"),
+    ('lenet5', 'activation', 'it has no field that a config can set'),  # A function: not settable.
+])
+def test_unknown_model_kwargs_are_named(model, key, message):
+  with pytest.raises(config_lib.ConfigError, match=re.escape(message)):
+    config_lib.validate(_with_model_kwargs(model, **{key: 1}), num_devices=1)
+
+
+@pytest.mark.parametrize('saved,current', [
+    ({}, {'normalization': 'group'}), ({'normalization': 'batch'}, {'normalization': 'group'})])
+def test_a_checkpoint_resumes_only_with_its_own_model_kwargs(saved, current):
+  old = config_lib.flat(_with_model_kwargs('resnet20', **saved))
+  new = config_lib.flat(_with_model_kwargs('resnet20', **current))
+  with pytest.raises(config_lib.ResumeError, match='model_kwargs'):
+    config_lib.check_resume(old, new, step=10, workdir='w')
+  assert config_lib.check_resume(new, new, step=10, workdir='w') == {}
+
+
+@pytest.mark.parametrize('text,value', [('group', 'group'), ('2', 2), ('0.5', 0.5), ('true', True),
+                                        ('False', False), ('(16, 32)', (16, 32))])
+def test_model_kwargs_from_the_command_line_are_python_literals_or_strings(text, value):
+  config = default_config()
+  config.lock()
+  cli._set_model_kwargs(config, [('field', text)])
+  assert config.model_kwargs.field == value
+
+
+def test_the_evaluation_batch_rounds_up_to_the_devices_and_the_training_batch_stays_strict():
+  config = default_config(eval_batch_size=1000, batch_size=129)
+  assert config_lib.eval_batch_size(config, 3) == 1002
+  assert config_lib.eval_batch_size(config, 4) == 1000
+  config_lib.validate(config, num_devices=3)
+  with pytest.raises(config_lib.ConfigError, match='batch_size=129 is not divisible by the 2'):
+    config_lib.validate(config, num_devices=2)

@@ -8,6 +8,8 @@ import numpy as np
 
 from convjax import metrics
 
+pytestmark = pytest.mark.slow  # Every test here starts processes.
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ['-m', 'experiments.train', '--config=configs/default.py', '--config.dataset=digits',
         '--config.image_size=28', '--config.num_train_steps=6', '--config.batch_size=64',

@@ -32,6 +32,7 @@ def run(module, *args):
                         text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_reopened_run_predicts_what_training_evaluated(workdir):
   run_ = trained.load(workdir)
   assert run_.step == 12 and len(run_.test) == 359
@@ -43,6 +44,7 @@ def test_a_reopened_run_predicts_what_training_evaluated(workdir):
   assert f'"test_accuracy": {accuracy}' in final[-1]
 
 
+@pytest.mark.slow
 def test_feature_maps_follow_conv_activation_and_pooling(workdir):
   run_ = trained.load(workdir)
   image = run_.normalize(run_.test.images[:1])[0]
@@ -101,6 +103,7 @@ def _is_png(path):
   return image.format == 'PNG' and min(image.size) > 50 and np.asarray(image.convert('L')).std() > 0
 
 
+@pytest.mark.slow
 def test_visualize_writes_every_plot(workdir):
   result = run('experiments.visualize', f'--workdir={workdir}', '--image_index=3')
   assert result.returncode == 0, result.stderr
@@ -108,12 +111,14 @@ def test_visualize_writes_every_plot(workdir):
     assert _is_png(os.path.join(workdir, 'plots', f'{name}.png')), name
 
 
+@pytest.mark.slow
 def test_kernels_table_needs_no_trained_run(tmp_path):
   result = run('experiments.visualize', f'--workdir={tmp_path}', '--kernels')
   assert result.returncode == 0, result.stderr
   assert _is_png(tmp_path / 'plots' / 'kernels.png')
 
 
+@pytest.mark.slow
 def test_similar_writes_neighbours_and_projection_and_reports_precision(workdir):
   result = run('experiments.similar', f'--workdir={workdir}', '--query=5', '--k=4')
   assert result.returncode == 0, result.stderr
@@ -125,6 +130,7 @@ def test_similar_writes_neighbours_and_projection_and_reports_precision(workdir)
   assert _is_png(os.path.join(workdir, 'plots', 'embedding_pca.png'))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('module,args,message', [
     ('experiments.visualize', ['--image_index=359'],
      '--image_index=359 is out of range: the test set has 359 images (0 to 358)'),
@@ -141,6 +147,7 @@ def test_out_of_range_arguments_are_one_sentence(workdir, module, args, message)
   assert sorted(os.listdir(workdir)) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('module', ['experiments.visualize', 'experiments.similar'])
 def test_a_workdir_without_a_checkpoint_is_refused(tmp_path, module):
   result = run(module, f'--workdir={tmp_path}')

@@ -140,6 +140,7 @@ def _local_devices(**env) -> int:
   return int(result.stdout.split()[-1])
 
 
+@pytest.mark.slow
 def test_convjax_splits_the_cpu_into_one_device_per_core_unless_told_otherwise():
   assert _local_devices() == len(os.sched_getaffinity(0))
   assert _local_devices(CONVJAX_CPU_DEVICES='3') == 3

@@ -44,6 +44,7 @@ def _flood(mode: str) -> subprocess.CompletedProcess:
                         capture_output=True, timeout=180)
 
 
+@pytest.mark.slow
 def test_launches_far_ahead_finish_through_the_window():
   result = _flood('convjax')
   assert result.returncode == 0, result.stderr[-2000:]
@@ -52,6 +53,7 @@ def test_launches_far_ahead_finish_through_the_window():
   assert int(in_flight) <= parallel.MAX_LAUNCHES_IN_FLIGHT
 
 
+@pytest.mark.slow
 def test_the_same_launches_without_the_window_abort():
   """The conditions above really deadlock XLA:CPU (if this starts passing, a jaxlib has fixed
   the client and the window may go). The deadlock needs the host to get far enough ahead, which

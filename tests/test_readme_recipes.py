@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # Every test here starts processes.
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Counted by hand from TinyCNN: conv 3x3 (9 * c_in * width + width) + dense (width * 10 + 10).
 TINY_PARAMS = {'tiny_cnn': 9 * 1 * 8 + 8 + 8 * 10 + 10, 'tiny_cnn_wide': 9 * 1 * 64 + 64 + 64 * 10 + 10}

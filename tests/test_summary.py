@@ -71,6 +71,7 @@ def test_a_single_conv_layers_flops_match_a_hand_count():
   assert rows[0].flops == 2 * (5 * 5 * 8) * (3 * 3 * 2)
 
 
+@pytest.mark.slow
 def test_summary_command_prints_the_table_with_totals():
   result = subprocess.run([sys.executable, '-m', 'experiments.summary', '--model=lenet5'],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -81,6 +82,7 @@ def test_summary_command_prints_the_table_with_totals():
   assert lines[-2].split() == ['total', '61,706', '833,040']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('args,message', [
     (['--model=lenet9'], "pattern 'lenet9' matches no model"),
     (['--model=lenet5', '--input_shape=8,8,1'], 'layer Conv_1 (Conv) would output an empty map'),

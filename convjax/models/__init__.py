@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 
-from convjax import suggest
+from convjax import errors, suggest
 from convjax.models import alexnet, densenet, googlenet, lenet, nin, resnet, vgg
 
 # ImageNet-size models switch to their small-image variant (spec.small_inputs) below this size.
@@ -91,7 +91,7 @@ _REGISTRY: dict[str, ModelSpec] = {
 }
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(errors.UserError, ValueError):
   """A model name that is not in the registry."""
 
 
@@ -122,11 +122,26 @@ def get_spec(name: str) -> ModelSpec:
                             f"valid models are: {', '.join(list_models())}") from None
 
 
+# Module fields that `create`'s own arguments and the training config set.
+MANAGED_FIELDS = ('num_classes', 'dtype', 'parent', 'name')
+
+
+def _module_fields(name: str) -> list[dataclasses.Field]:
+  constructor = get_spec(name).constructor
+  return dataclasses.fields(getattr(constructor, 'func', constructor))
+
+
+def fields(name: str) -> list[str]:
+  """The constructor fields of the model registered as `name` that a config can set
+  (config.model_kwargs), sorted: numbers, strings, booleans and sequences of them. Not
+  MANAGED_FIELDS, and not functions (activations, pools, blocks), which a config cannot name."""
+  return sorted(f.name for f in _module_fields(name)
+                if f.init and f.name not in MANAGED_FIELDS and not callable(f.default))
+
+
 def has_field(name: str, field: str) -> bool:
   """Whether the model registered as `name` takes constructor field `field` (e.g. 'aux_logits')."""
-  constructor = get_spec(name).constructor
-  module_class = getattr(constructor, 'func', constructor)
-  return field in {f.name for f in dataclasses.fields(module_class)}
+  return field in {f.name for f in _module_fields(name)}
 
 
 def uses_small_inputs(name: str, input_shape, small_inputs: bool | None = None) -> bool:

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from convjax import layers
+from convjax import errors, layers
 from convjax.models import common
 
 
@@ -73,7 +73,8 @@ class DenseNet(nn.Module):
     elif self.stem == 'small':
       x = conv(self.init_features, 3, name='stem_conv')(x)
     else:
-      raise ValueError(f"unknown stem '{self.stem}'; valid stems are: imagenet, small")
+      raise errors.InvalidValueError(
+          f"unknown stem '{self.stem}'; valid stems are: imagenet, small")
     for index, num_layers in enumerate(self.block_sizes):
       for _ in range(num_layers):
         x = DenseLayer(self.growth_rate, self.bn_size, norm, conv, self.activation,

@@ -35,7 +35,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from convjax import layers
+from convjax import errors, layers
 from convjax.models import common
 
 ModuleDef = Any
@@ -140,6 +140,7 @@ class GoogLeNet(nn.Module):
     elif self.stem == 'small':
       x = unit(64, 3)(x, train)
     else:
-      raise ValueError(f"unknown stem '{self.stem}'; valid stems are: imagenet, small")
+      raise errors.InvalidValueError(
+          f"unknown stem '{self.stem}'; valid stems are: imagenet, small")
     x = lrn(unit(192, 3)(unit(64, 1)(x, train), train))
     return pool(x) if self.stem == 'imagenet' else x

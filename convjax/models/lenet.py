@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convjax import layers
+from convjax import errors, layers
 from convjax.models import common
 
 
@@ -177,7 +177,7 @@ def _centre_in_field(x: jnp.ndarray, size: int) -> jnp.ndarray:
   """Pads [b, h, w, c] to [b, size, size, c] by repeating the border (the background)."""
   pad_h, pad_w = size - x.shape[1], size - x.shape[2]
   if pad_h < 0 or pad_w < 0:
-    raise ValueError(f'LeNet-5 (1998) takes images up to {size}x{size}, got '
-                     f'{x.shape[1]}x{x.shape[2]}')
+    raise errors.InvalidValueError(f'LeNet-5 (1998) takes images up to {size}x{size}, got '
+                                   f'{x.shape[1]}x{x.shape[2]}')
   return jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2),
                      (0, 0)), mode='edge')

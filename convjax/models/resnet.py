@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from convjax import layers
+from convjax import errors, layers
 from convjax.models import common
 
 ModuleDef = Any
@@ -116,7 +116,8 @@ class ResNet(nn.Module):
     elif self.stem == 'small':
       x = self.activation(norm(name='stem_norm')(conv(self.widths[0], 3, name='stem_conv')(x)))
     else:
-      raise ValueError(f"unknown stem '{self.stem}'; valid stems are: imagenet, small")
+      raise errors.InvalidValueError(
+          f"unknown stem '{self.stem}'; valid stems are: imagenet, small")
     for stage, (num_blocks, filters) in enumerate(zip(self.stage_sizes, self.widths)):
       for index in range(num_blocks):
         x = self.block(filters, conv, norm, self.activation,
@@ -135,7 +136,7 @@ ResNet152 = functools.partial(ResNet, stage_sizes=(3, 8, 36, 3), block=Bottlenec
 def cifar_resnet(depth: int) -> Callable[..., ResNet]:
   """ResNet-depth for CIFAR, depth = 6n + 2: n BasicBlocks per stage, option-A shortcuts."""
   if (depth - 2) % 6:
-    raise ValueError(f'CIFAR ResNet depth must be 6n + 2, got {depth}')
+    raise errors.InvalidValueError(f'CIFAR ResNet depth must be 6n + 2, got {depth}')
   n = (depth - 2) // 6
   return functools.partial(ResNet, stage_sizes=(n, n, n), block=BasicBlock, widths=(16, 32, 64),
                            stem='small', shortcut='A', num_classes=10)

@@ -9,6 +9,8 @@ import pytest
 
 from tests.reliability.harness import assert_one_sentence, tree_digest
 
+pytestmark = pytest.mark.slow  # Every test here starts processes.
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIGITS = ['--config=configs/default.py', '--config.dataset=digits', '--config.image_size=28',
           '--config.batch_size=64', '--config.eval_batch_size=100']
@@ -46,6 +48,7 @@ BAD_INPUTS = [
     (['--config.optimizer=sgd'], "trained with other settings (optimizer 'adam' -> 'sgd'), and these cannot change"),
     (['--config.learning_rate=0.01', '--config.seed=3'], 'learning_rate 0.001 -> 0.01; seed 0 -> 3'),
     (['--config.image_size=32'], 'holds a checkpoint (step 6) of input_shape=[28, 28, 1]'),
+    (['--config.model_kwargs.nosuchfield=1'], "model_kwargs.nosuchfield: 'lenet5' has no field 'nosuchfield'"),
 ]
 
 

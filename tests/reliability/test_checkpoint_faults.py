@@ -9,6 +9,8 @@ import pytest
 
 from tests.reliability import harness
 
+pytestmark = pytest.mark.slow  # Every test here starts processes.
+
 CRASH_STEP = 2 * harness.CHECKPOINT_EVERY
 
 

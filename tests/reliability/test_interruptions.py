@@ -8,6 +8,8 @@ import pytest
 
 from tests.reliability import harness
 
+pytestmark = pytest.mark.slow  # Every test here starts processes.
+
 
 def random_step(low: int, high: int) -> int:
   """A step drawn afresh each session; the seed is printed so a failure can be replayed."""

@@ -3,9 +3,13 @@ the pair resumes from it."""
 import os
 import signal
 
+import pytest
+
 from convjax import metrics
 from tests.reliability import harness
 from tests.test_distributed import free_port, launch
+
+pytestmark = pytest.mark.slow  # Every test here starts processes.
 
 ENDLESS = '--config.num_train_steps=100000'
 

@@ -9,6 +9,8 @@ import pytest
 
 from tests.reliability import harness
 
+pytestmark = pytest.mark.slow  # Every test here starts processes.
+
 # Digits has 22 steps an epoch: from step STEPS + 5 the rate is multiplied by 1e12 and the loss
 # diverges within a few steps. The schedule is part of the run's config from its first step, as
 # a resumed run may not change it.

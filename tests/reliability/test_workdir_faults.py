@@ -8,6 +8,8 @@ import pytest
 from tests.reliability import harness
 from tests.reliability.harness import assert_one_sentence
 
+pytestmark = pytest.mark.slow  # Every test here starts processes.
+
 
 def test_a_file_as_workdir_is_refused(tmp_path, cache_dir):
   path = tmp_path / 'not_a_dir'
