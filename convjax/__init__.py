@@ -18,18 +18,22 @@ def _split_host_into_cores() -> None:
   if 'jax' in sys.modules:
     CPU_DEVICES_SOURCE = 'jax was imported before convjax, so XLA chose the CPU device count'
     return
-  if flag in flags:
-    CPU_DEVICES_SOURCE = f'XLA_FLAGS sets {flag}'
-    return
   chosen = os.environ.get('CONVJAX_CPU_DEVICES')
   count = int(chosen or len(os.sched_getaffinity(0)))
-  if count > 1:
-    os.environ['XLA_FLAGS'] = f'{flags} {flag}={count}'.strip()
   CPU_DEVICES_SOURCE = (f'CONVJAX_CPU_DEVICES={chosen}' if chosen else
                         f'convjax: one device per core of {count}; '
                         'CONVJAX_CPU_DEVICES=N changes it')
+  if flag in flags:
+    # Set by the user, or by convjax in the process that restarted itself into this one.
+    if os.environ.get(_SPLIT_MARKER) != flags:
+      CPU_DEVICES_SOURCE = f'XLA_FLAGS sets {flag}'
+    return
+  if count > 1:
+    os.environ['XLA_FLAGS'] = os.environ[_SPLIT_MARKER] = f'{flags} {flag}={count}'.strip()
 
 
 # How the CPU device count was chosen, for the one line runs log about it (parallel.describe).
 CPU_DEVICES_SOURCE = ''
+# The XLA_FLAGS value convjax set, so that a restarted process (experiments.cli) knows it.
+_SPLIT_MARKER = 'CONVJAX_SPLIT_XLA_FLAGS'
 _split_host_into_cores()

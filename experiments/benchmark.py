@@ -14,6 +14,7 @@ import sys
 
 from absl import flags
 
+from convjax import errors
 from experiments import cli
 
 _MODELS = flags.DEFINE_string('models', None, 'Comma-separated registry names or fnmatch patterns.')
@@ -49,11 +50,11 @@ def main(argv):
   names = models.match(_MODELS.value)
   input_shape = cli.parse_shape(_INPUT_SHAPE.value)
   if _BATCH_SIZE.value <= 0:
-    raise ValueError(f'--batch_size must be positive, got {_BATCH_SIZE.value}')
+    raise errors.InvalidValueError(f'--batch_size must be positive, got {_BATCH_SIZE.value}')
   dp = parallel.DataParallel(_NUM_DEVICES.value)
   if _BATCH_SIZE.value % dp.num_devices:
-    raise ValueError(f'--batch_size={_BATCH_SIZE.value} is not divisible by the '
-                     f'{dp.num_devices} devices')
+    raise errors.InvalidValueError(f'--batch_size={_BATCH_SIZE.value} is not divisible by the '
+                                   f'{dp.num_devices} devices')
   conv_backend = lowering.use_backend(_CONV_BACKEND.value, dp.num_local_devices)
   dtype = jnp.bfloat16 if _HALF.value else jnp.float32
   peak = benchmark.peak_matmul_flops(dp, dtype)

@@ -30,6 +30,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing, with config-file and override mistakes turned into one sentence."""
   model_kwargs = [m.groups() for m in map(_MODEL_KWARG.match, argv) if m]
   argv = [a for a in argv if not _MODEL_KWARG.match(a)]
+  sys.argv[:] = [a for a in sys.argv if not _MODEL_KWARG.match(a)]  # config_flags reads it too.
   try:
     remaining = flags.FLAGS(argv)
     if 'config' in flags.FLAGS:
@@ -93,7 +94,7 @@ def parse_shape(value: list[str] | None) -> tuple[int, int, int] | None:
 
 
 def check_index(flag: str, value: int, size: int, what: str) -> None:
-  """Raises ValueError unless 0 <= value < size, naming the flag and the valid range."""
+  """Raises InvalidValueError unless 0 <= value < size, naming the flag and the valid range."""
   if not 0 <= value < size:
     raise errors.InvalidValueError(f'--{flag}={value} is out of range: {what} has {size} images '
                                    f'(0 to {size - 1})')

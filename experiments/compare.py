@@ -15,6 +15,7 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
+from convjax import errors
 from experiments import cli
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'configs', 'default.py')
@@ -38,10 +39,10 @@ def main(argv):
       base.dataset = _DATASET.value
     if _BUDGET.value is not None:
       if _BUDGET.value <= 0:
-        raise ValueError(f'--budget_seconds must be positive, got {_BUDGET.value}')
+        raise errors.InvalidValueError(f'--budget_seconds must be positive, got {_BUDGET.value}')
       base.train_budget_seconds = _BUDGET.value
   if _TARGET.value is not None and not 0 < _TARGET.value <= 1:
-    raise ValueError(f'--target_accuracy must be in (0, 1], got {_TARGET.value}')
+    raise errors.InvalidValueError(f'--target_accuracy must be in (0, 1], got {_TARGET.value}')
   num_devices = train.data_parallel(base).num_devices
   for name in names:  # Every model's config is checked before the first one trains.
     config_lib.validate(compare.model_config(base, name), num_devices)

@@ -10,6 +10,7 @@ import os
 
 from absl import flags
 
+from convjax import errors
 from experiments import cli
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A training run directory.')
@@ -28,7 +29,8 @@ def main(argv):
   n = len(run.test)
   cli.check_index('query', _QUERY.value, n, 'the test set')
   if not 1 <= _K.value < n:
-    raise ValueError(f'--k={_K.value} is out of range: with {n} test images, k is 1 to {n - 1}')
+    raise errors.InvalidValueError(
+        f'--k={_K.value} is out of range: with {n} test images, k is 1 to {n - 1}')
   _, features = run.predict()
   labels, names = run.test.labels, run.label_names
   out = os.path.join(_WORKDIR.value, 'plots')

@@ -13,6 +13,7 @@ import os
 
 from absl import flags
 
+from convjax import errors
 from experiments import cli
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A training run directory.')
@@ -30,7 +31,7 @@ def main(argv):
     return
   from convjax import trained
   if _NUM_WRONG.value < 1:
-    raise ValueError(f'--num_wrong must be at least 1, got {_NUM_WRONG.value}')
+    raise errors.InvalidValueError(f'--num_wrong must be at least 1, got {_NUM_WRONG.value}')
   run = trained.load(_WORKDIR.value)
   cli.check_index('image_index', _IMAGE_INDEX.value, len(run.test), 'the test set')
   paths = [draw_filters(run, out), draw_feature_maps(run, _IMAGE_INDEX.value, out),
