@@ -94,6 +94,18 @@ def test_registry_has_every_architecture_of_the_zoo():
   assert models.list_models() == sorted(EXPECTED_PARAMS)
 
 
+# One model per distinct construction: the registry's other entries repeat these blocks at other
+# depths (resnet34-152, resnet32-110, vgg13-19).
+FAMILIES = ('alexnet', 'alexnet_2012', 'zfnet', 'lenet5', 'lenet5_1998', 'nin', 'googlenet',
+            'googlenet_bn', 'densenet121', 'resnet18', 'resnet50', 'resnet20', 'vgg11', 'vgg11_bn')
+
+
+def by_family(names):
+  """names, with those that only repeat a family's blocks at another depth marked slow: the edit
+  loop (-m "not slow") compiles each construction once."""
+  return [n if n in FAMILIES else pytest.param(n, marks=pytest.mark.slow) for n in names]
+
+
 @pytest.mark.parametrize('name', sorted(EXPECTED_PARAMS))
 def test_exact_parameter_count_at_native_input(name):
   spec = models.get_spec(name)
@@ -168,7 +180,7 @@ def test_layer_by_layer_flops_equal_the_compiled_program_for_a_valid_conv():
 # ------------------------------------------------------------------------------------------------
 # Inputs: native, small images, and inputs a model cannot take.
 
-@pytest.mark.parametrize('name', sorted(EXPECTED_PARAMS))
+@pytest.mark.parametrize('name', by_family(sorted(EXPECTED_PARAMS)))
 def test_every_model_takes_28x28_grayscale(name):
   model = models.create(name, num_classes=10, input_shape=(28, 28, 1))
   logits = jax.eval_shape(lambda: model.init_with_output(
@@ -256,7 +268,7 @@ def tiny_model(name, input_shape):
   return models.create(name, num_classes=5, input_shape=input_shape, **TINY.get(name, {}))
 
 
-@pytest.mark.parametrize('name', sorted(EXPECTED_PARAMS))
+@pytest.mark.parametrize('name', by_family(sorted(EXPECTED_PARAMS)))
 def test_model_is_pure_returns_features_and_learns(name):
   """Per model, on a tiny variant (same blocks; narrower, and one block per stage):"""
   shape = (28, 28, 1) if name.startswith('lenet') else (16, 16, 3)
