@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convjax import errors, lowering
+from convjax import convolution, errors, lowering
 
 Padding = str | int | Sequence[tuple[int, int]]
 
@@ -178,7 +178,8 @@ def _window_taps(x: jnp.ndarray, window: tuple[int, ...], strides: tuple[int, ..
 
 
 def _pooled_shape(spatial, window, strides) -> tuple[int, ...]:
-  return tuple((size - k) // s + 1 for size, k, s in zip(spatial, window, strides))
+  """A VALID pool's output per axis: the convolution's output-size formula, unpadded."""
+  return tuple(convolution.output_size(n, k, 0, s) for n, k, s in zip(spatial, window, strides))
 
 
 def _first_max(x: jnp.ndarray, window: tuple[int, ...], strides: tuple[int, ...]):
@@ -205,8 +206,7 @@ def _max_pool_taps(x: jnp.ndarray, window: tuple[int, ...], strides: tuple[int, 
 
 def _max_pool_taps_forward(x, window, strides, spatial):
   del spatial
-  y, index = _first_max(x, window, strides)
-  return y, index
+  return _first_max(x, window, strides)  # (y, the winning taps as the residual)
 
 
 def _max_pool_taps_backward(window, strides, spatial, index, g):
