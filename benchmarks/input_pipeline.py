@@ -11,7 +11,6 @@ Measures, on the machine it runs on:
    as TFDS decodes them, random-resized-cropped to 224x224 on host threads.
 Each figure is the median of 5 timed repeats after a warm-up.
 """
-import functools
 import io
 import json
 import os
@@ -54,22 +53,25 @@ def in_memory_rate(dp, dataset, augmentation) -> float:
 
 
 def train_step_rate(dp, dataset) -> float:
+  """The training loop's own step, built from the default config with --model and --batch_size."""
   import jax
-  import optax
-  from convjax import data, models, train
-  model = models.create(_MODEL.value, dataset.info.num_classes, input_shape=dataset.image_shape)
-  state = dp.replicate(train.create_train_state(model, optax.adam(1e-3), dataset.image_shape, 0))
-  normalize = functools.partial(data.normalize, mean=dataset.info.mean, std=dataset.info.std)
-  step = train.pmap_train_step(dp, normalize, optax.constant_schedule(1e-3))
+  from configs import default
+  from convjax import builder
+  config = default.get_config()
+  config.update(model=_MODEL.value, dataset=_DATASET.value, batch_size=_BATCH.value)
+  spec = builder.DataSpec(dataset.image_shape, dataset.info.num_classes, dataset.info.mean,
+                          dataset.info.std, len(dataset.train))
+  run = builder.build(config, dp, spec)
+  state = dp.replicate(run.init_state())
   batch = dp.shard({'image': dataset.train.images[:_BATCH.value],
                     'label': dataset.train.labels[:_BATCH.value]})
 
-  def run():
+  def run_steps():
     nonlocal state
     for _ in range(_STEPS.value):
-      state, _ = step(state, batch)
+      state, _ = run.p_train_step(state, batch)
     jax.block_until_ready(state)
-  return _median_rate(run, _STEPS.value * _BATCH.value)
+  return _median_rate(run_steps, _STEPS.value * _BATCH.value)
 
 
 class _JpegSource:

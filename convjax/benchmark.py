@@ -5,16 +5,15 @@ the median with its 10th and 90th percentiles. Data is synthetic and already on 
 so only the model's step is measured, never the input pipeline.
 """
 import dataclasses
-import functools
 import time
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
-import optax
 
-from convjax import data, errors, models, parallel, summary, train
+from convjax import builder, errors, models, parallel, summary
 
 MODES = ('train', 'infer')
 # Training a layer costs about 3x its forward pass: the forward, plus the gradients with respect
@@ -94,15 +93,6 @@ def peak_memory_bandwidth(dp: parallel.DataParallel, megabytes: int = 256,
   return dp.num_local_devices * 2 * 4 * n / (timing.median_ms / 1e3)
 
 
-def compiled_memory_bytes(compiled) -> int | None:
-  """Per-device bytes an XLA program needs: arguments + outputs + temporaries - donated aliases."""
-  stats = compiled.memory_analysis()
-  if stats is None:
-    return None
-  return int(stats.argument_size_in_bytes + stats.output_size_in_bytes +
-             stats.temp_size_in_bytes - stats.alias_size_in_bytes)
-
-
 def synthetic_batch(dp: parallel.DataParallel, batch_size: int, input_shape, num_classes: int,
                     seed: int = 0) -> dict:
   """Random uint8 images and labels of a global batch, sharded onto the devices."""
@@ -113,61 +103,62 @@ def synthetic_batch(dp: parallel.DataParallel, batch_size: int, input_shape, num
       'mask': np.ones(batch_size, np.float32)})
 
 
+def benchmark_config(base, name: str, batch_size: int, half_precision: bool = False,
+                     learning_rate: float = 1e-3):
+  """`base` (the defaults) for model `name` with the benchmark's optimiser: SGD with momentum 0.9
+  at a constant rate, the step benchmarks.pytorch runs."""
+  config = ml_collections.ConfigDict(base.to_dict())
+  config.update(model=name, batch_size=batch_size, half_precision=half_precision,
+                optimizer='momentum', momentum=0.9, lr_schedule='constant', warmup_epochs=0.0,
+                learning_rate=learning_rate, weight_decay=0.0, aux_loss_weight=0.0)
+  return config
+
+
 @dataclasses.dataclass
 class Setup:
-  """A model ready to time: its replicated state, a batch on the devices, and its counts."""
-  name: str
+  """A built run ready to time: its replicated state, a batch on the devices, and its counts."""
+  run: builder.Run
   state: Any
   batch: dict
-  normalize: Callable
   params: int
   flops_per_image: int
 
 
-def setup(name: str, dp: parallel.DataParallel, batch_size: int, input_shape=None,
-          half_precision: bool = False, learning_rate: float = 1e-3) -> Setup:
-  """`name` from the registry at its native input (or input_shape), with an SGD-momentum state."""
-  spec = models.get_spec(name)
+def setup(config, dp: parallel.DataParallel, input_shape=None) -> Setup:
+  """config.model at its native input (or input_shape), built as training builds it, on
+  synthetic data of config.batch_size."""
+  spec = models.get_spec(config.model)
   input_shape = tuple(input_shape or spec.input_shape)
-  dtype = jnp.bfloat16 if half_precision else jnp.float32
-  model = models.create(name, spec.num_classes, input_shape=input_shape, dtype=dtype)
-  state = train.create_train_state(model, optax.sgd(learning_rate, momentum=0.9), input_shape, 0)
-  # Fixed statistics: the values do not matter for speed, only that the work is done.
-  normalize = functools.partial(data.normalize, mean=(0.5,) * input_shape[-1],
-                                std=(0.25,) * input_shape[-1], dtype=dtype)
-  return Setup(name, dp.replicate(state), synthetic_batch(dp, batch_size, input_shape,
-                                                          spec.num_classes),
-               normalize, summary.count_params(model, input_shape),
-               summary.flops_per_image(model, input_shape))
+  run = builder.build(config, dp, builder.DataSpec.synthetic(input_shape, spec.num_classes,
+                                                             config.batch_size))
+  return Setup(run, dp.replicate(run.init_state()),
+               synthetic_batch(dp, config.batch_size, input_shape, spec.num_classes),
+               summary.count_params(run.model, input_shape),
+               summary.flops_per_image(run.model, input_shape))
 
 
-def train_step_fn(dp: parallel.DataParallel, s: Setup) -> Callable:
+def train_step_fn(s: Setup) -> Callable:
   """carry (state) -> new state: the training loop's own pmapped step."""
-  p_step = train.pmap_train_step(dp, s.normalize, optax.constant_schedule(0.0))
-  return lambda state: p_step(state, s.batch)[0]
+  return lambda state: s.run.p_train_step(state, s.batch)[0]
 
 
-def infer_step_fn(dp: parallel.DataParallel, s: Setup) -> Callable:
+def infer_step_fn(s: Setup) -> Callable:
   """carry (logits) -> logits: a forward pass in evaluation mode over the batch."""
-  def forward(state, images):
-    variables = {'params': state.params, 'batch_stats': state.batch_stats}
-    return state.apply_fn(variables, s.normalize(images), train=False)
-  p_forward = dp.pmap(forward)
-  return lambda _: p_forward(s.state, s.batch['image'])
+  return lambda _: s.run.p_infer_step(s.state, s.batch['image'])
 
 
-def measure(name: str, mode: str, dp: parallel.DataParallel, batch_size: int, peak_flops: float,
-            half_precision: bool = False, input_shape=None, min_seconds: float = 2.0) -> dict:
-  """One result row of experiments.benchmark for model `name` in `mode` ('train' or 'infer')."""
+def measure(config, mode: str, dp: parallel.DataParallel, peak_flops: float, input_shape=None,
+            min_seconds: float = 2.0) -> dict:
+  """One result row of experiments.benchmark for config.model in `mode` ('train' or 'infer')."""
   if mode not in MODES:
     raise errors.InvalidValueError(f"unknown mode '{mode}'; valid modes are: {', '.join(MODES)}")
-  s = setup(name, dp, batch_size, input_shape, half_precision)
-  step = train_step_fn(dp, s) if mode == 'train' else infer_step_fn(dp, s)
+  s = setup(config, dp, input_shape)
+  step = train_step_fn(s) if mode == 'train' else infer_step_fn(s)
   timing = time_steps(step, s.state, min_seconds=min_seconds)
-  images_per_sec = batch_size / (timing.median_ms / 1e3)
+  images_per_sec = config.batch_size / (timing.median_ms / 1e3)
   passes = TRAIN_FLOPS_PER_FORWARD if mode == 'train' else 1
   achieved = images_per_sec * s.flops_per_image * passes
-  return {'model': name, 'mode': mode, 'batch_size': batch_size,
+  return {'model': config.model, 'mode': mode, 'batch_size': config.batch_size,
           'images_per_sec': images_per_sec, 'step_ms': timing.summary(),
           'compile_seconds': timing.compile_seconds, 'params': s.params,
           'flops_per_image': s.flops_per_image, 'achieved_flops': achieved,

@@ -10,7 +10,6 @@ A comparison lives in one directory:
 Rerunning skips finished models and resumes unfinished ones from their checkpoints.
 """
 import csv
-import functools
 import io
 import json
 import math
@@ -18,9 +17,8 @@ import os
 from typing import Callable
 
 import ml_collections
-import optax
 
-from convjax import benchmark, config as config_lib, data, metrics, optim, plots, summary, train
+from convjax import builder, config as config_lib, metrics, plots, summary, train
 
 COLUMNS = ('model', 'params', 'flops_per_image', 'train_images_per_sec', 'eval_images_per_sec',
            'peak_memory_bytes', 'train_seconds', 'time_to_target_seconds', 'test_accuracy',
@@ -82,17 +80,16 @@ def run_model(config: ml_collections.ConfigDict, workdir: str, target_accuracy: 
 
 def _train_row(config: ml_collections.ConfigDict, workdir: str) -> dict:
   final = train.train_and_evaluate(config, workdir)
-  with open(os.path.join(workdir, 'config.json')) as f:
-    meta = json.load(f)
-  input_shape, num_classes = tuple(meta['input_shape']), meta['num_classes']
-  model = train.create_model(config, num_classes, input_shape)
+  meta = final['meta']
+  input_shape = tuple(meta['input_shape'])
+  model = builder.create_model(config, meta['num_classes'], input_shape)
   return {
       'model': config.model,
       'params': summary.count_params(model, input_shape),
       'flops_per_image': summary.flops_per_image(model, input_shape),
       'train_images_per_sec': _rate(workdir, final),
       'eval_images_per_sec': final.get('eval_images_per_sec'),
-      'peak_memory_bytes': train_step_memory_bytes(config, model, input_shape, num_classes),
+      'peak_memory_bytes': _logged(workdir, final, 'peak_memory_bytes'),
       'train_seconds': final['train_seconds'],
       'test_accuracy': final['test_accuracy'],
       'test_top5_accuracy': final['test_top5_accuracy'],
@@ -108,16 +105,12 @@ def _rate(workdir: str, final: dict) -> float | None:
   return sum(logged) / len(logged) if logged else None
 
 
-def train_step_memory_bytes(config, model, input_shape, num_classes: int) -> int | None:
-  """Per-device bytes of the compiled train step at config's batch size, where XLA reports them."""
-  dp = train.data_parallel(config)
-  schedule = optax.constant_schedule(config.learning_rate)
-  state = train.create_train_state(model, optim.create_optimizer(config, schedule), input_shape,
-                                   config.seed)
-  batch = benchmark.synthetic_batch(dp, config.batch_size, input_shape, num_classes)
-  normalize = functools.partial(data.normalize, mean=0.0, std=1.0, dtype=model.dtype)
-  step = train.pmap_train_step(dp, normalize, schedule, config.aux_loss_weight)
-  return benchmark.compiled_memory_bytes(step.lower(dp.replicate(state), batch).compile())
+def _logged(workdir: str, final: dict, key: str):
+  """final[key]; when this run trained nothing (a resumed, finished run), the last logged one."""
+  if final.get(key) is not None:
+    return final[key]
+  logged = [r[key] for r in metrics.read_metrics(workdir) if key in r]
+  return logged[-1] if logged else None
 
 
 def evaluations(records: list[dict]) -> list[dict]:

@@ -111,6 +111,20 @@ def sum(tree: Any) -> Any:  # pylint: disable=redefined-builtin
   return tree if _one_device() else lax.psum(tree, AXIS)
 
 
+def local_device_count() -> int:
+  """This process's devices, all of them (a DataParallel may use fewer)."""
+  return jax.local_device_count()
+
+
+def most_devices_dividing(batch_size: int) -> int | None:
+  """The largest count of local devices per process over which batch_size splits evenly across
+  every process; None (all of them) when none does, or every one does."""
+  for count in range(local_device_count(), 0, -1):
+    if batch_size > 0 and batch_size % (count * jax.process_count()) == 0:
+      return None if count == local_device_count() else count
+  return None
+
+
 def describe(dp: 'DataParallel') -> str:
   """One line on the devices a run uses and, on CPU, where their count came from: `import convjax`
   splits the CPU into one XLA device per core unless jax came first or the user chose."""
@@ -162,7 +176,9 @@ class DataParallel:
 
     With `donate_first_arg`, the first argument's buffers (the train state) are reused for
     the output, so a step holds one copy of the state in memory, not two. Calls go through the
-    process's launch window (MAX_LAUNCHES_IN_FLIGHT); `.lower` lowers `per_device_fn` alone.
+    process's launch window (MAX_LAUNCHES_IN_FLIGHT). `.lower` lowers the launched program
+    itself (with the window's int8 token), so after a call, `.lower(...).compile()` reuses that
+    call's compilation: memory figures cost no second compile.
     """
     options = dict(axis_name=AXIS, devices=self._pmap_devices,
                    donate_argnums=(0,) if donate_first_arg else ())
@@ -173,7 +189,7 @@ class DataParallel:
       outputs, token = with_token(*args)
       _LAUNCHES.add(token)
       return outputs
-    launch.lower = jax.pmap(per_device_fn, **options).lower
+    launch.lower = with_token.lower
     return launch
 
   def replicate(self, tree: Any) -> Any:

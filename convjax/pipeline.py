@@ -11,7 +11,7 @@ Both yield the same batches: training {'image': uint8 [devices, per_device, h, w
 and both follow `sampling`, so batches are a pure function of (seed, step).
 """
 import functools
-from typing import Iterator
+from typing import Iterator, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -23,12 +23,32 @@ from convjax import augment, config as config_lib, data, parallel, sampling
 _AUGMENT_STREAM = 0x61756720
 
 
+class Pipeline(Protocol):
+  """What the training loop needs of its data: batches already on the devices.
+
+  info: the dataset's catalogue entry (data.DatasetInfo: mean, std, class names, ...).
+  image_shape: (height, width, channels) of the batches' images.
+  """
+  info: data.DatasetInfo
+  image_shape: tuple[int, int, int]
+  num_train_examples: int
+  num_test_examples: int
+
+  def train_batches(self, start_step: int, stop_step: int) -> Iterator[dict]:
+    """Global batches start_step .. stop_step - 1, this process's devices' parts:
+    image uint8 [devices, per_device, h, w, c], label int32 [devices, per_device]."""
+
+  def eval_batches(self) -> Iterator[dict]:
+    """The test split in order, exactly once: train_batches' keys plus mask float32
+    [devices, per_device] (0 = padding)."""
+
+
 def augmentation_from_config(config) -> augment.Augmentation:
   return augment.Augmentation(crop_padding=config.augment.crop_padding,
                               flip=config.augment.flip, cutout=config.augment.cutout)
 
 
-def create(config, dp: parallel.DataParallel):
+def create(config, dp: parallel.DataParallel) -> Pipeline:
   """The config's dataset, loaded or opened, behind the pipeline that suits it."""
   info = data.get_info(config.dataset)
   eval_batch_size = config_lib.eval_batch_size(config, dp.num_devices)
@@ -51,7 +71,7 @@ def create(config, dp: parallel.DataParallel):
 
 
 class InMemoryPipeline:
-  """A small dataset resident on every local device, batched there.
+  """A small dataset resident on every local device, batched there: a `Pipeline`.
 
   Attributes: info (the catalogue entry), image_shape (h, w, c), num_train_examples,
   num_test_examples.

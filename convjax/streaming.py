@@ -73,7 +73,7 @@ def _centre(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 class StreamingPipeline:
-  """Batches of a large dataset, read on host threads; same interface as InMemoryPipeline."""
+  """Batches of a large dataset, read on host threads: a `pipeline.Pipeline`, like InMemoryPipeline."""
 
   def __init__(self, dataset: data.StreamingDataset, dp: parallel.DataParallel, batch_size: int,
                eval_batch_size: int, seed: int, image_size: int = DEFAULT_IMAGE_SIZE,

@@ -211,6 +211,15 @@ def flops_per_image(model: nn.Module, input_shape: tuple[int, ...]) -> int:
   return 2 * sum(layer.multiply_adds for layer in layers(model, input_shape))
 
 
+def compiled_memory_bytes(compiled) -> int | None:
+  """Per-device bytes an XLA program needs: arguments + outputs + temporaries - donated aliases."""
+  stats = compiled.memory_analysis()
+  if stats is None:
+    return None
+  return int(stats.argument_size_in_bytes + stats.output_size_in_bytes +
+             stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+
+
 def check_input_shape(model: nn.Module, input_shape: tuple[int, ...]) -> None:
   """Raises InputShapeError, naming the layer, when the model cannot take input_shape (h, w, c)."""
   layers(model, input_shape)

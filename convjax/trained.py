@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from convjax import checkpoint, config as config_lib, data, errors, metrics, train
+from convjax import builder, checkpoint, config as config_lib, data, errors, metrics
 
 
 class NoCheckpointError(errors.UserError, ValueError):
@@ -74,7 +74,7 @@ def load(workdir: str) -> TrainedRun:
   config = ml_collections.ConfigDict({k: v for k, v in saved.items()
                                       if k not in ('input_shape',)})
   input_shape = tuple(meta['input_shape'])
-  model = train.create_model(config, meta['num_classes'], input_shape)
+  model = builder.create_model(config, meta['num_classes'], input_shape)
   info = data.get_info(config.dataset)
   if info.streaming:
     raise config_lib.ConfigError(f"inspecting runs on streamed datasets ('{config.dataset}') is "

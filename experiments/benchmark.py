@@ -46,6 +46,7 @@ def main(argv):
   _split_cpu(_NUM_DEVICES.value)
   import jax
   import jax.numpy as jnp
+  from configs import default
   from convjax import benchmark, lowering, metrics, models, parallel
   names = models.match(_MODELS.value)
   input_shape = cli.parse_shape(_INPUT_SHAPE.value)
@@ -66,8 +67,9 @@ def main(argv):
   results = []
   for name in names:
     for mode in modes:
-      row = benchmark.measure(name, mode, dp, _BATCH_SIZE.value, peak, _HALF.value, input_shape,
-                              _MIN_SECONDS.value)
+      config = benchmark.benchmark_config(default.get_config(), name, _BATCH_SIZE.value,
+                                          _HALF.value)
+      row = benchmark.measure(config, mode, dp, peak, input_shape, _MIN_SECONDS.value)
       results.append(row)
       print(f"{name:14s} {mode:5s} {row['images_per_sec']:>11,.1f} img/s  step "
             f"{row['step_ms']['median']:8.2f} ms (p10 {row['step_ms']['p10']:.2f}, p90 "

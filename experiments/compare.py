@@ -31,7 +31,7 @@ flags.mark_flags_as_required(['models', 'workdir'])
 
 def main(argv):
   del argv
-  from convjax import compare, config as config_lib, models, train
+  from convjax import builder, compare, config as config_lib, models
   names = models.match(_MODELS.value)
   base = _CONFIG.value
   with base.unlocked():
@@ -43,7 +43,7 @@ def main(argv):
       base.train_budget_seconds = _BUDGET.value
   if _TARGET.value is not None and not 0 < _TARGET.value <= 1:
     raise errors.InvalidValueError(f'--target_accuracy must be in (0, 1], got {_TARGET.value}')
-  num_devices = train.data_parallel(base).num_devices
+  num_devices = builder.data_parallel(base).num_devices
   for name in names:  # Every model's config is checked before the first one trains.
     config_lib.validate(compare.model_config(base, name), num_devices)
   compare.check_same_config(_WORKDIR.value, base)

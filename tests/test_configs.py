@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from convjax import config as config_lib, models, train
+from convjax import builder, config as config_lib, models
 from experiments import cli
 
 CONFIG_FILES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), '..', 'configs', '*.py')))
@@ -74,7 +74,7 @@ def _with_model_kwargs(model: str, **kwargs):
 def test_model_kwargs_reach_the_model():
   config = _with_model_kwargs('resnet20', normalization='group', widths=(8, 16, 32))
   config_lib.validate(config, num_devices=1)
-  model = train.create_model(config, 10, (32, 32, 3))
+  model = builder.create_model(config, 10, (32, 32, 3))
   variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
   assert 'batch_stats' not in variables  # Group norm keeps no running statistics.
   kernels = [leaf.shape for leaf in jax.tree.leaves(variables['params']) if leaf.ndim == 4]

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from convjax import layers, models, parallel, summary, train
+from convjax import layers, models, parallel, steps, summary
 from convjax.models import lenet
 
 
@@ -274,7 +274,7 @@ def test_model_is_pure_returns_features_and_learns(name):
   shape = (28, 28, 1) if name.startswith('lenet') else (16, 16, 3)
   model = tiny_model(name, shape)
   dp = parallel.DataParallel(1)
-  state = train.create_train_state(model, optax.adam(1e-3), shape, seed=0)
+  state = steps.create_train_state(model, optax.adam(1e-3), shape, seed=0)
   images = jax.random.randint(jax.random.PRNGKey(3), (8,) + shape, 0, 256).astype(jnp.uint8)
   labels = jnp.arange(8) % 5
   normalize = lambda u: (u.astype(jnp.float32) - 127.5) / 64
@@ -307,13 +307,13 @@ def test_model_is_pure_returns_features_and_learns(name):
   assert (not np.allclose(train_logits[0], logits)) == differs
 
   # The real pmapped train step (with aux losses for GoogLeNet) lowers the loss on a fixed batch.
-  step = dp.pmap(functools.partial(train.train_step, normalize=normalize,
+  step = dp.pmap(functools.partial(steps.train_step, normalize=normalize,
                                    schedule=optax.constant_schedule(1e-3), aux_loss_weight=0.3))
   replicated = dp.replicate(state)
   for _ in range(5):
     replicated, _ = step(replicated, dp.shard({'image': images, 'label': labels}))
   trained = dp.unreplicate(replicated)
-  loss = lambda out: float(jax.vmap(train.cross_entropy, (0, None))(out[3], labels).mean())
+  loss = lambda out: float(jax.vmap(steps.cross_entropy, (0, None))(out[3], labels).mean())
   before, after = loss((plain, logits, features, train_logits)), loss(
       forward(trained.params, trained.batch_stats))
   assert np.isfinite(after) and after < before, (before, after)

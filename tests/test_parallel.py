@@ -1,4 +1,5 @@
 """The launch window: multi-device programs never run so far ahead that XLA:CPU deadlocks."""
+import logging
 import os
 import signal
 import subprocess
@@ -77,12 +78,17 @@ def test_window_waits_for_the_oldest_launch_when_full():
   assert len(window) < 3 and tokens[0].is_ready()
 
 
-def test_pmapped_function_keeps_its_outputs_and_lowering():
+def test_pmapped_function_keeps_its_outputs_and_lowering(caplog):
   dp = parallel.DataParallel(2)
   double = dp.pmap(lambda x: 2 * x)
-  np.testing.assert_array_equal(double(dp.replicate(np.arange(3.0))), [[0, 2, 4]] * 2)
-  # Lowered for memory analysis without the window's int8 token, so the figures are exact.
-  assert 'i8' not in double.lower(dp.replicate(np.arange(3.0))).as_text()
+  x = dp.replicate(np.arange(3.0))
+  np.testing.assert_array_equal(double(x), [[0, 2, 4]] * 2)
+  # Memory analysis after a call reuses the call's compilation; another function compiles.
+  with jax.log_compiles(True), caplog.at_level(logging.WARNING):
+    assert double.lower(x).compile().memory_analysis() is not None
+    assert 'Compiling' not in caplog.text
+    dp.pmap(lambda x: 3 * x).lower(x).compile()
+    assert 'Compiling' in caplog.text
 
 
 def test_unreplicate_copies_device_zeros_shard_without_launching_programs(monkeypatch):
@@ -95,3 +101,10 @@ def test_unreplicate_copies_device_zeros_shard_without_launching_programs(monkey
   host = dp.unreplicate(tree)
   np.testing.assert_array_equal(host['w'], np.arange(6.0).reshape(2, 3))
   assert host['step'] == 7 and isinstance(host['w'], np.ndarray)
+
+
+@pytest.mark.parametrize('batch_size,count', [(128, None), (66, 3), (6, 3), (10, 2), (7, 1),
+                                              (0, None)])
+def test_the_most_devices_that_split_a_batch(batch_size, count):
+  assert parallel.local_device_count() == 4
+  assert parallel.most_devices_dividing(batch_size) == count

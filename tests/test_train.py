@@ -9,8 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from convjax import (checkpoint, config as config_lib, data, metrics, models, parallel, pipeline,
-                     summary, train)
+from convjax import (builder, checkpoint, config as config_lib, data, metrics, parallel, pipeline,
+                     steps, summary, train)
 from tests.conftest import NUM_TEST_DEVICES
 
 
@@ -58,6 +58,18 @@ def test_evaluation_counts_every_example_for_any_batch_and_device_count(tmp_path
   digits_config.batch_size = 63
   final = train.train_and_evaluate(digits_config, str(tmp_path))
   assert final['num_test_examples'] == 359
+
+
+def test_all_devices_means_the_most_the_batch_splits_over(tmp_path, digits_config, capsys):
+  digits_config.update(num_train_steps=1, batch_size=66, eval_batch_size=100)  # 66 = 3 * 22.
+  final = train.train_and_evaluate(digits_config, str(tmp_path))
+  assert metrics.read_metrics(str(tmp_path))[0]['num_devices'] == 3
+  assert final['num_test_examples'] == 359 and final['meta']['input_shape'] == [28, 28, 1]
+  out = capsys.readouterr().out
+  assert 'batch_size=66 does not split over all 4, so num_devices=-1 uses 3' in out
+  assert 'evaluating in batches of 102' in out
+  assert final['peak_memory_bytes'] > 0  # From the step training compiled (compare's column).
+  assert metrics.read_metrics(str(tmp_path))[-1]['peak_memory_bytes'] == final['peak_memory_bytes']
 
 
 def test_one_and_four_devices_give_the_same_losses(tmp_path, digits_config):
@@ -134,20 +146,22 @@ def test_a_workdir_of_another_model_is_refused_untouched(tmp_path, digits_config
   assert open(os.path.join(workdir, 'metrics.jsonl')).read() == metrics_before
 
 
-def test_loss_falls_on_a_fixed_batch():
+def test_the_built_step_lowers_the_loss_on_a_fixed_batch(digits_config):
+  digits_config.update(batch_size=32, learning_rate=3e-3, lr_schedule='constant')
   dp = parallel.DataParallel()
-  model = models.create('lenet5')
-  state = train.create_train_state(model, optax.adam(3e-3), (28, 28, 1), seed=0)
   split = data.load('digits', image_size=28).train
+  run = builder.build(digits_config, dp, builder.DataSpec((28, 28, 1), 10, (0.3,), (0.4,),
+                                                         len(split)))
   batch = dp.shard({'image': split.images[:32], 'label': split.labels[:32]})
-  normalize = functools.partial(data.normalize, mean=(0.3,), std=(0.4,))
-  step = train.pmap_train_step(dp, normalize, optax.constant_schedule(3e-3))
-  state = dp.replicate(state)
+  state = dp.replicate(run.init_state())
   losses = []
   for _ in range(25):
-    state, step_metrics = step(state, batch)
+    state, step_metrics = run.p_train_step(state, batch)
     losses.append(float(step_metrics['train_loss'][0]))
   assert losses[-1] < 0.2 * losses[0]
+  assert step_metrics['learning_rate'][0] == np.float32(3e-3)
+  # Its memory figure reuses the compilation the steps ran (tests/test_parallel.py).
+  assert run.train_step_memory_bytes(state, batch) > 0
 
 
 class TinyBatchNormNet(nn.Module):
@@ -165,14 +179,14 @@ class TinyBatchNormNet(nn.Module):
 
 def test_batch_stats_are_averaged_so_every_replica_holds_the_same_state():
   dp = parallel.DataParallel()
-  state = train.create_train_state(TinyBatchNormNet(), optax.sgd(0.1), (8, 8, 1), seed=0)
+  state = steps.create_train_state(TinyBatchNormNet(), optax.sgd(0.1), (8, 8, 1), seed=0)
   initial_mean = state.batch_stats['BatchNorm_0']['mean']
   # Each device gets differently scaled images, so local batch statistics differ.
   images = (np.arange(NUM_TEST_DEVICES * 4)[:, None, None, None] * np.ones((1, 8, 8, 1)) * 15)
   batch = dp.shard({'image': images.astype(np.uint8),
                     'label': np.zeros(NUM_TEST_DEVICES * 4, np.int32)})
   normalize = functools.partial(data.normalize, mean=(0.,), std=(1.,))
-  step = dp.pmap(functools.partial(train.train_step, normalize=normalize,
+  step = dp.pmap(functools.partial(steps.train_step, normalize=normalize,
                                    schedule=optax.constant_schedule(0.1)))
   new_state, _ = step(dp.replicate(state), batch)
   means = np.asarray(new_state.batch_stats['BatchNorm_0']['mean'])
@@ -272,7 +286,7 @@ def test_the_suggested_image_size_is_the_smallest_that_fits(digits_config):
   digits_config.model = 'alexnet'
   for size, fits in ((14, False), (15, True)):
     try:
-      train.create_model(digits_config, 10, (size, size, 1))
+      builder.create_model(digits_config, 10, (size, size, 1))
       assert fits, size
     except summary.InputShapeError:
       assert not fits, size
