@@ -100,6 +100,9 @@ def train_and_evaluate(config, workdir: str, start_over: bool = False) -> dict:
   run = builder.build(config, dp, builder.DataSpec.of_pipeline(pipeline, meta['num_classes']))
   workdir_lib.check_usable(workdir)
   config_changes = {} if start_over else _check_resume(workdir, meta)
+  # Every process looks for checkpoints before any creates the directory: a process that looked
+  # after would open a manager the others do not, and orbax's barriers would stop pairing up.
+  parallel.barrier('checked_workdir')
   is_chief = parallel.process_index() == 0
   with workdir_lib.lock(workdir, enabled=is_chief):
     if start_over:

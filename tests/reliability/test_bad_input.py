@@ -43,7 +43,7 @@ BAD_INPUTS = [
     (['--config.batch_size=0'], 'batch_size must be positive, got 0'),
     (['--config.learning_rate=-0.1'], 'learning_rate must be positive, got -0.1'),
     (['--config.num_epochs=0', '--config.num_train_steps=-1'], 'num_epochs must be positive'),
-    (['--config.batch_size=66'], 'batch_size=66 is not divisible by the 4 devices'),
+    (['--config.batch_size=66', '--config.num_devices=4'], 'batch_size=66 is not divisible by the 4 devices'),
     (['--config.num_classes=12'], "num_classes=12 does not match dataset 'digits'"),
     (['--config.optimizer=sgd'], "trained with other settings (optimizer 'adam' -> 'sgd'), and these cannot change"),
     (['--config.learning_rate=0.01', '--config.seed=3'], 'learning_rate 0.001 -> 0.01; seed 0 -> 3'),
