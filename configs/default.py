@@ -64,10 +64,27 @@ def get_config() -> ml_collections.ConfigDict:
   config.adam_b2 = 0.999
   config.adam_eps = 1e-8
   config.weight_decay = 0.0  # Kernels only; decoupled for adamw, L2 for the rest.
-  config.lr_schedule = 'cosine'  # constant, cosine, step.
+  # constant; cosine (to 0 at the end); linear (to 0 at the end); step (lr_decay_*); onecycle:
+  # triangular, from learning_rate / onecycle_div_factor up to learning_rate over the first
+  # onecycle_pct_start of training, then down to 0 (Smith & Topin 2017; warmup_epochs must be 0).
+  config.lr_schedule = 'cosine'
   config.warmup_epochs = 0.0
   config.lr_decay_epochs = (30, 60, 80)  # step schedule: epochs where the rate is multiplied...
   config.lr_decay_factor = 0.1  # ...by this.
+  config.onecycle_pct_start = 0.25
+  config.onecycle_div_factor = 25.0
+
+  # Recipe: each part is off by default.
+  # Label smoothing's epsilon: targets (1 - eps) one-hot + eps / classes (Szegedy et al. 2016).
+  config.label_smoothing = 0.0
+  # Split each device's batch into this many micro-batches and average their gradients: the
+  # update of the whole batch_size with 1/K of the activation memory. batch_size must be a
+  # multiple of the devices times this.
+  config.grad_accum_steps = 1
+  # Evaluation also averages each image's logits with its mirror's, reported as
+  # tta_test_accuracy and tta_test_loss beside the plain figures; refused where a mirror changes
+  # the class (digits, characters).
+  config.tta_flip = False
 
   # How convolutions run: 'auto' (oneDNN on CPU where convjax's extension is built, XLA's
   # otherwise), 'xla' or 'onednn' (an error where the extension is unavailable).

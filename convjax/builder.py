@@ -68,6 +68,15 @@ class Run:
     return functools.partial(data.normalize, mean=self.data.mean, std=self.data.std,
                              dtype=self.model.dtype)
 
+  @property
+  def recipe(self) -> steps.Recipe:
+    """The config's fields that shape the steps (steps.Recipe)."""
+    config = self.config
+    return steps.Recipe(aux_loss_weight=config.aux_loss_weight,
+                        skip_nonfinite=config.skip_nonfinite_steps > 0,
+                        label_smoothing=config.label_smoothing,
+                        grad_accum_steps=config.grad_accum_steps, tta_flip=config.tta_flip)
+
   def init_state(self) -> steps.TrainState:
     """A fresh state on the host, from config.seed."""
     return steps.create_train_state(self.model, self.tx, self.data.image_shape, self.config.seed)
@@ -76,14 +85,14 @@ class Run:
   def p_train_step(self) -> Callable:
     """(replicated state, sharded batch) -> (state, metrics): `steps.train_step` on every device."""
     return self.dp.pmap(functools.partial(
-        steps.train_step, normalize=self.normalize, schedule=self.schedule,
-        aux_loss_weight=self.config.aux_loss_weight,
-        skip_nonfinite=self.config.skip_nonfinite_steps > 0), donate_first_arg=True)
+        steps.train_step, normalize=self.normalize, schedule=self.schedule, recipe=self.recipe),
+        donate_first_arg=True)
 
   @functools.cached_property
   def p_eval_step(self) -> Callable:
     """(replicated state, sharded masked batch) -> summed metrics: `steps.eval_step`."""
-    return self.dp.pmap(functools.partial(steps.eval_step, normalize=self.normalize))
+    return self.dp.pmap(functools.partial(steps.eval_step, normalize=self.normalize,
+                                          recipe=self.recipe))
 
   @functools.cached_property
   def p_infer_step(self) -> Callable:

@@ -14,15 +14,15 @@ class ResumeError(errors.UserError, ValueError):
 
 
 # Fields a resumed run may change: how long it trains, how often it logs, evaluates and saves,
-# how big its evaluation batches are, where it reads data from, on how many devices, and which
-# library computes its convolutions (the same numbers up to float rounding). Every
-# other field shapes the parameters' trajectory, so a checkpoint continues only under the values
-# that produced it.
+# how big its evaluation batches are and whether they add mirrored images, where it reads data
+# from, on how many devices, and which library computes its convolutions (the same numbers up to
+# float rounding). Every other field shapes the parameters' trajectory, so a checkpoint continues
+# only under the values that produced it.
 RESUMABLE_FIELDS = (
     'num_epochs', 'num_train_steps', 'train_budget_seconds', 'log_every_steps',
     'eval_every_steps', 'checkpoint_every_steps', 'max_checkpoints_to_keep', 'eval_batch_size',
     'skip_nonfinite_steps', 'num_devices', 'distributed', 'data_dir', 'data_source', 'download',
-    'manual_dir', 'input_workers', 'prefetch_batches', 'conv_backend')
+    'manual_dir', 'input_workers', 'prefetch_batches', 'conv_backend', 'tta_flip')
 
 
 def validate(config, num_devices: int) -> None:
@@ -53,6 +53,7 @@ def validate(config, num_devices: int) -> None:
                       f"classifiers, and '{config.model}' has none")
   _check_model_kwargs(config)
   _check_augmentation(config)
+  _check_recipe(config, num_devices)
   dataset_classes = data.NUM_CLASSES[config.dataset]
   if config.num_classes is not None and config.num_classes != dataset_classes:
     raise ConfigError(f'num_classes={config.num_classes} does not match dataset '
@@ -92,6 +93,29 @@ def _check_augmentation(config) -> None:
       raise ConfigError(f'{field} must be in (0, 1], got {value}')
   if config.input_workers < 1:
     raise ConfigError(f'input_workers must be at least 1, got {config.input_workers}')
+
+
+def _check_recipe(config, num_devices: int) -> None:
+  if not 0 <= config.label_smoothing < 1:
+    raise ConfigError(f'label_smoothing must be in [0, 1), got {config.label_smoothing}')
+  accum = config.grad_accum_steps
+  if not (isinstance(accum, int) and accum >= 1):
+    raise ConfigError(f'grad_accum_steps must be a whole number >= 1, got {accum}')
+  if config.batch_size % (num_devices * accum):
+    raise ConfigError(f'batch_size={config.batch_size} does not split into grad_accum_steps='
+                      f'{accum} micro-batches on each of the {num_devices} devices; use a '
+                      f'multiple of {num_devices * accum}')
+  if config.tta_flip and not data.CATALOGUE[config.dataset].flip:
+    raise ConfigError(f"tta_flip would average '{config.dataset}' images with mirrors of another "
+                      'class (mirrored digits and characters are different symbols)')
+  if config.lr_schedule == 'onecycle':
+    if config.warmup_epochs:
+      raise ConfigError('lr_schedule=onecycle rises over onecycle_pct_start itself; set '
+                        f'warmup_epochs=0 (got {config.warmup_epochs})')
+    if not 0 < config.onecycle_pct_start < 1:
+      raise ConfigError(f'onecycle_pct_start must be in (0, 1), got {config.onecycle_pct_start}')
+    if not config.onecycle_div_factor >= 1:
+      raise ConfigError(f'onecycle_div_factor must be >= 1, got {config.onecycle_div_factor}')
 
 
 def _check_choice(field: str, value: str, valid) -> None:

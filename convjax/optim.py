@@ -5,7 +5,7 @@ import optax
 from convjax import errors
 
 OPTIMIZERS = ('sgd', 'momentum', 'nesterov', 'adam', 'adamw')
-SCHEDULES = ('constant', 'cosine', 'step')
+SCHEDULES = ('constant', 'cosine', 'linear', 'step', 'onecycle')
 
 
 def create_schedule(config, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
@@ -14,8 +14,14 @@ def create_schedule(config, steps_per_epoch: int, total_steps: int) -> optax.Sch
   `warmup_epochs` of linear warmup from 0, then:
     constant: `learning_rate` throughout;
     cosine: cosine decay to 0 at `total_steps`;
-    step: multiply by `lr_decay_factor` at each epoch in `lr_decay_epochs`.
+    linear: linear decay to 0 at `total_steps`;
+    step: multiply by `lr_decay_factor` at each epoch in `lr_decay_epochs`;
+    onecycle: no warmup; a triangle from learning_rate / onecycle_div_factor up to learning_rate
+      at onecycle_pct_start of total_steps, then down to 0 at total_steps.
   """
+  if config.lr_schedule == 'onecycle':
+    return _triangle(config.learning_rate, config.learning_rate / config.onecycle_div_factor,
+                     max(1, round(config.onecycle_pct_start * total_steps)), total_steps)
   base = config.learning_rate
   warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
   decay_steps = max(total_steps - warmup_steps, 1)
@@ -23,6 +29,8 @@ def create_schedule(config, steps_per_epoch: int, total_steps: int) -> optax.Sch
     main = optax.constant_schedule(base)
   elif config.lr_schedule == 'cosine':
     main = optax.cosine_decay_schedule(base, decay_steps)
+  elif config.lr_schedule == 'linear':
+    main = optax.linear_schedule(base, 0.0, decay_steps)
   elif config.lr_schedule == 'step':
     boundaries = {int(e * steps_per_epoch) - warmup_steps: config.lr_decay_factor
                   for e in config.lr_decay_epochs}
@@ -35,6 +43,13 @@ def create_schedule(config, steps_per_epoch: int, total_steps: int) -> optax.Sch
     return main
   warmup = optax.linear_schedule(0.0, base, warmup_steps)
   return optax.join_schedules([warmup, main], [warmup_steps])
+
+
+def _triangle(peak: float, start: float, peak_step: int, total_steps: int) -> optax.Schedule:
+  """start at step 0, rising linearly to peak at peak_step, then falling to 0 at total_steps."""
+  return optax.join_schedules(
+      [optax.linear_schedule(start, peak, peak_step),
+       optax.linear_schedule(peak, 0.0, max(total_steps - peak_step, 1))], [peak_step])
 
 
 def _decay_kernels_only(params):

@@ -4,6 +4,7 @@
 through `parallel.mean` and `parallel.sum`; `builder` makes them data-parallel, and the loop in
 `train` only sees replicated states and sharded batches, never devices.
 """
+import dataclasses
 import functools
 from typing import Any, Callable
 
@@ -34,9 +35,39 @@ def create_train_state(model, tx: optax.GradientTransformation, input_shape, see
                            batch_stats=variables.get('batch_stats', {}), rng=dropout_key)
 
 
-def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
-  """Softmax cross-entropy per example: logits [batch, classes], int labels [batch] -> [batch]."""
-  return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """How the train and eval steps treat a batch, beyond the model and optimiser.
+
+  aux_loss_weight: weight of the auxiliary classifiers' losses (GoogLeNet), for models that sow
+    'aux_logits' into 'intermediates'; train_loss reports the main classifier's loss.
+  skip_nonfinite: when the loss or a gradient is NaN or Inf, keep the parameters, optimiser
+    state and batch statistics as they were (the step counter still advances).
+  label_smoothing: epsilon; targets are (1 - epsilon) one-hot + epsilon / classes (Szegedy et
+    al. 2016, the Inception-v3 paper). Evaluation's loss is never smoothed.
+  grad_accum_steps: K; each device's batch is split into K micro-batches whose gradients are
+    averaged, so an update equals one over the whole batch with 1/K of the activation memory.
+    Batch norm normalises each micro-batch with its own statistics and updates its running
+    averages K times, as K successive forward passes would.
+  tta_flip: evaluation also classifies each image's mirror and averages the two logits,
+    reported as tta_* beside the plain figures.
+  """
+  aux_loss_weight: float = 0.0
+  skip_nonfinite: bool = False
+  label_smoothing: float = 0.0
+  grad_accum_steps: int = 1
+  tta_flip: bool = False
+
+
+def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
+                  label_smoothing: float = 0.0) -> jnp.ndarray:
+  """Softmax cross-entropy per example: logits [batch, classes], int labels [batch] -> [batch],
+  against targets smoothed by label_smoothing (0: the one-hot labels themselves)."""
+  logits = logits.astype(jnp.float32)
+  if not label_smoothing:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+  return optax.softmax_cross_entropy(logits, targets)
 
 
 def _variables(state: TrainState, params) -> dict:
@@ -44,9 +75,8 @@ def _variables(state: TrainState, params) -> dict:
 
 
 def train_step(state: TrainState, batch: dict, *, normalize: Callable, schedule: optax.Schedule,
-               aux_loss_weight: float = 0.0,
-               skip_nonfinite: bool = False) -> tuple[TrainState, dict]:
-  """One SGD step on one device's share of the global batch.
+               recipe: Recipe = Recipe()) -> tuple[TrainState, dict]:
+  """One optimiser step on one device's share of the global batch.
 
   Gradients and metrics are averaged over all devices. Batch-norm layers normalise with this
   device's batch statistics; the running averages are then averaged over devices so every
@@ -57,35 +87,20 @@ def train_step(state: TrainState, batch: dict, *, normalize: Callable, schedule:
     batch: image uint8 [per_device_batch, h, w, c], label int32 [per_device_batch].
     normalize: uint8 images -> model input.
     schedule: the learning rate by step, for logging.
-    aux_loss_weight: weight of the auxiliary classifiers' losses (GoogLeNet), for models that
-      sow 'aux_logits' into 'intermediates'; train_loss reports the main classifier's loss.
-    skip_nonfinite: when the loss or a gradient is NaN or Inf, keep the parameters, optimiser
-      state and batch statistics as they were (the step counter still advances).
+    recipe: label smoothing, accumulation, auxiliary losses, non-finite steps (see Recipe).
   Returns:
     The new state and {'train_loss', 'train_accuracy', 'learning_rate', 'finite'}, where
     finite (bool) says the averaged loss and gradients were finite, the same on every device.
   """
   images, labels = normalize(batch['image']), batch['label']
   dropout_rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), parallel.device_index())
-
-  def loss_fn(params):
-    logits, updates = state.apply_fn(_variables(state, params), images, train=True,
-                                     rngs={'dropout': dropout_rng},
-                                     mutable=['batch_stats', 'intermediates'])
-    loss = cross_entropy(logits, labels).mean()
-    aux_logits = updates.get('intermediates', {}).get('aux_logits', ())
-    aux_loss = sum(cross_entropy(aux, labels).mean() for aux in aux_logits)
-    return loss + aux_loss_weight * aux_loss, (loss, logits, updates)
-
-  (total, (loss, logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grads, step_metrics, batch_stats = _accumulated_grads(state, images, labels, dropout_rng, recipe)
   grads = parallel.mean(grads)
-  batch_stats = parallel.mean(updates.get('batch_stats', {}))
-  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  step_metrics = parallel.mean({'train_loss': loss, 'total_loss': total,
-                                'train_accuracy': jnp.mean(jnp.argmax(logits, -1) == labels)})
+  new_state = state.apply_gradients(grads=grads, batch_stats=parallel.mean(batch_stats))
+  step_metrics = parallel.mean(step_metrics)
   # From averaged values, so every device takes the same decision.
   finite = jnp.isfinite(step_metrics.pop('total_loss')) & jnp.isfinite(optax.tree.norm(grads))
-  if skip_nonfinite:
+  if recipe.skip_nonfinite:
     keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(finite, new, old))
     new_state = new_state.replace(params=keep(new_state.params, state.params),
                                   opt_state=keep(new_state.opt_state, state.opt_state),
@@ -95,20 +110,72 @@ def train_step(state: TrainState, batch: dict, *, normalize: Callable, schedule:
   return new_state, step_metrics
 
 
-def eval_step(state: TrainState, batch: dict, *, normalize: Callable) -> dict:
-  """Summed loss, top-1 and top-5 hits and example count over the masked global batch.
+def _grads(state: TrainState, batch_stats, images, labels, rng, recipe: Recipe):
+  """(gradients, {'train_loss', 'total_loss', 'train_accuracy'}, new batch_stats) of one
+  forward and backward pass over images [n, h, w, c] and labels [n]."""
+  def loss_fn(params):
+    logits, updates = state.apply_fn({'params': params, 'batch_stats': batch_stats}, images,
+                                     train=True, rngs={'dropout': rng},
+                                     mutable=['batch_stats', 'intermediates'])
+    loss = cross_entropy(logits, labels, recipe.label_smoothing).mean()
+    aux_logits = updates.get('intermediates', {}).get('aux_logits', ())
+    aux_loss = sum(cross_entropy(aux, labels, recipe.label_smoothing).mean() for aux in aux_logits)
+    return loss + recipe.aux_loss_weight * aux_loss, (loss, logits, updates)
+
+  (total, (loss, logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  step_metrics = {'train_loss': loss, 'total_loss': total,
+                  'train_accuracy': jnp.mean(jnp.argmax(logits, -1) == labels)}
+  return grads, step_metrics, updates.get('batch_stats', {})
+
+
+def _accumulated_grads(state: TrainState, images, labels, rng, recipe: Recipe):
+  """`_grads` over recipe.grad_accum_steps equal micro-batches, averaged; batch statistics pass
+  from one micro-batch to the next. One micro-batch is `_grads` itself."""
+  count = recipe.grad_accum_steps
+  if count == 1:
+    return _grads(state, state.batch_stats, images, labels, rng, recipe)
+  split = lambda x: x.reshape((count, x.shape[0] // count) + x.shape[1:])
+
+  def micro_step(carry, micro_batch):
+    grad_sum, metric_sum, batch_stats = carry
+    index, micro_images, micro_labels = micro_batch
+    grads, step_metrics, batch_stats = _grads(state, batch_stats, micro_images, micro_labels,
+                                              jax.random.fold_in(rng, index), recipe)
+    add = functools.partial(jax.tree.map, jnp.add)
+    return (add(grad_sum, grads), add(metric_sum, step_metrics), batch_stats), None
+
+  zeros = functools.partial(jax.tree.map, jnp.zeros_like)
+  metric_zeros = {k: jnp.zeros((), jnp.float32) for k in ('train_loss', 'total_loss',
+                                                           'train_accuracy')}
+  (grad_sum, metric_sum, batch_stats), _ = jax.lax.scan(
+      micro_step, (zeros(state.params), metric_zeros, state.batch_stats),
+      (jnp.arange(count), split(images), split(labels)))
+  mean = functools.partial(jax.tree.map, lambda total: total / count)
+  return mean(grad_sum), mean(metric_sum), batch_stats
+
+
+def eval_step(state: TrainState, batch: dict, *, normalize: Callable,
+              recipe: Recipe = Recipe()) -> dict:
+  """Summed loss, top-1 and top-5 hits and example count over the masked global batch; with
+  recipe.tta_flip also 'tta_loss' and 'tta_correct', from the image's and its mirror's mean logits.
 
   batch: image uint8 [per_device_batch, h, w, c], label int32 [...], mask float32 [...] (0 = padding).
   """
   logits = infer_step(state, batch['image'], normalize=normalize)
   labels, mask = batch['label'], batch['mask']
   top_k = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
-  return parallel.sum({
+  sums = {
       'loss': jnp.sum(cross_entropy(logits, labels) * mask),
       'correct': jnp.sum((top_k[:, 0] == labels) * mask),
       'top5_correct': jnp.sum(jnp.any(top_k == labels[:, None], -1) * mask),
       'count': jnp.sum(mask),
-  })
+  }
+  if recipe.tta_flip:
+    mirrored = infer_step(state, batch['image'][:, :, ::-1], normalize=normalize)
+    both = (logits.astype(jnp.float32) + mirrored.astype(jnp.float32)) / 2
+    sums['tta_loss'] = jnp.sum(cross_entropy(both, labels) * mask)
+    sums['tta_correct'] = jnp.sum((jnp.argmax(both, -1) == labels) * mask)
+  return parallel.sum(sums)
 
 
 def infer_step(state: TrainState, images: jnp.ndarray, *, normalize: Callable) -> jnp.ndarray:

@@ -44,8 +44,13 @@ def evaluate_timed(p_eval_step: Callable, state: steps.TrainState, batches) -> d
 def _test_metrics(sums: list[dict]) -> dict:
   totals = jax.tree.map(lambda *x: float(np.sum([v[0] for v in x])), *jax.device_get(sums))
   count = totals['count']
-  return {'test_loss': totals['loss'] / count, 'test_accuracy': totals['correct'] / count,
-          'test_top5_accuracy': totals['top5_correct'] / count, 'num_test_examples': int(count)}
+  results = {'test_loss': totals['loss'] / count, 'test_accuracy': totals['correct'] / count,
+             'test_top5_accuracy': totals['top5_correct'] / count,
+             'num_test_examples': int(count)}
+  if 'tta_correct' in totals:  # config.tta_flip: the image and its mirror.
+    results.update(tta_test_loss=totals['tta_loss'] / count,
+                   tta_test_accuracy=totals['tta_correct'] / count)
+  return results
 
 
 @dataclasses.dataclass

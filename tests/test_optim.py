@@ -47,5 +47,5 @@ def test_weight_decay_reaches_kernels_but_not_biases(name):
 def test_unknown_names_list_the_valid_ones():
   with pytest.raises(ValueError, match="unknown optimizer 'lion'.*adamw"):
     optim.create_optimizer(make_config(optimizer='lion'), optax.constant_schedule(1.0))
-  with pytest.raises(ValueError, match="unknown lr_schedule 'linear'.*cosine"):
-    optim.create_schedule(make_config(lr_schedule='linear'), 10, 100)
+  with pytest.raises(ValueError, match="unknown lr_schedule 'poly'.*cosine"):
+    optim.create_schedule(make_config(lr_schedule='poly'), 10, 100)

@@ -37,7 +37,7 @@ BAD_INPUTS = [
     (['--config.model=resnet-20'], "unknown model 'resnet-20' (did you mean 'resnet20'?)"),
     (['--config.dataset=imagenet'], "unknown dataset 'imagenet' (did you mean 'imagenette'?); valid values are: cifar10, cifar100, digits, fashion_mnist, imagenet2012"),
     (['--config.optimizer=lion'], "unknown optimizer 'lion'"),
-    (['--config.lr_schedule=linear'], "unknown lr_schedule 'linear'"),
+    (['--config.lr_schedule=poly'], "unknown lr_schedule 'poly'"),
     (['--config.batch_sise=64'], "--config.batch_sise names no field of the config"),
     (['--config.batch_size=big'], 'flag --config.batch_size=big'),
     (['--config.batch_size=0'], 'batch_size must be positive, got 0'),
