@@ -70,8 +70,8 @@ def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
   return optax.softmax_cross_entropy(logits, targets)
 
 
-def _variables(state: TrainState, params) -> dict:
-  return {'params': params, 'batch_stats': state.batch_stats}
+def _variables(params, batch_stats) -> dict:
+  return {'params': params, 'batch_stats': batch_stats}
 
 
 def train_step(state: TrainState, batch: dict, *, normalize: Callable, schedule: optax.Schedule,
@@ -114,8 +114,8 @@ def _grads(state: TrainState, batch_stats, images, labels, rng, recipe: Recipe):
   """(gradients, {'train_loss', 'total_loss', 'train_accuracy'}, new batch_stats) of one
   forward and backward pass over images [n, h, w, c] and labels [n]."""
   def loss_fn(params):
-    logits, updates = state.apply_fn({'params': params, 'batch_stats': batch_stats}, images,
-                                     train=True, rngs={'dropout': rng},
+    logits, updates = state.apply_fn(_variables(params, batch_stats), images, train=True,
+                                     rngs={'dropout': rng},
                                      mutable=['batch_stats', 'intermediates'])
     loss = cross_entropy(logits, labels, recipe.label_smoothing).mean()
     aux_logits = updates.get('intermediates', {}).get('aux_logits', ())
@@ -180,4 +180,5 @@ def eval_step(state: TrainState, batch: dict, *, normalize: Callable,
 
 def infer_step(state: TrainState, images: jnp.ndarray, *, normalize: Callable) -> jnp.ndarray:
   """Logits [per_device_batch, classes] in evaluation mode for uint8 images [per_device_batch, h, w, c]."""
-  return state.apply_fn(_variables(state, state.params), normalize(images), train=False)
+  return state.apply_fn(_variables(state.params, state.batch_stats), normalize(images),
+                        train=False)

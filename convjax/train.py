@@ -86,9 +86,8 @@ def train_and_evaluate(config, workdir: str, start_over: bool = False) -> dict:
   Returns the final evaluation metrics plus 'step', 'train_seconds', 'wall_seconds',
   'train_images_per_sec', 'eval_images_per_sec', 'peak_memory_bytes' (per device, of the
   compiled train step, also in the final metrics record; None where XLA does not say or no step
-  ran) and 'meta' (model,
-  num_classes, input_shape, dataset and the flat config, as checkpoints hold it). Raises stopping.Stopped when a signal
-  stopped the run.
+  ran) and 'meta' (model, num_classes, input_shape, dataset and the flat config, as checkpoints
+  hold it). Raises stopping.Stopped when a signal stopped the run.
   """
   start_time = time.time()
   dp = builder.data_parallel(config)
@@ -133,7 +132,8 @@ def _start_over(workdir: str, is_chief: bool) -> None:
   parallel.barrier('start_over')  # No process may look for checkpoints before they are gone.
 
 
-def _train_and_report(loop: _Loop, state: steps.TrainState, start_step: int, start_time: float) -> dict:
+def _train_and_report(loop: _Loop, state: steps.TrainState, start_step: int,
+                      start_time: float) -> dict:
   config = loop.config
   try:
     with stopping.StopSignals() as signals:

@@ -5,7 +5,7 @@ import sys
 NUM_TEST_DEVICES = 4
 # Tests check numbers, not speed, and most of their time is XLA compiling tiny programs, most of
 # that LLVM optimising them: without it the edit loop takes half as long. Processes that tests
-# start inherit both flags.
+# start inherit the flags and the cache below, unless the test gives them their own environment.
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            f' --xla_force_host_platform_device_count={NUM_TEST_DEVICES}'
                            ' --xla_backend_optimization_level=0')
