@@ -43,7 +43,19 @@ def get_config() -> ml_collections.ConfigDict:
   config.augment.crop_padding = 0  # In memory: zero-pad by this much, crop back randomly (0 = off).
   config.augment.flip = False  # Random horizontal flip; refused where it changes the class.
   config.augment.cutout = 0  # In memory: side of a square set to the mean pixel (0 = off).
+  # In memory: random erasing (Zhong et al. 2020): with this probability, a rectangle of
+  # erasing_scale (fraction of the area, uniform) and erasing_ratio (height / width,
+  # log-uniform) is filled with random pixels (0 = off).
+  config.augment.random_erasing = 0.0
+  config.augment.erasing_scale = (0.02, 0.33)
+  config.augment.erasing_ratio = (0.3, 3.3)
   config.augment.min_crop_scale = 0.08  # Streamed: random-resized-crop's smallest area fraction.
+  # RandAugment (Cubuk et al. 2020): this many ops per image, drawn from rotate, shear, translate,
+  # brightness, contrast, sharpness, solarize, posterize, autocontrast and equalize, at magnitude
+  # randaugment_magnitude in [0, 10] (timm's scale; 0 = off). On the device for in-memory
+  # datasets, on the input threads for streamed ones (convjax/randaugment.py).
+  config.augment.randaugment_ops = 0
+  config.augment.randaugment_magnitude = 9.0
 
   # Schedule. batch_size is global: split over every device of every process. 96 splits evenly
   # over 1, 2, 3, 4, 6, 8, 12 or 16 devices (and 60,000 Fashion-MNIST images into 625 batches).
@@ -85,6 +97,21 @@ def get_config() -> ml_collections.ConfigDict:
   # tta_test_accuracy and tta_test_loss beside the plain figures; refused where a mirror changes
   # the class (digits, characters).
   config.tta_flip = False
+  # Mixup (Zhang et al. 2018) and CutMix (Yun et al. 2019) inside the train step, with timm's
+  # semantics: each device's batch is mixed with its reverse, lam ~ Beta(alpha, alpha) per batch,
+  # labels mixed as soft targets. An alpha of 0 turns that kind off; mix_prob is the chance a
+  # batch is mixed at all; with both on, mix_switch_prob is the chance of CutMix over Mixup.
+  config.mixup_alpha = 0.0
+  config.cutmix_alpha = 0.0
+  config.mix_prob = 1.0
+  config.mix_switch_prob = 0.5
+  # > 0: keep an exponential moving average of the parameters and batch statistics with this
+  # decay, warmed up as min(decay, (1 + step) / (10 + step)); every evaluation also reports it as
+  # ema_test_accuracy and ema_test_loss. Checkpointed with the state.
+  config.ema_decay = 0.0
+  # > 0: stochastic depth (Huang et al. 2016) for ResNets and DenseNet: block l of L is skipped
+  # per example with probability drop_path_rate * l / L in training (the model's field).
+  config.drop_path_rate = 0.0
 
   # How convolutions run: 'auto' (oneDNN on CPU where convjax's extension is built, XLA's
   # otherwise), 'xla' or 'onednn' (an error where the extension is unavailable).

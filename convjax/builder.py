@@ -15,7 +15,8 @@ from typing import Any, Callable
 import jax.numpy as jnp
 import optax
 
-from convjax import config as config_lib, data, models, optim, parallel, sampling, steps, summary
+from convjax import (config as config_lib, data, mixing, models, optim, parallel, sampling, steps,
+                     summary)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,11 +76,15 @@ class Run:
     return steps.Recipe(aux_loss_weight=config.aux_loss_weight,
                         skip_nonfinite=config.skip_nonfinite_steps > 0,
                         label_smoothing=config.label_smoothing,
-                        grad_accum_steps=config.grad_accum_steps, tta_flip=config.tta_flip)
+                        grad_accum_steps=config.grad_accum_steps, tta_flip=config.tta_flip,
+                        mixing=mixing.Mixing(config.mixup_alpha, config.cutmix_alpha,
+                                             config.mix_prob, config.mix_switch_prob),
+                        ema_decay=config.ema_decay)
 
   def init_state(self) -> steps.TrainState:
     """A fresh state on the host, from config.seed."""
-    return steps.create_train_state(self.model, self.tx, self.data.image_shape, self.config.seed)
+    return steps.create_train_state(self.model, self.tx, self.data.image_shape, self.config.seed,
+                                    ema=self.config.ema_decay > 0)
 
   @functools.cached_property
   def p_train_step(self) -> Callable:
@@ -148,6 +153,8 @@ def create_model(config, num_classes: int, input_shape: tuple[int, int, int]):
   dtype = jnp.bfloat16 if config.half_precision else jnp.float32
   # config.validate has checked that a positive weight comes with a model that has the heads.
   overrides = {'aux_logits': True} if config.aux_loss_weight > 0 else {}
+  if config.drop_path_rate > 0:  # Likewise checked: the model has the field.
+    overrides['drop_path_rate'] = config.drop_path_rate
   overrides.update(config_lib.model_kwargs(config))
   make = lambda shape: models.create(config.model, num_classes, input_shape=shape,
                                      small_inputs=config.small_inputs, dtype=dtype, **overrides)

@@ -2,7 +2,7 @@
 import json
 import math
 
-from convjax import data, errors, lowering, models, optim, sampling, suggest
+from convjax import data, errors, lowering, models, optim, randaugment, sampling, suggest
 
 
 class ConfigError(errors.UserError, ValueError):
@@ -87,12 +87,35 @@ def _check_augmentation(config) -> None:
   if augment.flip and not info.flip:
     raise ConfigError(f"augment.flip would change classes of '{config.dataset}' (mirrored "
                       'digits and characters are different symbols)')
+  _check_erasing(config)
+  ops, magnitude = augment.randaugment_ops, augment.randaugment_magnitude
+  if not (isinstance(ops, int) and ops >= 0):
+    raise ConfigError(f'augment.randaugment_ops must be a whole number >= 0, got {ops}')
+  if not 0 <= magnitude <= randaugment.MAX_MAGNITUDE:
+    raise ConfigError(f'augment.randaugment_magnitude must be in [0, '
+                      f'{randaugment.MAX_MAGNITUDE:g}], got {magnitude}')
   for field, value in (('augment.min_crop_scale', augment.min_crop_scale),
                        ('eval_crop_ratio', config.eval_crop_ratio)):
     if not 0 < value <= 1:
       raise ConfigError(f'{field} must be in (0, 1], got {value}')
   if config.input_workers < 1:
     raise ConfigError(f'input_workers must be at least 1, got {config.input_workers}')
+
+
+def _check_erasing(config) -> None:
+  augment = config.augment
+  if not 0 <= augment.random_erasing <= 1:
+    raise ConfigError('augment.random_erasing is a probability, in [0, 1], got '
+                      f'{augment.random_erasing}')
+  if augment.random_erasing and data.CATALOGUE[config.dataset].streaming:
+    raise ConfigError(f"augment.random_erasing applies to in-memory datasets; '{config.dataset}' "
+                      'is streamed')
+  for field, limit in (('erasing_scale', 1.0), ('erasing_ratio', math.inf)):
+    value = tuple(augment[field])
+    if not (len(value) == 2 and 0 < value[0] <= value[1] <= limit):
+      bound = f' <= {limit:g}' if math.isfinite(limit) else ''
+      raise ConfigError(f'augment.{field} must be (low, high) with 0 < low <= high{bound}, '
+                        f'got {value}')
 
 
 def _check_recipe(config, num_devices: int) -> None:
@@ -108,6 +131,19 @@ def _check_recipe(config, num_devices: int) -> None:
   if config.tta_flip and not data.CATALOGUE[config.dataset].flip:
     raise ConfigError(f"tta_flip would average '{config.dataset}' images with mirrors of another "
                       'class (mirrored digits and characters are different symbols)')
+  for field in ('mixup_alpha', 'cutmix_alpha'):
+    if not config[field] >= 0:
+      raise ConfigError(f'{field} must be >= 0 (0 turns it off), got {config[field]}')
+  for field in ('mix_prob', 'mix_switch_prob'):
+    if not 0 <= config[field] <= 1:
+      raise ConfigError(f'{field} is a probability, in [0, 1], got {config[field]}')
+  if not 0 <= config.ema_decay < 1:
+    raise ConfigError(f'ema_decay must be in [0, 1) (0 turns it off), got {config.ema_decay}')
+  if not 0 <= config.drop_path_rate < 1:
+    raise ConfigError(f'drop_path_rate must be in [0, 1), got {config.drop_path_rate}')
+  if config.drop_path_rate and not models.has_field(config.model, 'drop_path_rate'):
+    raise ConfigError(f'drop_path_rate={config.drop_path_rate} needs a model with residual or '
+                      f"dense blocks (ResNets, DenseNet), and '{config.model}' has none")
   if config.lr_schedule == 'onecycle':
     if config.warmup_epochs:
       raise ConfigError('lr_schedule=onecycle rises over onecycle_pct_start itself; set '

@@ -412,6 +412,21 @@ def dropout(x: jnp.ndarray, rate: float, train: bool) -> jnp.ndarray:
   return nn.Dropout(rate, deterministic=not train)(x) if rate > 0 else x
 
 
+def drop_path(x: jnp.ndarray, rate: float, train: bool) -> jnp.ndarray:
+  """Stochastic depth (Huang et al. 2016) on a residual branch x [b, ...]: in training each
+  example's whole branch is zeroed with probability `rate`, and kept ones scaled by
+  1 / (1 - rate), drawing from the 'dropout' rng; identity in evaluation or at rate 0."""
+  if not rate:
+    return x
+  return nn.Dropout(rate, broadcast_dims=tuple(range(1, x.ndim)), deterministic=not train)(x)
+
+
+def depth_rates(rate: float, num_blocks: int) -> list[float]:
+  """Stochastic depth's linear decay rule: block l = 1..L is dropped with rate * l / L, so the
+  input's block is nearly always kept and the last one is dropped at `rate`."""
+  return [rate * (index + 1) / num_blocks for index in range(num_blocks)]
+
+
 def flatten(x: jnp.ndarray) -> jnp.ndarray:
   """[batch, ...] -> [batch, features]."""
   return x.reshape((x.shape[0], int(np.prod(x.shape[1:]))))

@@ -44,8 +44,13 @@ class Pipeline(Protocol):
 
 
 def augmentation_from_config(config) -> augment.Augmentation:
-  return augment.Augmentation(crop_padding=config.augment.crop_padding,
-                              flip=config.augment.flip, cutout=config.augment.cutout)
+  settings = config.augment
+  return augment.Augmentation(crop_padding=settings.crop_padding, flip=settings.flip,
+                              cutout=settings.cutout, random_erasing=settings.random_erasing,
+                              erasing_scale=tuple(settings.erasing_scale),
+                              erasing_ratio=tuple(settings.erasing_ratio),
+                              randaugment_ops=settings.randaugment_ops,
+                              randaugment_magnitude=settings.randaugment_magnitude)
 
 
 def create(config, dp: parallel.DataParallel) -> Pipeline:
@@ -62,6 +67,7 @@ def create(config, dp: parallel.DataParallel) -> Pipeline:
     return streaming.StreamingPipeline(
         dataset, dp, config.batch_size, eval_batch_size, config.seed,
         image_size=config.image_size or streaming.DEFAULT_IMAGE_SIZE, flip=config.augment.flip,
+        randaugment=(config.augment.randaugment_ops, config.augment.randaugment_magnitude),
         min_crop_scale=config.augment.min_crop_scale, eval_crop_ratio=config.eval_crop_ratio,
         num_workers=config.input_workers, prefetch=config.prefetch_batches)
   dataset = data.load(config.dataset, config.data_dir, config.data_source, config.download,

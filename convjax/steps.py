@@ -13,7 +13,10 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from convjax import parallel
+from convjax import mixing as mixing_lib, parallel
+
+# Folded into a step's dropout key for its Mixup/CutMix draws (micro-batches fold in 0..K-1).
+_MIX_STREAM = 0x6d6978
 
 
 class TrainState(train_state.TrainState):
@@ -21,18 +24,25 @@ class TrainState(train_state.TrainState):
 
   batch_stats: batch-norm running averages ({} for models without batch norm).
   rng: a raw uint32[2] key; step s on device d draws dropout from fold_in(fold_in(rng, s), d).
+  ema: None, or with Recipe.ema_decay the exponential moving averages of the parameters and
+    batch statistics, {'params': ..., 'batch_stats': ...}, evaluated beside them.
   """
   batch_stats: Any
   rng: jax.Array
+  ema: Any = None
 
 
-def create_train_state(model, tx: optax.GradientTransformation, input_shape, seed: int) -> TrainState:
-  """A fresh state; input_shape is (height, width, channels)."""
+def create_train_state(model, tx: optax.GradientTransformation, input_shape, seed: int,
+                       ema: bool = False) -> TrainState:
+  """A fresh state; input_shape is (height, width, channels). With `ema` the averages start
+  as copies of the initial variables."""
   init_key, dropout_key = jax.random.split(jax.random.PRNGKey(seed))
   dummy = jnp.zeros((1,) + tuple(input_shape), jnp.float32)
   variables = jax.jit(functools.partial(model.init, train=False))(init_key, dummy)
-  return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
-                           batch_stats=variables.get('batch_stats', {}), rng=dropout_key)
+  params, batch_stats = variables['params'], variables.get('batch_stats', {})
+  return TrainState.create(apply_fn=model.apply, params=params, tx=tx, batch_stats=batch_stats,
+                           rng=dropout_key,
+                           ema=_variables(params, batch_stats) if ema else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,12 +61,19 @@ class Recipe:
     averages K times, as K successive forward passes would.
   tta_flip: evaluation also classifies each image's mirror and averages the two logits,
     reported as tta_* beside the plain figures.
+  mixing: Mixup and CutMix of each device's batch, with soft targets (mixing.Mixing).
+  ema_decay: d > 0 keeps state.ema, an exponential moving average of the parameters and batch
+    statistics, updated after every step with min(d, (1 + step) / (10 + step)) so that early
+    averages do not cling to the random initialisation (timm's warm-up; TensorFlow's
+    num_updates); evaluation reports it as ema_* beside the plain figures.
   """
   aux_loss_weight: float = 0.0
   skip_nonfinite: bool = False
   label_smoothing: float = 0.0
   grad_accum_steps: int = 1
   tta_flip: bool = False
+  mixing: mixing_lib.Mixing = mixing_lib.Mixing()
+  ema_decay: float = 0.0
 
 
 def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
@@ -68,6 +85,16 @@ def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
   return optax.softmax_cross_entropy(logits, targets)
+
+
+def target_loss(logits: jnp.ndarray, targets: dict, label_smoothing: float = 0.0) -> jnp.ndarray:
+  """Cross-entropy per example [batch] against a training batch's targets: {'label'} int [batch],
+  plus, for a mixed batch, 'partner' int [batch] and 'lam' float [batch] (mixing.mixed_targets)."""
+  if 'lam' not in targets:
+    return cross_entropy(logits, targets['label'], label_smoothing)
+  soft = mixing_lib.mixed_targets(targets['label'], targets['partner'], targets['lam'],
+                                  logits.shape[-1], label_smoothing)
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), soft)
 
 
 def _variables(params, batch_stats) -> dict:
@@ -87,16 +114,24 @@ def train_step(state: TrainState, batch: dict, *, normalize: Callable, schedule:
     batch: image uint8 [per_device_batch, h, w, c], label int32 [per_device_batch].
     normalize: uint8 images -> model input.
     schedule: the learning rate by step, for logging.
-    recipe: label smoothing, accumulation, auxiliary losses, non-finite steps (see Recipe).
+    recipe: smoothing, mixing, accumulation, EMA, auxiliary losses, non-finite steps (Recipe).
   Returns:
     The new state and {'train_loss', 'train_accuracy', 'learning_rate', 'finite'}, where
     finite (bool) says the averaged loss and gradients were finite, the same on every device.
+    With mixing, train_accuracy counts each example's own label, not its partner's.
   """
-  images, labels = normalize(batch['image']), batch['label']
+  images, targets = normalize(batch['image']), {'label': batch['label']}
   dropout_rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), parallel.device_index())
-  grads, step_metrics, batch_stats = _accumulated_grads(state, images, labels, dropout_rng, recipe)
+  if recipe.mixing.enabled:
+    images, lam = mixing_lib.mix(jax.random.fold_in(dropout_rng, _MIX_STREAM), images,
+                                 recipe.mixing)
+    targets.update(partner=mixing_lib.partners(batch['label']),
+                   lam=jnp.full(batch['label'].shape, lam))
+  grads, step_metrics, batch_stats = _accumulated_grads(state, images, targets, dropout_rng, recipe)
   grads = parallel.mean(grads)
   new_state = state.apply_gradients(grads=grads, batch_stats=parallel.mean(batch_stats))
+  if recipe.ema_decay:
+    new_state = new_state.replace(ema=ema_update(state.ema, new_state, recipe.ema_decay))
   step_metrics = parallel.mean(step_metrics)
   # From averaged values, so every device takes the same decision.
   finite = jnp.isfinite(step_metrics.pop('total_loss')) & jnp.isfinite(optax.tree.norm(grads))
@@ -104,42 +139,60 @@ def train_step(state: TrainState, batch: dict, *, normalize: Callable, schedule:
     keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(finite, new, old))
     new_state = new_state.replace(params=keep(new_state.params, state.params),
                                   opt_state=keep(new_state.opt_state, state.opt_state),
-                                  batch_stats=keep(new_state.batch_stats, state.batch_stats))
+                                  batch_stats=keep(new_state.batch_stats, state.batch_stats),
+                                  ema=keep(new_state.ema, state.ema))
   step_metrics['learning_rate'] = schedule(state.step)
   step_metrics['finite'] = finite
   return new_state, step_metrics
 
 
-def _grads(state: TrainState, batch_stats, images, labels, rng, recipe: Recipe):
+def ema_decay_at(step: jnp.ndarray, decay: float) -> jnp.ndarray:
+  """The decay used after step `step` (0-based): min(decay, (1 + step) / (10 + step))."""
+  step = jnp.asarray(step, jnp.float32)
+  return jnp.minimum(decay, (1 + step) / (10 + step))
+
+
+def ema_update(ema: dict, state: TrainState, decay: float) -> dict:
+  """The averages after `state`'s update: d ema + (1 - d) new, for d = ema_decay_at(step - 1).
+
+  state.step has already advanced, so the first update (step 1) uses d = 1/10.
+  """
+  d = ema_decay_at(state.step - 1, decay)
+  new = _variables(state.params, state.batch_stats)
+  return jax.tree.map(lambda average, value: d * average + (1 - d) * value, ema, new)
+
+
+def _grads(state: TrainState, batch_stats, images, targets: dict, rng, recipe: Recipe):
   """(gradients, {'train_loss', 'total_loss', 'train_accuracy'}, new batch_stats) of one
-  forward and backward pass over images [n, h, w, c] and labels [n]."""
+  forward and backward pass over images [n, h, w, c] and targets (`target_loss`) of [n]."""
   def loss_fn(params):
     logits, updates = state.apply_fn(_variables(params, batch_stats), images, train=True,
                                      rngs={'dropout': rng},
                                      mutable=['batch_stats', 'intermediates'])
-    loss = cross_entropy(logits, labels, recipe.label_smoothing).mean()
+    loss = target_loss(logits, targets, recipe.label_smoothing).mean()
     aux_logits = updates.get('intermediates', {}).get('aux_logits', ())
-    aux_loss = sum(cross_entropy(aux, labels, recipe.label_smoothing).mean() for aux in aux_logits)
+    aux_loss = sum(target_loss(aux, targets, recipe.label_smoothing).mean() for aux in aux_logits)
     return loss + recipe.aux_loss_weight * aux_loss, (loss, logits, updates)
 
   (total, (loss, logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   step_metrics = {'train_loss': loss, 'total_loss': total,
-                  'train_accuracy': jnp.mean(jnp.argmax(logits, -1) == labels)}
+                  'train_accuracy': jnp.mean(jnp.argmax(logits, -1) == targets['label'])}
   return grads, step_metrics, updates.get('batch_stats', {})
 
 
-def _accumulated_grads(state: TrainState, images, labels, rng, recipe: Recipe):
+def _accumulated_grads(state: TrainState, images, targets: dict, rng, recipe: Recipe):
   """`_grads` over recipe.grad_accum_steps equal micro-batches, averaged; batch statistics pass
   from one micro-batch to the next. One micro-batch is `_grads` itself."""
   count = recipe.grad_accum_steps
   if count == 1:
-    return _grads(state, state.batch_stats, images, labels, rng, recipe)
-  split = lambda x: x.reshape((count, x.shape[0] // count) + x.shape[1:])
+    return _grads(state, state.batch_stats, images, targets, rng, recipe)
+  split = functools.partial(jax.tree.map,
+                            lambda x: x.reshape((count, x.shape[0] // count) + x.shape[1:]))
 
   def micro_step(carry, micro_batch):
     grad_sum, metric_sum, batch_stats = carry
-    index, micro_images, micro_labels = micro_batch
-    grads, step_metrics, batch_stats = _grads(state, batch_stats, micro_images, micro_labels,
+    index, micro_images, micro_targets = micro_batch
+    grads, step_metrics, batch_stats = _grads(state, batch_stats, micro_images, micro_targets,
                                               jax.random.fold_in(rng, index), recipe)
     add = functools.partial(jax.tree.map, jnp.add)
     return (add(grad_sum, grads), add(metric_sum, step_metrics), batch_stats), None
@@ -149,7 +202,7 @@ def _accumulated_grads(state: TrainState, images, labels, rng, recipe: Recipe):
                                                            'train_accuracy')}
   (grad_sum, metric_sum, batch_stats), _ = jax.lax.scan(
       micro_step, (zeros(state.params), metric_zeros, state.batch_stats),
-      (jnp.arange(count), split(images), split(labels)))
+      (jnp.arange(count), split(images), split(targets)))
   mean = functools.partial(jax.tree.map, lambda total: total / count)
   return mean(grad_sum), mean(metric_sum), batch_stats
 
@@ -157,24 +210,30 @@ def _accumulated_grads(state: TrainState, images, labels, rng, recipe: Recipe):
 def eval_step(state: TrainState, batch: dict, *, normalize: Callable,
               recipe: Recipe = Recipe()) -> dict:
   """Summed loss, top-1 and top-5 hits and example count over the masked global batch; with
-  recipe.tta_flip also 'tta_loss' and 'tta_correct', from the image's and its mirror's mean logits.
+  recipe.tta_flip also 'tta_loss' and 'tta_correct', from the image's and its mirror's mean
+  logits; with recipe.ema_decay also 'ema_loss' and 'ema_correct', from the averaged variables.
 
   batch: image uint8 [per_device_batch, h, w, c], label int32 [...], mask float32 [...] (0 = padding).
   """
   logits = infer_step(state, batch['image'], normalize=normalize)
   labels, mask = batch['label'], batch['mask']
   top_k = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+  masked_sum = lambda values: jnp.sum(values * mask)
   sums = {
-      'loss': jnp.sum(cross_entropy(logits, labels) * mask),
-      'correct': jnp.sum((top_k[:, 0] == labels) * mask),
-      'top5_correct': jnp.sum(jnp.any(top_k == labels[:, None], -1) * mask),
+      'loss': masked_sum(cross_entropy(logits, labels)),
+      'correct': masked_sum(top_k[:, 0] == labels),
+      'top5_correct': masked_sum(jnp.any(top_k == labels[:, None], -1)),
       'count': jnp.sum(mask),
   }
   if recipe.tta_flip:
     mirrored = infer_step(state, batch['image'][:, :, ::-1], normalize=normalize)
     both = (logits.astype(jnp.float32) + mirrored.astype(jnp.float32)) / 2
-    sums['tta_loss'] = jnp.sum(cross_entropy(both, labels) * mask)
-    sums['tta_correct'] = jnp.sum((jnp.argmax(both, -1) == labels) * mask)
+    sums['tta_loss'] = masked_sum(cross_entropy(both, labels))
+    sums['tta_correct'] = masked_sum(jnp.argmax(both, -1) == labels)
+  if recipe.ema_decay:
+    averaged = state.apply_fn(state.ema, normalize(batch['image']), train=False)
+    sums['ema_loss'] = masked_sum(cross_entropy(averaged, labels))
+    sums['ema_correct'] = masked_sum(jnp.argmax(averaged, -1) == labels)
   return parallel.sum(sums)
 
 

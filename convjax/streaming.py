@@ -3,7 +3,7 @@
 Images vary in size, so cropping to a fixed shape happens on the host, per example:
 - training: Inception-style random-resized-crop (a random area fraction in
   [min_crop_scale, 1] and aspect ratio in [3/4, 4/3], resized to image_size), then a random
-  horizontal flip when enabled;
+  horizontal flip and RandAugment when enabled;
 - evaluation: resize the shorter side to image_size / eval_crop_ratio (256 for 224), then take
   the central image_size square.
 
@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from convjax import data, parallel, sampling
+from convjax import augment, data, parallel, randaugment, sampling
 
 DEFAULT_IMAGE_SIZE = 224
 _ASPECT_RATIOS = (3 / 4, 4 / 3)
@@ -78,7 +78,8 @@ class StreamingPipeline:
   def __init__(self, dataset: data.StreamingDataset, dp: parallel.DataParallel, batch_size: int,
                eval_batch_size: int, seed: int, image_size: int = DEFAULT_IMAGE_SIZE,
                flip: bool = True, min_crop_scale: float = 0.08, eval_crop_ratio: float = 0.875,
-               num_workers: int = 8, prefetch: int = 2):
+               num_workers: int = 8, prefetch: int = 2,
+               randaugment: tuple[int, float] = (0, 9.0)):
     self.info = dataset.info
     self.image_shape = (image_size, image_size, 3)
     self.num_train_examples, self.num_test_examples = len(dataset.train), len(dataset.test)
@@ -86,6 +87,8 @@ class StreamingPipeline:
     self._batch_size, self._eval_batch_size = batch_size, eval_batch_size
     self._size, self._flip, self._min_scale, self._crop_ratio = (
         image_size, flip, min_crop_scale, eval_crop_ratio)
+    self._randaugment = randaugment  # (N ops, magnitude M); N = 0 is off.
+    self._fill = augment.mean_pixel(dataset.info.mean)
     self._pool = concurrent.futures.ThreadPoolExecutor(num_workers)
     self._prefetch = prefetch
 
@@ -102,6 +105,10 @@ class StreamingPipeline:
     image = random_resized_crop(_rgb(example['image']), rng, self._size, self._min_scale)
     if self._flip and rng.random() < 0.5:
       image = image[:, ::-1]
+    num_ops, magnitude = self._randaugment
+    if num_ops:  # Drawn after the crop and flip, so those stay as they were without it.
+      image = randaugment.host_randaugment(int(rng.integers(2 ** 31)), image, num_ops, magnitude,
+                                           self._fill)
     return image, example['label']
 
   def eval_example(self, index: int) -> tuple[np.ndarray, int]:

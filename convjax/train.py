@@ -47,9 +47,10 @@ def _test_metrics(sums: list[dict]) -> dict:
   results = {'test_loss': totals['loss'] / count, 'test_accuracy': totals['correct'] / count,
              'test_top5_accuracy': totals['top5_correct'] / count,
              'num_test_examples': int(count)}
-  if 'tta_correct' in totals:  # config.tta_flip: the image and its mirror.
-    results.update(tta_test_loss=totals['tta_loss'] / count,
-                   tta_test_accuracy=totals['tta_correct'] / count)
+  for prefix in ('tta', 'ema'):  # config.tta_flip (image and mirror), config.ema_decay.
+    if f'{prefix}_correct' in totals:
+      results[f'{prefix}_test_loss'] = totals[f'{prefix}_loss'] / count
+      results[f'{prefix}_test_accuracy'] = totals[f'{prefix}_correct'] / count
   return results
 
 

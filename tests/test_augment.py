@@ -55,3 +55,22 @@ def test_disabled_augmentation_is_the_identity_and_batches_keep_shape():
 @pytest.mark.parametrize('mean,expected', [((0.2860,), (73,)), ((0.4914, 0.4822, 0.4465), (125, 123, 114))])
 def test_cutout_fill_is_the_mean_pixel(mean, expected):
   assert augment.mean_pixel(mean) == expected
+
+
+def test_random_erasing_fills_one_rectangle_of_the_scale_and_ratio_asked_for():
+  image = jnp.full((20, 20, 1), 0, jnp.uint8)  # Noise is 0 for 1 pixel in 256 only.
+  erased = 0
+  for key in KEYS:
+    out = np.asarray(augment.random_erase(key, image, 0.5, (0.05, 0.2), (0.5, 2.0)))
+    assert out.shape == image.shape and out.dtype == np.uint8
+    changed = out[..., 0] != 0
+    if not changed.any():
+      continue
+    erased += 1
+    rows, cols = np.nonzero(changed)
+    height, width = np.ptp(rows) + 1, np.ptp(cols) + 1
+    assert changed.sum() >= 0.95 * height * width  # A filled rectangle (noise may hit 0).
+    assert 0.05 * 400 - 20 <= height * width <= 0.2 * 400 + 20  # Rounding of its sides.
+    assert 0.5 / 1.5 <= height / width <= 2.0 * 1.5
+  assert 16 < erased < 48
+  assert np.array_equal(augment.random_erase(KEYS[0], image, 0.0, (0.05, 0.2), (0.5, 2.0)), image)

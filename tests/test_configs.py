@@ -83,7 +83,7 @@ def test_model_kwargs_reach_the_model():
 
 @pytest.mark.parametrize('model,key,message', [
     ('resnet20', 'nosuchfield', "model_kwargs.nosuchfield: 'resnet20' has no field 'nosuchfield'; "
-                                'its fields are: block, normalization, shortcut'),
+                                'its fields are: block, drop_path_rate, normalization, shortcut'),
     ('resnet20', 'normalisation', "(did you mean 'normalization'?)"),
     ('lenet5', 'activation', 'it has no field that a config can set'),  # A function: not settable.
 ])

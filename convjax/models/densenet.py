@@ -35,6 +35,7 @@ class DenseLayer(nn.Module):
   conv: Any
   activation: Callable
   dropout_rate: float = 0.0
+  drop_path_rate: float = 0.0
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -42,7 +43,7 @@ class DenseLayer(nn.Module):
     if self.bn_size:
       y = self.conv(self.bn_size * self.growth_rate, 1)(self.activation(self.norm()(y)))
     y = self.conv(self.growth_rate, 3)(self.activation(self.norm()(y)))
-    y = layers.dropout(y, self.dropout_rate, train)
+    y = layers.drop_path(layers.dropout(y, self.dropout_rate, train), self.drop_path_rate, train)
     return jnp.concatenate([x, y], axis=-1)
 
 
@@ -55,6 +56,9 @@ class DenseNet(nn.Module):
   bn_size: int = 4  # B: bottleneck width multiplier; 0 for no bottleneck.
   compression: float = 0.5  # C: fraction of maps a transition keeps.
   dropout_rate: float = 0.0
+  # Stochastic depth on each dense layer's new maps: the last layer's rate; earlier ones follow
+  # layers.depth_rates over all layers.
+  drop_path_rate: float = 0.0
   stem: str = 'imagenet'  # 'imagenet' (7x7/2 conv + 3x3/2 max pool) or 'small' (3x3/1 conv).
   normalization: str = 'batch'  # 'batch', 'group' or 'none' (layers.NORMS).
   activation: Callable = nn.relu
@@ -75,10 +79,11 @@ class DenseNet(nn.Module):
     else:
       raise errors.InvalidValueError(
           f"unknown stem '{self.stem}'; valid stems are: imagenet, small")
+    rates = iter(layers.depth_rates(self.drop_path_rate, sum(self.block_sizes)))
     for index, num_layers in enumerate(self.block_sizes):
       for _ in range(num_layers):
         x = DenseLayer(self.growth_rate, self.bn_size, norm, conv, self.activation,
-                       self.dropout_rate)(x, train)
+                       self.dropout_rate, next(rates))(x, train)
       if index < len(self.block_sizes) - 1:  # Transition layer.
         x = conv(int(x.shape[-1] * self.compression), 1)(self.activation(norm()(x)))
         x = layers.avg_pool(x, window=2)

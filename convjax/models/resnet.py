@@ -54,13 +54,14 @@ class ResidualBlock(nn.Module):
   strides: int = 1
   shortcut: str = 'B'
   zero_init_residual: bool = False
+  drop_path: Callable = lambda y: y  # Stochastic depth on the residual branch (layers.drop_path).
   expansion = 1
 
   def close(self, x, y):
     """Normalises the residual branch y, adds the shortcut of the block input x, activates."""
     # Zero-initialising the last scale makes each block start as the identity (Goyal et al. 2017).
-    y = self.norm(scale_init=nn.initializers.zeros if self.zero_init_residual else
-                  nn.initializers.ones)(y)
+    y = self.drop_path(self.norm(scale_init=nn.initializers.zeros if self.zero_init_residual
+                                 else nn.initializers.ones)(y))
     width = self.filters * self.expansion
     return self.activation(y + _shortcut(x, width, self.strides, self.shortcut, self.conv,
                                          self.norm))
@@ -101,6 +102,8 @@ class ResNet(nn.Module):
   normalization: str = 'batch'  # 'batch', 'group' or 'none' (layers.NORMS).
   activation: Callable = nn.relu
   zero_init_residual: bool = False
+  # Stochastic depth: the last block's rate; earlier ones follow layers.depth_rates.
+  drop_path_rate: float = 0.0
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -118,11 +121,14 @@ class ResNet(nn.Module):
     else:
       raise errors.InvalidValueError(
           f"unknown stem '{self.stem}'; valid stems are: imagenet, small")
+    rates = iter(layers.depth_rates(self.drop_path_rate, sum(self.stage_sizes)))
     for stage, (num_blocks, filters) in enumerate(zip(self.stage_sizes, self.widths)):
       for index in range(num_blocks):
         x = self.block(filters, conv, norm, self.activation,
                        strides=2 if stage > 0 and index == 0 else 1, shortcut=self.shortcut,
-                       zero_init_residual=self.zero_init_residual)(x)
+                       zero_init_residual=self.zero_init_residual,
+                       drop_path=functools.partial(layers.drop_path, rate=next(rates),
+                                                   train=train))(x)
     return common.classify(layers.global_pool(x), self.num_classes, return_features, self.dtype)
 
 
