@@ -147,6 +147,7 @@ def _train_and_report(loop: _Loop, state: steps.TrainState, start_step: int,
       trained['peak_memory_bytes'] = loop.peak_memory_bytes
     final = {**evaluate_timed(loop.run.p_eval_step, state, loop.pipeline.eval_batches()),
              **trained}
+    final['wall_seconds'] = time.time() - start_time  # This run's, from start to final figures.
     if last_step > start_step:  # Else this workdir's metrics already end with it.
       loop.writer.write(last_step, final)
   finally:
@@ -165,9 +166,11 @@ def _train_and_report(loop: _Loop, state: steps.TrainState, start_step: int,
     speed = f'already trained to step {start_step}'
   stopped = (f' (training budget of {config.train_budget_seconds:g} s reached at step {last_step})'
              if last_step < loop.run.total_steps else '')
+  extra = ''.join(f', {label} {final[key]:.4f}' for key, label in (
+      ('ema_test_accuracy', 'EMA'), ('tta_test_accuracy', 'flip TTA')) if key in final)
   loop.progress.message(
-      f"done: {config.model} on {config.dataset}, test accuracy {final['test_accuracy']:.4f} "
-      f"({final['num_test_examples']} images), wall time {final['wall_seconds']:.1f} s, "
+      f"done: {config.model} on {config.dataset}, test accuracy {final['test_accuracy']:.4f}"
+      f"{extra} ({final['num_test_examples']} images), wall time {final['wall_seconds']:.1f} s, "
       f'{speed}{stopped}, convolutions by {lowering.backend_name()}')
   return final
 

@@ -74,6 +74,16 @@ def cifar_resnet_count(depth):
   return total + dense(64, 10)
 
 
+def speednet_count():
+  """A 3x3 stem of 24 maps, then (32, 64, 128)-wide blocks of two bias-free 3x3 convs; batch norm
+  without scale (a shift per map); the classifier."""
+  total, c_in = conv(3, 1, 24, bias=False) + 24, 24
+  for width in (32, 64, 128):
+    total += conv(3, c_in, width, bias=False) + conv(3, width, width, bias=False) + 2 * width
+    c_in = width
+  return total + dense(128, 10)
+
+
 def nin_count():
   return (conv(5, 3, 192) + conv(1, 192, 160) + conv(1, 160, 96) +
           conv(5, 96, 192) + 2 * conv(1, 192, 192) +
@@ -87,6 +97,7 @@ EXPECTED_PARAMS = {
     'googlenet': googlenet_count(), 'googlenet_bn': googlenet_count(batch_norm=True),
     **{f'resnet{d}': cifar_resnet_count(d) for d in (20, 32, 44, 56, 110)},
     'nin': nin_count(),
+    'speednet': speednet_count(),
 }
 
 
@@ -97,7 +108,8 @@ def test_registry_has_every_architecture_of_the_zoo():
 # One model per distinct construction: the registry's other entries repeat these blocks at other
 # depths (resnet34-152, resnet32-110, vgg13-19).
 FAMILIES = ('alexnet', 'alexnet_2012', 'zfnet', 'lenet5', 'lenet5_1998', 'nin', 'googlenet',
-            'googlenet_bn', 'densenet121', 'resnet18', 'resnet50', 'resnet20', 'vgg11', 'vgg11_bn')
+            'googlenet_bn', 'densenet121', 'resnet18', 'resnet50', 'resnet20', 'vgg11', 'vgg11_bn',
+            'speednet')
 
 
 def by_family(names):
@@ -246,6 +258,7 @@ TINY = {
     **{f'resnet{d}': dict(stage_sizes=(1, 1, 1)) for d in (20, 32, 44, 56, 110)},
     'densenet121': dict(growth_rate=4, init_features=8, block_sizes=(1, 1, 1, 1)),
     'nin': dict(width=16),
+    'speednet': dict(stem_width=4, widths=(8, 8, 16)),
     'googlenet': dict(aux_logits=True, stages=(((4, 4, 4, 2, 2, 2),),
                                                ((4, 4, 4, 2, 2, 2),) * 3, ((8, 4, 8, 2, 4, 4),))),
     'googlenet_bn': dict(stages=(((4, 4, 4, 2, 2, 2),), ((8, 4, 8, 2, 4, 4),))),

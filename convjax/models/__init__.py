@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping
 import flax.linen as nn
 
 from convjax import errors, suggest
-from convjax.models import alexnet, densenet, googlenet, lenet, nin, resnet, vgg
+from convjax.models import alexnet, densenet, googlenet, lenet, nin, resnet, speednet, vgg
 
 # ImageNet-size models switch to their small-image variant (spec.small_inputs) below this size.
 SMALL_INPUT_SIZE = 64
@@ -88,6 +88,9 @@ _REGISTRY: dict[str, ModelSpec] = {
     'densenet121': ModelSpec(densenet.DenseNet121, **_IMAGENET, small_inputs=_SMALL_STEM,
                              paper='Huang et al. 2017, Densely Connected Convolutional Networks'),
     'nin': ModelSpec(nin.NiN, **_CIFAR, paper='Lin, Chen & Yan 2013, Network in Network'),
+    'speednet': ModelSpec(speednet.SpeedNet, input_shape=(28, 28, 1), num_classes=10,
+                          paper="convjax's Fashion-MNIST speed-run network, after Page 2018 "
+                                '(ResNet-9) and Jordan 2024 (airbench)'),
 }
 
 

@@ -1,0 +1,140 @@
+"""convjax's own Fashion-MNIST results, collected from finished workdirs, beside published ones.
+
+  python -m benchmarks.fashion_mnist_results \
+      --runs=configs/fashion_mnist_speedrun.py=workdirs/fashion_mnist_speedrun \
+      --hardware="2 cores, Intel Xeon (Emerald Rapids)"
+
+Each run (CONFIG_FILE=WORKDIR) adds or replaces one row of benchmarks/results/fashion_mnist.csv,
+keyed by config file and seed, read from the workdir's own files: the final evaluation of
+metrics.jsonl (plain, EMA and flip-TTA accuracy; train and wall seconds) and config.json (model,
+seed). The commit is the checkout's HEAD, so collect right after training. The command then
+prints the README's table: per config, the mean and spread over its seeds, then the published
+rows of the Fashion-MNIST benchmark table (PUBLISHED), which are kept here, in the repository.
+"""
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+from absl import app, flags
+
+from convjax import metrics, models, summary
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUTPUT = os.path.join(ROOT, 'benchmarks', 'results', 'fashion_mnist.csv')
+FIELDS = ('config', 'model', 'params', 'seed', 'epochs', 'test_accuracy', 'ema_test_accuracy',
+          'tta_test_accuracy', 'train_seconds', 'wall_seconds', 'hardware', 'commit')
+# The benchmark table of github.com/zalandoresearch/fashion-mnist (README, "Benchmark").
+PUBLISHED = (
+    ('2 conv + pooling (TensorFlow tutorial)', 0.916), ('AlexNet', 0.899), ('VGG16', 0.935),
+    ('GoogLeNet', 0.937), ('ResNet18 (with augmentation)', 0.949), ('MobileNet', 0.950),
+    ('DenseNet-BC (768K parameters)', 0.954), ('WRN-28-10', 0.959),
+    ('WRN-28-10 + random erasing', 0.963), ('WRN-40-4', 0.967))
+
+flags.DEFINE_list('runs', [], 'CONFIG_FILE=WORKDIR pairs of finished runs to add.')
+flags.DEFINE_string('hardware', '', 'Where the runs trained, in words.')
+flags.DEFINE_string('output', OUTPUT, 'The CSV to update.')
+FLAGS = flags.FLAGS
+
+
+class ResultError(ValueError):
+  """A run that cannot give a result row; the message says which and why."""
+
+
+def row_of(config_file: str, workdir: str, hardware: str, commit: str) -> dict:
+  """One CSV row from a finished workdir."""
+  records = [r for r in metrics.read_metrics(workdir) if 'test_accuracy' in r]
+  if not records or 'wall_seconds' not in records[-1]:
+    raise ResultError(f'{workdir} holds no finished run (no final evaluation with wall_seconds '
+                      'in metrics.jsonl)')
+  final = records[-1]
+  with open(os.path.join(workdir, 'config.json')) as f:
+    config = json.load(f)
+  shape = tuple(config['input_shape'])
+  model = models.create(config['model'], config['num_classes'], input_shape=shape,
+                        small_inputs=config.get('small_inputs'), **config.get('model_kwargs', {}))
+  params = summary.count_params(model, shape)
+  return {'config': config_file, 'model': config['model'], 'params': params,
+          'seed': config['seed'], 'epochs': round(final['epoch'], 2),
+          'test_accuracy': final['test_accuracy'],
+          'ema_test_accuracy': final.get('ema_test_accuracy', ''),
+          'tta_test_accuracy': final.get('tta_test_accuracy', ''),
+          'train_seconds': round(final['train_seconds'], 1),
+          'wall_seconds': round(final['wall_seconds'], 1), 'hardware': hardware, 'commit': commit}
+
+
+def read_rows(path: str) -> list[dict]:
+  if not os.path.exists(path):
+    return []
+  with open(path, newline='') as f:
+    return list(csv.DictReader(f))
+
+
+def merge(rows: list[dict], new: list[dict]) -> list[dict]:
+  """rows with each new row replacing the one of the same config and seed."""
+  key = lambda row: (row['config'], str(row['seed']))
+  replaced = {key(row) for row in new}
+  return [row for row in rows if key(row) not in replaced] + new
+
+
+def write_rows(path: str, rows: list[dict]) -> None:
+  """Writes the CSV whole to a temporary file first, so a failure leaves the old one intact."""
+  temporary = path + '.tmp'
+  with open(temporary, 'w', newline='') as f:
+    writer = csv.DictWriter(f, FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+  os.replace(temporary, path)
+
+
+def _spread(values: list[float]) -> str:
+  """'mean' for one value, 'mean ± sample std (n)' for several."""
+  if len(values) == 1:
+    return f'{values[0]:.4f}'
+  return f'{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f} ({len(values)} seeds)'
+
+
+def markdown(rows: list[dict]) -> str:
+  """The README's table: this project's configs, then the published rows."""
+  lines = ['| model | params | config | test accuracy | EMA | flip TTA | wall time | hardware | commit |',
+           '|---|---|---|---|---|---|---|---|---|']
+  for config in dict.fromkeys(row['config'] for row in rows):
+    group = [row for row in rows if row['config'] == config]
+    column = lambda field: (_spread([float(r[field]) for r in group])
+                            if all(r[field] != '' for r in group) else '')
+    walls = [float(r['wall_seconds']) for r in group]
+    first = group[0]
+    lines.append(f"| {first['model']} | {int(first['params']):,} | `{config}` "
+                 f"| {column('test_accuracy')} | {column('ema_test_accuracy')} "
+                 f"| {column('tta_test_accuracy')} | {statistics.mean(walls) / 60:.1f} min "
+                 f"| {first['hardware']} | {first['commit'][:7]} |")
+  for name, accuracy in PUBLISHED:
+    lines.append(f'| {name} (published) | | | {accuracy:.3f} | | | | | |')
+  return '\n'.join(lines)
+
+
+def _commit() -> str:
+  return subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True, text=True,
+                        check=True).stdout.strip()
+
+
+def main(argv):
+  del argv
+  try:
+    pairs = [run.split('=', 1) for run in FLAGS.runs]
+    if any(len(pair) != 2 for pair in pairs):
+      raise ResultError(f'--runs takes CONFIG_FILE=WORKDIR pairs, got {FLAGS.runs}')
+    commit = _commit() if pairs else ''
+    new = [row_of(config, workdir, FLAGS.hardware, commit) for config, workdir in pairs]
+  except (ResultError, OSError) as e:
+    sys.exit(f'error: {e}')
+  rows = merge(read_rows(FLAGS.output), new)
+  if new:
+    write_rows(FLAGS.output, rows)
+  print(markdown(rows))
+
+
+if __name__ == '__main__':
+  app.run(main)
