@@ -108,7 +108,7 @@ def markdown(rows: list[dict]) -> str:
     first = group[0]
     lines.append(f"| {first['model']} | {int(first['params']):,} | `{config}` "
                  f"| {column('test_accuracy')} | {column('ema_test_accuracy')} "
-                 f"| {column('tta_test_accuracy')} | {statistics.mean(walls) / 60:.1f} min "
+                 f"| {column('tta_test_accuracy')} | {statistics.mean(walls):.1f} s "
                  f"| {first['hardware']} | {first['commit'][:7]} |")
   for name, accuracy in PUBLISHED:
     lines.append(f'| {name} (published) | | | {accuracy:.3f} | | | | | |')
