@@ -18,9 +18,10 @@ import statistics
 import subprocess
 import sys
 
+import ml_collections
 from absl import app, flags
 
-from convjax import metrics, models, summary
+from convjax import builder, metrics, summary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUTPUT = os.path.join(ROOT, 'benchmarks', 'results', 'fashion_mnist.csv')
@@ -51,13 +52,12 @@ def row_of(config_file: str, workdir: str, hardware: str, commit: str) -> dict:
                       'in metrics.jsonl)')
   final = records[-1]
   with open(os.path.join(workdir, 'config.json')) as f:
-    config = json.load(f)
-  shape = tuple(config['input_shape'])
-  model = models.create(config['model'], config['num_classes'], input_shape=shape,
-                        small_inputs=config.get('small_inputs'), **config.get('model_kwargs', {}))
-  params = summary.count_params(model, shape)
-  return {'config': config_file, 'model': config['model'], 'params': params,
-          'seed': config['seed'], 'epochs': round(final['epoch'], 2),
+    config = ml_collections.ConfigDict(json.load(f))
+  shape = tuple(config.input_shape)
+  model = builder.create_model(config, config.num_classes, shape)  # As training built it.
+  return {'config': config_file, 'model': config.model,
+          'params': summary.count_params(model, shape),
+          'seed': config.seed, 'epochs': round(final['epoch'], 2),
           'test_accuracy': final['test_accuracy'],
           'ema_test_accuracy': final.get('ema_test_accuracy', ''),
           'tta_test_accuracy': final.get('tta_test_accuracy', ''),

@@ -50,16 +50,22 @@ def random_flip(key: jax.Array, image: jnp.ndarray) -> jnp.ndarray:
   return jnp.where(jax.random.bernoulli(key), image[:, ::-1], image)
 
 
+def rectangle(shape: tuple[int, int], top, left, height, width) -> jnp.ndarray:
+  """bool [shape]: True on rows top .. top + height - 1 and columns left .. left + width - 1;
+  the parts outside the image (negative or too large corners) simply fall away."""
+  rows, cols = jnp.arange(shape[0]), jnp.arange(shape[1])
+  return (((rows >= top) & (rows < top + height))[:, None]
+          & ((cols >= left) & (cols < left + width))[None, :])
+
+
 def cutout(key: jax.Array, image: jnp.ndarray, size: int, fill: jnp.ndarray) -> jnp.ndarray:
   """Sets a size x size square of [h, w, c] to `fill` [c]; its centre is uniform over the image,
   so near the borders less than the whole square falls inside."""
   height, width, _ = image.shape
   centre = jax.random.randint(key, (2,), 0, jnp.array([height, width]))
   top_left = centre - size // 2
-  rows = (jnp.arange(height) >= top_left[0]) & (jnp.arange(height) < top_left[0] + size)
-  cols = (jnp.arange(width) >= top_left[1]) & (jnp.arange(width) < top_left[1] + size)
-  inside = rows[:, None, None] & cols[None, :, None]
-  return jnp.where(inside, fill.astype(image.dtype), image)
+  inside = rectangle((height, width), top_left[0], top_left[1], size, size)
+  return jnp.where(inside[..., None], fill.astype(image.dtype), image)
 
 
 def random_erase(key: jax.Array, image: jnp.ndarray, probability: float,
@@ -81,12 +87,11 @@ def random_erase(key: jax.Array, image: jnp.ndarray, probability: float,
   rect_h, rect_w = rect_h[first], rect_w[first]
   top = jax.random.randint(keys[2], (), 0, height - rect_h + 1)
   left = jax.random.randint(keys[3], (), 0, width - rect_w + 1)
-  rows = (jnp.arange(height) >= top) & (jnp.arange(height) < top + rect_h)
-  cols = (jnp.arange(width) >= left) & (jnp.arange(width) < left + rect_w)
   noise_key, coin_key = jax.random.split(keys[4])
   noise = jax.random.randint(noise_key, image.shape, 0, 256).astype(image.dtype)
   erase = fits[first] & jax.random.bernoulli(coin_key, probability)
-  return jnp.where(erase & rows[:, None, None] & cols[None, :, None], noise, image)
+  inside = rectangle((height, width), top, left, rect_h, rect_w)
+  return jnp.where(erase & inside[..., None], noise, image)
 
 
 def augment(key: jax.Array, image: jnp.ndarray, augmentation: Augmentation,

@@ -104,9 +104,7 @@ def _check_augmentation(config) -> None:
 
 def _check_erasing(config) -> None:
   augment = config.augment
-  if not 0 <= augment.random_erasing <= 1:
-    raise ConfigError('augment.random_erasing is a probability, in [0, 1], got '
-                      f'{augment.random_erasing}')
+  _check_probability('augment.random_erasing', augment.random_erasing)
   if augment.random_erasing and data.CATALOGUE[config.dataset].streaming:
     raise ConfigError(f"augment.random_erasing applies to in-memory datasets; '{config.dataset}' "
                       'is streamed')
@@ -135,8 +133,7 @@ def _check_recipe(config, num_devices: int) -> None:
     if not config[field] >= 0:
       raise ConfigError(f'{field} must be >= 0 (0 turns it off), got {config[field]}')
   for field in ('mix_prob', 'mix_switch_prob'):
-    if not 0 <= config[field] <= 1:
-      raise ConfigError(f'{field} is a probability, in [0, 1], got {config[field]}')
+    _check_probability(field, config[field])
   if not 0 <= config.ema_decay < 1:
     raise ConfigError(f'ema_decay must be in [0, 1) (0 turns it off), got {config.ema_decay}')
   if not 0 <= config.drop_path_rate < 1:
@@ -152,6 +149,11 @@ def _check_recipe(config, num_devices: int) -> None:
       raise ConfigError(f'onecycle_pct_start must be in (0, 1), got {config.onecycle_pct_start}')
     if not config.onecycle_div_factor >= 1:
       raise ConfigError(f'onecycle_div_factor must be >= 1, got {config.onecycle_div_factor}')
+
+
+def _check_probability(field: str, value: float) -> None:
+  if not 0 <= value <= 1:
+    raise ConfigError(f'{field} is a probability, in [0, 1], got {value}')
 
 
 def _check_choice(field: str, value: str, valid) -> None:

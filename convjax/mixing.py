@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from convjax import augment
+
 
 @dataclasses.dataclass(frozen=True)
 class Mixing:
@@ -66,9 +68,7 @@ def cutmix_box(key: jax.Array, size: tuple[int, int], lam: jnp.ndarray):
   centre = jax.random.randint(key, (2,), 0, jnp.array([height, width]))
   top, bottom = jnp.clip(centre[0] - cut_h // 2, 0, height), jnp.clip(centre[0] + cut_h // 2, 0, height)
   left, right = jnp.clip(centre[1] - cut_w // 2, 0, width), jnp.clip(centre[1] + cut_w // 2, 0, width)
-  rows, cols = jnp.arange(height), jnp.arange(width)
-  inside = (((rows >= top) & (rows < bottom))[:, None]
-            & ((cols >= left) & (cols < right))[None, :])
+  inside = augment.rectangle((height, width), top, left, bottom - top, right - left)
   return inside, 1.0 - (bottom - top) * (right - left) / (height * width)
 
 

@@ -215,29 +215,32 @@ def eval_step(state: TrainState, batch: dict, *, normalize: Callable,
 
   batch: image uint8 [per_device_batch, h, w, c], label int32 [...], mask float32 [...] (0 = padding).
   """
-  logits = infer_step(state, batch['image'], normalize=normalize)
-  labels, mask = batch['label'], batch['mask']
+  images, labels, mask = normalize(batch['image']), batch['label'], batch['mask']
+  logits = _evaluation_logits(state, _variables(state.params, state.batch_stats), images)
   top_k = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
   masked_sum = lambda values: jnp.sum(values * mask)
-  sums = {
-      'loss': masked_sum(cross_entropy(logits, labels)),
-      'correct': masked_sum(top_k[:, 0] == labels),
-      'top5_correct': masked_sum(jnp.any(top_k == labels[:, None], -1)),
-      'count': jnp.sum(mask),
-  }
+  sums = {'top5_correct': masked_sum(jnp.any(top_k == labels[:, None], -1)),
+          'count': jnp.sum(mask)}
+
+  def score(prefix: str, scored_logits: jnp.ndarray) -> None:
+    sums[f'{prefix}loss'] = masked_sum(cross_entropy(scored_logits, labels))
+    sums[f'{prefix}correct'] = masked_sum(jnp.argmax(scored_logits, -1) == labels)
+
+  score('', logits)
   if recipe.tta_flip:
-    mirrored = infer_step(state, batch['image'][:, :, ::-1], normalize=normalize)
-    both = (logits.astype(jnp.float32) + mirrored.astype(jnp.float32)) / 2
-    sums['tta_loss'] = masked_sum(cross_entropy(both, labels))
-    sums['tta_correct'] = masked_sum(jnp.argmax(both, -1) == labels)
+    mirrored = _evaluation_logits(state, _variables(state.params, state.batch_stats),
+                                  images[:, :, ::-1])
+    score('tta_', (logits.astype(jnp.float32) + mirrored.astype(jnp.float32)) / 2)
   if recipe.ema_decay:
-    averaged = state.apply_fn(state.ema, normalize(batch['image']), train=False)
-    sums['ema_loss'] = masked_sum(cross_entropy(averaged, labels))
-    sums['ema_correct'] = masked_sum(jnp.argmax(averaged, -1) == labels)
+    score('ema_', _evaluation_logits(state, state.ema, images))
   return parallel.sum(sums)
 
 
 def infer_step(state: TrainState, images: jnp.ndarray, *, normalize: Callable) -> jnp.ndarray:
   """Logits [per_device_batch, classes] in evaluation mode for uint8 images [per_device_batch, h, w, c]."""
-  return state.apply_fn(_variables(state.params, state.batch_stats), normalize(images),
-                        train=False)
+  return _evaluation_logits(state, _variables(state.params, state.batch_stats), normalize(images))
+
+
+def _evaluation_logits(state: TrainState, variables: dict, inputs: jnp.ndarray) -> jnp.ndarray:
+  """The model in evaluation mode on normalised inputs [n, h, w, c] -> logits [n, classes]."""
+  return state.apply_fn(variables, inputs, train=False)
