@@ -7,7 +7,8 @@
 Each run (CONFIG_FILE=WORKDIR) adds or replaces one row of benchmarks/results/fashion_mnist.csv,
 keyed by config file and seed, read from the workdir's own files: the final evaluation of
 metrics.jsonl (plain, EMA and flip-TTA accuracy; train and wall seconds) and config.json (model,
-seed). The commit is the checkout's HEAD, so collect right after training. The command then
+seed). The commit is the checkout's HEAD, so collect right after training, or name the commit the
+runs trained at with --commit. The command then
 prints the README's table: per config, the mean and spread over its seeds, then the published
 rows of the Fashion-MNIST benchmark table (PUBLISHED), which are kept here, in the repository.
 """
@@ -37,6 +38,7 @@ PUBLISHED = (
 flags.DEFINE_list('runs', [], 'CONFIG_FILE=WORKDIR pairs of finished runs to add.')
 flags.DEFINE_string('hardware', '', 'Where the runs trained, in words.')
 flags.DEFINE_string('output', OUTPUT, 'The CSV to update.')
+flags.DEFINE_string('commit', None, 'The commit the runs trained at; default: the checkout\'s HEAD.')
 FLAGS = flags.FLAGS
 
 
@@ -115,9 +117,13 @@ def markdown(rows: list[dict]) -> str:
   return '\n'.join(lines)
 
 
-def _commit() -> str:
-  return subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True, text=True,
-                        check=True).stdout.strip()
+def _commit(revision: str) -> str:
+  """The full hash of a revision of this checkout (HEAD, a short hash)."""
+  found = subprocess.run(['git', 'rev-parse', '--verify', '--quiet', f'{revision}^{{commit}}'],
+                         cwd=ROOT, capture_output=True, text=True)
+  if found.returncode:
+    raise ResultError(f"--commit={revision} names no commit of this checkout")
+  return found.stdout.strip()
 
 
 def main(argv):
@@ -126,7 +132,7 @@ def main(argv):
     pairs = [run.split('=', 1) for run in FLAGS.runs]
     if any(len(pair) != 2 for pair in pairs):
       raise ResultError(f'--runs takes CONFIG_FILE=WORKDIR pairs, got {FLAGS.runs}')
-    commit = _commit() if pairs else ''
+    commit = _commit(FLAGS.commit or 'HEAD') if pairs else ''
     new = [row_of(config, workdir, FLAGS.hardware, commit) for config, workdir in pairs]
   except (ResultError, OSError) as e:
     sys.exit(f'error: {e}')
