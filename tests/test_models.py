@@ -35,6 +35,7 @@ TORCHVISION = {
     'vgg16': 138_357_544, 'vgg16_bn': 138_365_992, 'vgg19': 143_667_240, 'vgg19_bn': 143_678_248,
     'resnet18': 11_689_512, 'resnet34': 21_797_672, 'resnet50': 25_557_032,
     'resnet101': 44_549_160, 'resnet152': 60_192_808, 'densenet121': 7_978_856,
+    'googlenet_torchvision': 6_624_904,
 }
 
 
@@ -262,6 +263,7 @@ TINY = {
     'googlenet': dict(aux_logits=True, stages=(((4, 4, 4, 2, 2, 2),),
                                                ((4, 4, 4, 2, 2, 2),) * 3, ((8, 4, 8, 2, 4, 4),))),
     'googlenet_bn': dict(stages=(((4, 4, 4, 2, 2, 2),), ((8, 4, 8, 2, 4, 4),))),
+    'googlenet_torchvision': dict(stages=(((4, 4, 4, 2, 2, 2),), ((8, 4, 8, 2, 4, 4),))),
 }
 
 

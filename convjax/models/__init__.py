@@ -75,6 +75,11 @@ _REGISTRY: dict[str, ModelSpec] = {
     'googlenet_bn': ModelSpec(functools.partial(googlenet.GoogLeNet, batch_norm=True), **_IMAGENET,
                               small_inputs=_SMALL_STEM,
                               paper='Szegedy et al. 2014, with batch norm (Ioffe & Szegedy 2015)'),
+    'googlenet_torchvision': ModelSpec(
+        functools.partial(googlenet.GoogLeNet, batch_norm=True, bn_epsilon=1e-3,
+                          third_branch_kernel=3, last_pool_window=2, dropout_rate=0.2),
+        **_IMAGENET, small_inputs=_SMALL_STEM,
+        paper="torchvision's GoogLeNet (3x3 third branch, epsilon 1e-3, 2x2 pool before 5a)"),
     'resnet18': ModelSpec(resnet.ResNet18, **_IMAGENET, small_inputs=_SMALL_STEM, paper=_RESNET),
     'resnet34': ModelSpec(resnet.ResNet34, **_IMAGENET, small_inputs=_SMALL_STEM, paper=_RESNET),
     'resnet50': ModelSpec(resnet.ResNet50, **_IMAGENET, small_inputs=_SMALL_STEM,

@@ -26,6 +26,15 @@ Auxiliary classifiers (aux_logits=True): avg pool 5x5/3 -> conv 1x1 128 -> FC 10
 config.aux_loss_weight (0.3 in the paper).
 
 googlenet_bn: batch norm after every conv (conv bias dropped), and no LRN, which batch norm replaces.
+
+googlenet_torchvision: torchvision's GoogLeNet, whose ImageNet weights convjax.weights imports.
+It is googlenet_bn with three differences from the paper, kept for compatibility with weights
+ported from an older implementation: 3x3 convolutions in the third ("5x5") branch, batch-norm
+epsilon 1e-3, and a 2x2/2 max pool (ceil) before inception 5a; its final dropout is 0.2.
+6,624,904 parameters at 224x224x3 without the auxiliary heads, as torchvision counts.
+transform_input=True rescales ImageNet-normalised input to the [-1, 1] range those ported weights
+expect, as torchvision does when it loads them. Its auxiliary heads pool 5x5/3 where
+torchvision's pool to 4x4 adaptive bins: at 224x224 both give 4x4 maps, and only training runs them.
 Small-image stem: for inputs below 64x64, the stem's 7x7/2 conv and first two max pools become a
 3x3/1 conv, so a 32x32 image reaches inception 3a at 32x32 instead of 4x4.
 """
@@ -46,6 +55,15 @@ INCEPTION_4 = ((192, 96, 208, 16, 48, 64), (160, 112, 224, 24, 64, 64), (128, 12
 INCEPTION_5 = ((256, 160, 320, 32, 128, 128), (384, 192, 384, 48, 128, 128))
 
 
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _to_unit_range(x: jnp.ndarray) -> jnp.ndarray:
+  """[b, h, w, 3] normalised by ImageNet's mean and std -> the same pixels as (p - 0.5) / 0.5."""
+  mean, std = jnp.asarray(IMAGENET_MEAN, x.dtype), jnp.asarray(IMAGENET_STD, x.dtype)
+  return (x * std + mean - 0.5) / 0.5
+
+
 class ConvUnit(nn.Module):
   """conv -> (batch norm) -> activation, the unit every GoogLeNet layer is made of."""
   features: int
@@ -55,13 +73,15 @@ class ConvUnit(nn.Module):
   activation: Callable = nn.relu
   dtype: Any = jnp.float32
 
+  bn_epsilon: float = 1e-5
+
   @nn.compact
   def __call__(self, x, train: bool):
     x = layers.conv2d(self.features, self.kernel_size, strides=self.strides,
                       padding='HALF', use_bias=not self.batch_norm,
                       dtype=self.dtype)(x)
     if self.batch_norm:
-      x = layers.batch_norm(train, dtype=self.dtype)(x)
+      x = layers.batch_norm(train, dtype=self.dtype, epsilon=self.bn_epsilon)(x)
     return self.activation(x)
 
 
@@ -72,15 +92,19 @@ class Inception(nn.Module):
   """
   widths: Sequence[int]
   unit: ModuleDef
+  third_branch_kernel: int = 5  # The paper's 5x5; torchvision's 3x3.
 
   @nn.compact
   def __call__(self, x, train: bool):
     n1, r3, n3, r5, n5, proj = self.widths
     branch1 = self.unit(n1, 1)(x, train)
     branch3 = self.unit(n3, 3)(self.unit(r3, 1)(x, train), train)
-    branch5 = self.unit(n5, 5)(self.unit(r5, 1)(x, train), train)
+    branch5 = self.unit(n5, self.third_branch_kernel)(self.unit(r5, 1)(x, train), train)
     pooled = layers.max_pool(x, window=3, strides=1, padding=1)
     return jnp.concatenate([branch1, branch3, branch5, self.unit(proj, 1)(pooled, train)], -1)
+
+
+AUX_WIDTH = 128  # The auxiliary heads' 1x1 conv.
 
 
 class AuxClassifier(nn.Module):
@@ -92,7 +116,7 @@ class AuxClassifier(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     x = layers.avg_pool(x, window=5, strides=3, padding='CEIL')
-    x = layers.flatten(self.unit(128, 1)(x, train))
+    x = layers.flatten(self.unit(AUX_WIDTH, 1)(x, train))
     x = nn.relu(nn.Dense(1024, dtype=self.dtype)(x))
     x = layers.dropout(x, 0.7, train)
     return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
@@ -107,18 +131,26 @@ class GoogLeNet(nn.Module):
   stem: str = 'imagenet'  # 'imagenet' or 'small'.
   aux_logits: bool = False
   dropout_rate: float = 0.4
+  bn_epsilon: float = 1e-5
+  third_branch_kernel: int = 5  # Each Inception's third branch: the paper's 5x5.
+  last_pool_window: int = 3  # The max pool before stage 5: the paper's 3x3/2.
+  transform_input: bool = False  # ImageNet-normalised input -> [-1, 1] (torchvision's weights).
   activation: Callable = nn.relu
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False, return_features: bool = False):
     unit = functools.partial(ConvUnit, batch_norm=self.batch_norm, activation=self.activation,
-                             dtype=self.dtype)
+                             bn_epsilon=self.bn_epsilon, dtype=self.dtype)
     pool = functools.partial(layers.max_pool, window=3, strides=2, padding='CEIL')
+    if self.transform_input:
+      x = _to_unit_range(x)
     x = self._stem(x, unit, pool, train)
     for stage, rows in enumerate(self.stages):
       if stage > 0:
-        x = pool(x)
+        last = stage == len(self.stages) - 1
+        x = layers.max_pool(x, window=self.last_pool_window if last else 3, strides=2,
+                            padding='CEIL')
       for index, widths in enumerate(rows):
         # Auxiliary heads read the outputs of the middle stage's first and next-to-last
         # modules: 4a and 4d.
@@ -128,7 +160,7 @@ class GoogLeNet(nn.Module):
           aux = AuxClassifier(self.num_classes, unit, self.dtype, name=f'aux_{index}')(x, train)
           if train:
             self.sow('intermediates', 'aux_logits', aux)
-        x = Inception(widths, unit)(x, train)
+        x = Inception(widths, unit, self.third_branch_kernel)(x, train)
     x = layers.dropout(layers.global_pool(x), self.dropout_rate, train)
     return common.classify(x, self.num_classes, return_features, self.dtype)
 

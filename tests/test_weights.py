@@ -1,0 +1,244 @@
+"""Importing torchvision's weights: names, layouts, the exactly-once rule, files and errors.
+
+CI has no PyTorch: state dicts are built with torchvision's names and shapes as NumPy arrays. Where
+torch and torchvision import (benchmarks/requirements.txt), the last test checks every supported
+model's logits against torchvision's own.
+"""
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from benchmarks import torchvision_parity
+from convjax import models, weights
+
+# Tiny variants: the same layer structure and names, a few channels per layer.
+TINY = {
+    'alexnet': dict(widths=(4, 6, 8, 8, 5), head_width=12),
+    'vgg11_bn': dict(widths=(4, 6, 8, 8, 5), head_width=12),
+    'resnet18': dict(widths=(4, 6, 8, 8)),
+    'resnet50': dict(widths=(4, 6, 8, 8)),
+    'densenet121': dict(growth_rate=4, init_features=8, block_sizes=(2, 2, 2, 2)),
+    'googlenet_torchvision': dict(aux_logits=True, stages=(
+        ((4, 4, 4, 2, 2, 2),), ((4, 4, 4, 2, 2, 2),) * 3, ((8, 4, 8, 2, 4, 4),))),
+}
+
+
+def random_state(model_name, num_classes=7, seed=0, **overrides):
+  """A state dict with torchvision's names and shapes, random values, and batch norm's counters."""
+  rng = np.random.default_rng(seed)
+  shapes = weights.torch_state_shapes(model_name, num_classes, **overrides)
+  state = {key: rng.standard_normal(shape).astype(np.float32) for key, shape in shapes.items()}
+  for key in [k for k in state if k.endswith('running_var')]:
+    state[key] = np.abs(state[key]) + 0.5
+    state[key.replace('running_var', 'num_batches_tracked')] = np.array(100, np.int64)
+  return state
+
+
+def tiny_state(model_name, **kwargs):
+  return random_state(model_name, **TINY[model_name], **kwargs)
+
+
+def load_tiny(model_name, state, **fields):
+  return weights.load_torch(model_name, state, num_classes=7, **{**TINY[model_name], **fields})
+
+
+# ------------------------------------------------------------------------------------------------
+# Names and shapes: torchvision's state dicts, entry for entry.
+
+# len(torchvision.models.<name>().state_dict()), num_batches_tracked included.
+TORCHVISION_STATE_SIZES = {'alexnet': 16, 'vgg11_bn': 62, 'vgg16': 32, 'resnet18': 122,
+                           'resnet50': 320, 'densenet121': 727}
+
+
+@pytest.mark.parametrize('name', sorted(TORCHVISION_STATE_SIZES))
+def test_state_dict_sizes_match_torchvision(name):
+  shapes = weights.torch_state_shapes(name)
+  counters = sum(key.endswith('running_mean') for key in shapes)
+  assert len(shapes) + counters == TORCHVISION_STATE_SIZES[name]
+
+
+@pytest.mark.parametrize('name, key, shape', [
+    ('resnet18', 'conv1.weight', (64, 3, 7, 7)),
+    ('resnet18', 'layer2.0.downsample.0.weight', (128, 64, 1, 1)),
+    ('resnet18', 'layer4.1.bn2.running_var', (512,)),
+    ('resnet50', 'layer1.0.downsample.1.weight', (256,)),
+    ('resnet50', 'layer3.5.conv3.weight', (1024, 256, 1, 1)),
+    ('resnet50', 'fc.weight', (1000, 2048)),
+    ('vgg11_bn', 'features.25.weight', (512, 512, 3, 3)),
+    ('vgg11_bn', 'features.26.running_mean', (512,)),
+    ('vgg16', 'features.28.weight', (512, 512, 3, 3)),
+    ('vgg16', 'classifier.0.weight', (4096, 25088)),
+    ('vgg16', 'classifier.6.bias', (1000,)),
+    ('alexnet', 'features.10.weight', (256, 256, 3, 3)),
+    ('alexnet', 'classifier.1.weight', (4096, 9216)),
+    ('densenet121', 'features.denseblock4.denselayer16.conv2.weight', (32, 128, 3, 3)),
+    ('densenet121', 'features.transition3.conv.weight', (512, 1024, 1, 1)),
+    ('densenet121', 'features.norm5.running_var', (1024,)),
+    ('densenet121', 'classifier.weight', (1000, 1024)),
+    ('googlenet_torchvision', 'conv3.bn.running_var', (192,)),
+    ('googlenet_torchvision', 'inception4a.branch3.1.conv.weight', (48, 16, 3, 3)),
+    ('googlenet_torchvision', 'inception5b.branch4.1.conv.weight', (128, 832, 1, 1)),
+    ('googlenet_torchvision', 'fc.weight', (1000, 1024)),
+])
+def test_torchvision_names_and_shapes(name, key, shape):
+  assert weights.torch_state_shapes(name)[key] == shape
+
+
+# ------------------------------------------------------------------------------------------------
+# Layouts.
+
+def test_conv_kernels_become_hwio_and_batch_norm_statistics_come_along():
+  state = tiny_state('resnet18')
+  variables = load_tiny('resnet18', state)
+  stem = state['conv1.weight']  # [out, in, kh, kw]
+  np.testing.assert_array_equal(variables['params']['stem_conv']['kernel'],
+                                stem.transpose(2, 3, 1, 0))
+  block = variables['batch_stats']['BasicBlock_2']  # layer2.0: the first block of stage 2.
+  np.testing.assert_array_equal(block['shortcut_norm']['var'],
+                                state['layer2.0.downsample.1.running_var'])
+  np.testing.assert_array_equal(variables['params']['BasicBlock_2']['BatchNorm_1']['scale'],
+                                state['layer2.0.bn2.weight'])
+  np.testing.assert_array_equal(variables['params']['classifier']['kernel'], state['fc.weight'].T)
+
+
+@pytest.mark.parametrize('name', ['alexnet', 'vgg11_bn'])
+def test_first_dense_layer_reorders_nchw_flattening_to_nhwc(name):
+  """PyTorch flattens a [c, h, w] map as (c * h + y) * w + x; convjax flattens [h, w, c] as
+  (y * w + x) * c + c_index. Each input unit must keep its weights."""
+  state = tiny_state(name)
+  kernel = load_tiny(name, state)['params']['Dense_0']['kernel']  # [h * w * c, out]
+  torch_kernel = state['classifier.1.weight' if name == 'alexnet' else 'classifier.0.weight']
+  channels = TINY[name]['widths'][-1]
+  side = int(np.sqrt(torch_kernel.shape[1] // channels))
+  assert side == (6 if name == 'alexnet' else 7)  # The 224x224 input's last map.
+  for c, y, x, out in [(0, 0, 0, 0), (channels - 1, 2, 5, 3), (1, side - 1, 0, 11)]:
+    assert kernel[(y * side + x) * channels + c, out] == torch_kernel[out, (c * side + y) * side + x]
+
+
+@pytest.mark.parametrize('name', sorted(TINY))
+def test_every_tensor_is_used_exactly_once(name):
+  """Every convjax variable takes a distinct torchvision tensor, and none is left over: the values
+  arriving in convjax are a permutation of the values sent, counter excluded."""
+  state = tiny_state(name)
+  variables = load_tiny(name, state)
+  received = np.sort(np.concatenate([np.ravel(v) for v in jax.tree.leaves(variables)]))
+  sent = np.sort(np.concatenate([v.ravel() for k, v in state.items()
+                                 if not k.endswith('num_batches_tracked')]))
+  np.testing.assert_array_equal(received, sent)
+  # The tree `apply` takes, leaf for leaf.
+  model = models.create(name, num_classes=7, **TINY[name])
+  expected = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.ones((1, 224, 224, 3))))
+  assert (jax.tree.map(np.shape, variables) ==
+          jax.tree.map(lambda leaf: leaf.shape, expected))
+
+
+def test_googlenet_auxiliary_heads_load_or_are_dropped_by_rule():
+  """torchvision's GoogLeNet files carry both auxiliary heads; a model without them drops
+  exactly those, and their fc1 reads a flattened 128-channel map."""
+  state = tiny_state('googlenet_torchvision')
+  with_aux = load_tiny('googlenet_torchvision', state)
+  kernel, torch_kernel = with_aux['params']['aux_2']['Dense_0']['kernel'], state['aux2.fc1.weight']
+  assert kernel.shape[0] == 128 * 4 * 4
+  assert kernel[(1 * 4 + 2) * 128 + 5, 3] == torch_kernel[3, (5 * 4 + 1) * 4 + 2]
+  without = load_tiny('googlenet_torchvision', state, aux_logits=False)
+  assert not any(name.startswith('aux') for name in without['params'])
+  assert 'aux1.conv.bn.running_var' in state
+  state['aux3.fc1.weight'] = state['aux2.fc1.weight']  # Not a dropped name: refused.
+  with pytest.raises(weights.WeightsError, match='aux3.fc1.weight'):
+    load_tiny('googlenet_torchvision', state, aux_logits=False)
+
+
+def test_data_parallel_prefix_is_stripped():
+  state = tiny_state('resnet18')
+  wrapped = {f'module.{key}': value for key, value in state.items()}
+  expected = load_tiny('resnet18', state)
+  got = load_tiny('resnet18', wrapped)
+  jax.tree.map(np.testing.assert_array_equal, got, expected)
+
+
+# ------------------------------------------------------------------------------------------------
+# Files.
+
+def test_safetensors_file_loads_with_numpy_alone(tmp_path):
+  state = tiny_state('densenet121')
+  path = tmp_path / 'densenet.safetensors'
+  save_file(state, str(path))
+  jax.tree.map(np.testing.assert_array_equal, load_tiny('densenet121', str(path)),
+               load_tiny('densenet121', state))
+
+
+def test_truncated_safetensors_file_is_one_sentence(tmp_path):
+  path = tmp_path / 'resnet.safetensors'
+  save_file(tiny_state('resnet18'), str(path))
+  path.write_bytes(path.read_bytes()[:-100])
+  with pytest.raises(weights.WeightsError, match='not a readable safetensors file'):
+    load_tiny('resnet18', str(path))
+
+
+def test_pth_without_torch_says_so(tmp_path, monkeypatch):
+  path = tmp_path / 'resnet.pth'
+  path.write_bytes(b'not read')
+  monkeypatch.setitem(sys.modules, 'torch', None)  # `import torch` raises ImportError.
+  with pytest.raises(weights.WeightsError, match='needs PyTorch, which is not installed'):
+    load_tiny('resnet18', str(path))
+
+
+@pytest.mark.parametrize('filename, message', [
+    ('missing.safetensors', 'no weights file'),
+    ('weights.npz', 'neither .safetensors nor a PyTorch file'),
+])
+def test_bad_paths(tmp_path, filename, message):
+  if filename.endswith('.npz'):
+    (tmp_path / filename).write_bytes(b'')
+  with pytest.raises(weights.WeightsError, match=message):
+    load_tiny('resnet18', str(tmp_path / filename))
+
+
+# ------------------------------------------------------------------------------------------------
+# Weights that do not fit: the first offending tensor is named.
+
+def test_missing_tensor_is_named():
+  state = tiny_state('resnet18')
+  del state['layer3.1.bn1.running_mean']
+  with pytest.raises(weights.WeightsError, match=r"no 'layer3\.1\.bn1\.running_mean'"):
+    load_tiny('resnet18', state)
+
+
+def test_extra_tensor_is_named():
+  state = tiny_state('resnet18')
+  state['layer5.0.conv1.weight'] = np.zeros((1,), np.float32)
+  with pytest.raises(weights.WeightsError, match=r"1 tensor\(s\).*'layer5\.0\.conv1\.weight'"):
+    load_tiny('resnet18', state)
+
+
+def test_another_architecture_is_refused():
+  """ResNet-18's weights for ResNet-50: the first missing or misshapen tensor is named."""
+  with pytest.raises(weights.WeightsError, match=r"'layer1\.0\.[a-z0-9._]+'"):
+    load_tiny('resnet50', tiny_state('resnet18'))
+
+
+def test_another_number_of_classes_is_refused():
+  with pytest.raises(weights.WeightsError, match=r"'fc\.(weight|bias)' has shape 7.*needs 10"):
+    weights.load_torch('resnet18', tiny_state('resnet18'), num_classes=10, **TINY['resnet18'])
+
+
+def test_models_without_a_mapping_are_refused():
+  with pytest.raises(weights.WeightsError, match="no torchvision mapping for 'lenet5'"):
+    weights.load_torch('lenet5', {})
+  with pytest.raises(models.UnknownModelError):
+    weights.load_torch('resnet19', {})
+
+
+# ------------------------------------------------------------------------------------------------
+# Against torchvision itself, where it is installed.
+
+@pytest.mark.parametrize('name', sorted(weights.TORCH_FAMILIES))
+def test_logits_equal_torchvisions(name):
+  pytest.importorskip('torch')
+  pytest.importorskip('torchvision')
+  result = torchvision_parity.compare(name)
+  assert result['relative'] <= 1e-4, result
