@@ -11,6 +11,8 @@ seed). The commit is the checkout's HEAD, so collect right after training, or na
 runs trained at with --commit. The command then
 prints the README's table: per config, the mean and spread over its seeds, then the published
 rows of the Fashion-MNIST benchmark table (PUBLISHED), which are kept here, in the repository.
+Each run evaluated more than once also gets its curve beside the CSV:
+fashion_mnist_<config name>.png, plain, EMA and flip-TTA test accuracy against epoch.
 """
 import csv
 import json
@@ -22,7 +24,7 @@ import sys
 import ml_collections
 from absl import app, flags
 
-from convjax import builder, metrics, summary
+from convjax import builder, metrics, plots, summary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUTPUT = os.path.join(ROOT, 'benchmarks', 'results', 'fashion_mnist.csv')
@@ -126,6 +128,25 @@ def _commit(revision: str) -> str:
   return found.stdout.strip()
 
 
+CURVES = ('test_accuracy', 'ema_test_accuracy', 'tta_test_accuracy')
+
+
+def draw_curve(config_file: str, workdir: str, directory: str) -> str | None:
+  """Plain, EMA and flip-TTA test accuracy against epoch, from the workdir's evaluations, as
+  DIRECTORY/fashion_mnist_<config name>.png; None for a run evaluated only once."""
+  records = [r for r in metrics.read_metrics(workdir) if 'test_accuracy' in r]
+  if len(records) < 2:
+    return None
+  series = {key.replace('_test_accuracy', '').replace('test_accuracy', 'plain'):
+            ([r['epoch'] for r in records if key in r], [r[key] for r in records if key in r])
+            for key in CURVES}
+  name = os.path.splitext(os.path.basename(config_file))[0]
+  path = os.path.join(directory, f'fashion_mnist_{name}.png')
+  plots.curves({k: v for k, v in series.items() if v[0]}, 'epoch', 'test accuracy',
+               f'{name}: test accuracy (10,000 images)', path)
+  return path
+
+
 def main(argv):
   del argv
   try:
@@ -139,6 +160,10 @@ def main(argv):
   rows = merge(read_rows(FLAGS.output), new)
   if new:
     write_rows(FLAGS.output, rows)
+  for config, workdir in pairs:
+    drawn = draw_curve(config, workdir, os.path.dirname(os.path.abspath(FLAGS.output)))
+    if drawn:
+      print(f'curve: {os.path.relpath(drawn, ROOT)}')
   print(markdown(rows))
 
 

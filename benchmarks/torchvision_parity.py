@@ -15,6 +15,7 @@ import fnmatch
 import importlib.util
 import json
 import os
+import warnings
 
 import numpy as np
 from absl import flags
@@ -46,7 +47,9 @@ def compare(name: str, batch: int = 2, seed: int = 0) -> dict[str, float]:
   import torch  # pylint: disable=import-outside-toplevel
   import torchvision  # pylint: disable=import-outside-toplevel
   torch.manual_seed(seed)
-  reference = getattr(torchvision.models, name.removesuffix('_torchvision'))(weights=None).eval()
+  with warnings.catch_warnings():  # GoogLeNet's notice that its default initialisation will change.
+    warnings.simplefilter('ignore', FutureWarning)
+    reference = getattr(torchvision.models, name.removesuffix('_torchvision'))(weights=None).eval()
   _randomise(reference, seed + 1)
   images = np.random.default_rng(seed + 2).standard_normal((batch, 224, 224, 3)).astype(np.float32)
   with torch.no_grad():
