@@ -141,6 +141,10 @@ def _check_recipe(config, num_devices: int) -> None:
   if config.drop_path_rate and not models.has_field(config.model, 'drop_path_rate'):
     raise ConfigError(f'drop_path_rate={config.drop_path_rate} needs a model with residual or '
                       f"dense blocks (ResNets, DenseNet), and '{config.model}' has none")
+  if config.drop_path_rate and 'drop_path_rate' in config.model_kwargs:
+    raise ConfigError(f'drop_path_rate is set twice, as drop_path_rate={config.drop_path_rate} and '
+                      f'model_kwargs.drop_path_rate={config.model_kwargs.drop_path_rate}; set '
+                      'only drop_path_rate')
   if config.lr_schedule == 'onecycle':
     if config.warmup_epochs:
       raise ConfigError('lr_schedule=onecycle rises over onecycle_pct_start itself; set '

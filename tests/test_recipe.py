@@ -102,6 +102,8 @@ def test_onecycle_is_a_triangle(digits_config):
     ({'ema_decay': 1.0}, 'ema_decay must be in [0, 1) (0 turns it off), got 1.0'),
     ({'drop_path_rate': 0.1}, "needs a model with residual or dense blocks (ResNets, DenseNet), "
                               "and 'lenet5' has none"),
+    ({'model': 'resnet20', 'drop_path_rate': 0.1, 'model_kwargs.drop_path_rate': 0.2},
+     'drop_path_rate is set twice, as drop_path_rate=0.1 and model_kwargs.drop_path_rate=0.2'),
     ({'augment.random_erasing': 2.0}, 'augment.random_erasing is a probability, in [0, 1]'),
     ({'augment.erasing_scale': (0.5, 0.1)}, 'augment.erasing_scale must be (low, high) with '
                                             '0 < low <= high <= 1, got (0.5, 0.1)'),
