@@ -26,6 +26,7 @@ Files: `.safetensors` needs only NumPy (the pinned `safetensors` package); `.pth
 `.bin` are pickles that only PyTorch reads, so they need torch installed.
 """
 import os
+import shutil
 from typing import Any, Callable, Mapping
 
 import jax
@@ -340,3 +341,44 @@ def _torch_shape(shape: tuple[int, ...], leaf: str) -> tuple[int, ...]:
   if len(shape) == 4:  # HWIO -> OIHW.
     return (shape[3], shape[2], shape[0], shape[1])
   return tuple(reversed(shape))
+
+
+# ------------------------------------------------------------------------------------------------
+# A workdir from a weights file.
+
+def write_workdir(workdir: str, config, variables: dict[str, Any], source: str) -> None:
+  """Writes imported `variables` as a convjax workdir for `config` (its model, model_kwargs,
+  dataset and num_classes): config.json and a step-0 checkpoint {'step', 'params',
+  'batch_stats'} with its meta, which the inspection tools read as they read a trained run.
+
+  Everything goes into a sibling temporary directory that is renamed into place, so a failure
+  leaves nothing behind. A workdir that already holds files is refused, never written over.
+  """
+  from convjax import checkpoint, config as config_lib, metrics  # pylint: disable=import-outside-toplevel
+  from convjax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  if os.path.isdir(workdir) and os.listdir(workdir):
+    raise WeightsError(f'{workdir} already holds files; converting never writes over a run: '
+                       'choose a new --workdir')
+  workdir_lib.check_usable(workdir)
+  identity = {'model': config.model, 'num_classes': config_lib.num_classes(config),
+              'input_shape': list(models.get_spec(config.model).input_shape),
+              'dataset': config.dataset}
+  staging = os.path.abspath(workdir).rstrip(os.sep) + '.converting'
+  if os.path.exists(staging):
+    shutil.rmtree(staging)  # An earlier conversion that died half-way; never a finished run.
+  os.makedirs(staging)
+  try:
+    metrics.write_json(os.path.join(staging, 'config.json'), {**config.to_dict(), **identity})
+    checkpointer = checkpoint.Checkpointer(staging, max_to_keep=None)
+    try:
+      checkpointer.save(0, {'step': np.int32(0), **variables},
+                        {**identity, 'converted_from': os.path.abspath(source)})
+      checkpointer.wait()
+    finally:
+      checkpointer.close()
+    if os.path.isdir(workdir):
+      os.rmdir(workdir)  # Empty, as checked above.
+    os.rename(staging, workdir)
+  except BaseException:
+    shutil.rmtree(staging, ignore_errors=True)
+    raise

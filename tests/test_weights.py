@@ -4,6 +4,9 @@ CI has no PyTorch: state dicts are built with torchvision's names and shapes as 
 torch and torchvision import (benchmarks/requirements.txt), the last test checks every supported
 model's logits against torchvision's own.
 """
+import json
+import os
+import subprocess
 import sys
 
 import jax
@@ -13,7 +16,10 @@ import pytest
 from safetensors.numpy import save_file
 
 from benchmarks import torchvision_parity
-from convjax import models, weights
+from configs import default
+from convjax import checkpoint, models, weights
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Tiny variants: the same layer structure and names, a few channels per layer.
 TINY = {
@@ -231,6 +237,57 @@ def test_models_without_a_mapping_are_refused():
     weights.load_torch('lenet5', {})
   with pytest.raises(models.UnknownModelError):
     weights.load_torch('resnet19', {})
+
+
+# ------------------------------------------------------------------------------------------------
+# A workdir from a weights file.
+
+def tiny_config(name):
+  config = default.get_config()
+  config.model, config.dataset, config.num_classes = name, 'imagenet2012', 7
+  config.model_kwargs.update(TINY[name])
+  return config
+
+
+def test_converted_workdir_holds_the_variables_and_the_config(tmp_path):
+  variables = load_tiny('resnet18', tiny_state('resnet18'))
+  workdir = str(tmp_path / 'converted')
+  weights.write_workdir(workdir, tiny_config('resnet18'), variables, 'resnet18.safetensors')
+  assert sorted(os.listdir(tmp_path)) == ['converted']  # No staging directory left behind.
+  checkpointer = checkpoint.Checkpointer(workdir, max_to_keep=None, create=False)
+  step, state, meta = checkpointer.restore_latest()
+  checkpointer.close()
+  assert step == 0 and meta['model'] == 'resnet18' and meta['input_shape'] == [224, 224, 3]
+  jax.tree.map(np.testing.assert_array_equal,
+               {k: state[k] for k in ('params', 'batch_stats')}, variables)
+  with open(os.path.join(workdir, 'config.json')) as f:
+    saved = json.load(f)
+  assert (saved['model'], saved['num_classes'], tuple(saved['model_kwargs']['widths'])) == (
+      'resnet18', 7, TINY['resnet18']['widths'])
+
+
+def test_conversion_never_writes_over_a_run(tmp_path):
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  (workdir / 'metrics.jsonl').write_text('{"step": 1}\n')
+  variables = load_tiny('resnet18', tiny_state('resnet18'))
+  with pytest.raises(weights.WeightsError, match='already holds files'):
+    weights.write_workdir(str(workdir), tiny_config('resnet18'), variables, 'x.safetensors')
+  assert os.listdir(workdir) == ['metrics.jsonl']
+
+
+def test_convert_script_refuses_bad_weights_in_one_sentence_and_writes_nothing(tmp_path):
+  (tmp_path / 'alexnet.safetensors').write_bytes(b'\x08\x00\x00\x00\x00\x00\x00\x00{}')
+  save_file({'fc.weight': np.zeros((2, 2), np.float32)}, str(tmp_path / 'other.safetensors'))
+  for name, message in (('missing.safetensors', 'no weights file'),
+                        ('alexnet.safetensors', 'not a readable safetensors file'),
+                        ('other.safetensors', "the weights have no 'layer1.0.bn1.running_mean'")):
+    result = subprocess.run(
+        [sys.executable, '-m', 'experiments.convert', '--model=resnet18',
+         f'--weights={tmp_path / name}', f'--workdir={tmp_path / "out"}'],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and message in result.stderr, result.stderr
+    assert not (tmp_path / 'out').exists()
 
 
 # ------------------------------------------------------------------------------------------------
