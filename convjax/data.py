@@ -59,6 +59,12 @@ class DatasetInfo:
 
 
 _DIGITS = tuple(str(i) for i in range(10))
+# ImageNet's 1000 classes in label order (sorted WordNet ids, as TFDS and torchvision number
+# them), one short name per line; Imagenette's ten are ImageNet classes, in the same order.
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'imagenet_classes.txt')) as _f:
+  _IMAGENET = tuple(_f.read().splitlines())
+_IMAGENETTE = ('tench', 'English springer', 'cassette player', 'chain saw', 'church',
+               'French horn', 'garbage truck', 'gas pump', 'golf ball', 'parachute')
 
 
 CATALOGUE = {info.name: info for info in [
@@ -82,10 +88,10 @@ CATALOGUE = {info.name: info for info in [
                 'the 73,257 training images', flip=False, label_names=_DIGITS),
     DatasetInfo('imagenette', 10, None, _IMAGENET_MEAN, _IMAGENET_STD,
                 "ImageNet's (Imagenette is a 10-class ImageNet subset)", flip=True,
-                streaming=True, eval_split='validation'),
+                streaming=True, eval_split='validation', label_names=_IMAGENETTE),
     DatasetInfo('imagenet2012', 1000, None, _IMAGENET_MEAN, _IMAGENET_STD,
                 'the ImageNet training set (the torchvision convention)', flip=True,
-                streaming=True, eval_split='validation'),
+                streaming=True, eval_split='validation', label_names=_IMAGENET),
 ]}
 NUM_CLASSES = {name: info.num_classes for name, info in CATALOGUE.items()}
 DATA_SOURCES = ('auto', 'idx', 'tfds')

@@ -46,7 +46,7 @@ ROWS_MAX_REDUNDANCY = 8
 
 
 CONV_BACKENDS = ('auto', 'xla', 'onednn')
-_backend = {'name': 'auto', 'threads': 0}
+_backend = {'name': 'auto', 'threads': 0, 'devices': None}
 
 
 class BackendError(errors.UserError, ValueError):
@@ -69,8 +69,13 @@ def use_backend(name: str, devices: int | None = None) -> str:
     raise BackendError(f"conv_backend='onednn' needs convjax's oneDNN extension, and "
                        f'{onednn.why_unavailable()}')
   cores = len(os.sched_getaffinity(0))
-  _backend.update(name=name, threads=max(1, cores // devices) if devices else 0)
+  _backend.update(name=name, threads=max(1, cores // devices) if devices else 0, devices=devices)
   return backend_name()
+
+
+def backend_setting() -> tuple[str, int | None]:
+  """The (name, devices) that use_backend was last given, to restore it after a change."""
+  return _backend['name'], _backend['devices']
 
 
 def backend_name() -> str:

@@ -63,8 +63,25 @@ def _no_checkpoint(workdir: str) -> NoCheckpointError:
                            '(python -m experiments.train --workdir=...)')
 
 
-def load(workdir: str) -> TrainedRun:
-  """Reopens `workdir`'s newest checkpoint; raises NoCheckpointError when there is none."""
+@dataclasses.dataclass
+class SavedModel:
+  """A workdir's model without its data: config, module, variables at `step`, and the input
+  (height, width, channels) it was trained or converted for."""
+  config: Any
+  model: Any
+  variables: dict
+  step: int
+  input_shape: tuple[int, int, int]
+  info: data.DatasetInfo
+
+  def apply(self, images: jnp.ndarray, **kwargs):
+    """model.apply in evaluation mode on normalised images [n, h, w, c]."""
+    return self.model.apply(self.variables, images, train=False, **kwargs)
+
+
+def load_model(workdir: str) -> SavedModel:
+  """The newest checkpoint's model and variables, without loading any data; raises
+  NoCheckpointError when the workdir holds no checkpoint."""
   config_path = os.path.join(workdir, 'config.json')
   if not (os.path.isdir(checkpoint.checkpoint_dir(workdir)) and os.path.exists(config_path)):
     raise _no_checkpoint(workdir)
@@ -75,14 +92,22 @@ def load(workdir: str) -> TrainedRun:
                                       if k not in ('input_shape',)})
   input_shape = tuple(meta['input_shape'])
   model = builder.create_model(config, meta['num_classes'], input_shape)
-  info = data.get_info(config.dataset)
-  if info.streaming:
+  variables = _restore_variables(state, model, input_shape, workdir)
+  return SavedModel(config, model, variables, step, input_shape, data.get_info(config.dataset))
+
+
+def load(workdir: str) -> TrainedRun:
+  """Reopens `workdir`'s newest checkpoint with its test split; raises NoCheckpointError when
+  there is none."""
+  saved = load_model(workdir)
+  config = saved.config
+  if saved.info.streaming:
     raise config_lib.ConfigError(f"inspecting runs on streamed datasets ('{config.dataset}') is "
                                  'not supported; the tools read in-memory test splits')
   dataset = data.load(config.dataset, config.data_dir, config.data_source,
                       image_size=config.image_size)
-  variables = _restore_variables(state, model, input_shape, workdir)
-  return TrainedRun(workdir, config, model, variables, step, dataset.test, info)
+  return TrainedRun(workdir, config, saved.model, saved.variables, saved.step, dataset.test,
+                    saved.info)
 
 
 def _restore_latest(workdir: str) -> tuple[int, dict, dict]:

@@ -1,0 +1,40 @@
+"""A workdir's inference function, weights included, as a jax.export artifact that JAX alone loads.
+
+  exported = exporting.export_model(trained.load_model(workdir), platforms=('cpu',))
+  blob = exported.serialize()
+  # Elsewhere, without convjax:
+  logits = jax.export.deserialize(blob).call(images)  # uint8 [b, h, w, c] -> float32 [b, classes]
+
+The function takes uint8 images already sized for the model (convjax.inference.read_image does
+that) with a symbolic batch dimension, normalises them with the dataset's statistics and returns
+the logits. Convolutions are lowered through XLA's own ops while exporting, never convjax's oneDNN
+extension, whose custom calls a bare JAX could not run, and which no GPU has.
+"""
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from convjax import data, errors, lowering, trained
+
+PLATFORMS = ('cpu', 'cuda', 'rocm', 'tpu')
+
+
+def export_model(saved: trained.SavedModel, platforms: Sequence[str] = ('cpu',)
+                 ) -> jax.export.Exported:
+  """uint8 images [b, h, w, c] (b symbolic) -> logits float32 [b, classes], weights inside."""
+  unknown = [p for p in platforms if p not in PLATFORMS]
+  if unknown or not platforms:
+    raise errors.InvalidValueError(f"unknown platform '{unknown[0] if unknown else ''}'; "
+                                   f"platforms are: {', '.join(PLATFORMS)}")
+  mean, std = saved.info.mean, saved.info.std
+  forward = jax.jit(lambda images: saved.apply(data.normalize(images, mean, std)))
+  height, width, channels = saved.input_shape
+  images = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f'b, {height}, {width}, {channels}'),
+                                jnp.uint8)
+  previous = lowering.backend_setting()
+  lowering.use_backend('xla')
+  try:
+    return jax.export.export(forward, platforms=tuple(platforms))(images)
+  finally:
+    lowering.use_backend(*previous)
