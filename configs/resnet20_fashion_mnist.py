@@ -10,6 +10,10 @@ epochs; fast CIFAR schedules use 5e-4), label smoothing 0.1, random 2-pixel tran
 and random erasing on a quarter of the images (Zhong et al. 2020), an EMA of the weights, and
 flip test-time augmentation. The run may stop and resume from its checkpoints: the same command
 picks it up.
+
+Result (2 Xeon cores, 2026-11-30): test accuracy 0.9484, EMA 0.9481, flip TTA 0.9526, in 4,973 s
+(82.9 minutes) of wall time, 4,825 s of it training at 683 images/s on average. The curve and the
+table are in README.md ("Results on Fashion-MNIST").
 """
 from configs import default
 
