@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from benchmarks import torchvision_parity
+from benchmarks import torchvision_reference
 from configs import default
 from convjax import checkpoint, models, weights
 
@@ -297,5 +297,5 @@ def test_convert_script_refuses_bad_weights_in_one_sentence_and_writes_nothing(t
 def test_logits_equal_torchvisions(name):
   pytest.importorskip('torch')
   pytest.importorskip('torchvision')
-  result = torchvision_parity.compare(name)
+  result = torchvision_reference.compare(name)
   assert result['relative'] <= 1e-4, result
