@@ -30,7 +30,7 @@ import numpy as np
 from convjax import errors
 
 # ImageNet's statistics (the torchvision convention); Imagenette, an ImageNet subset, shares them.
-_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,10 +86,10 @@ CATALOGUE = {info.name: info for info in [
                 'the 50,000 training images', flip=True),
     DatasetInfo('svhn_cropped', 10, (32, 32, 3), (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970),
                 'the 73,257 training images', flip=False, label_names=_DIGITS),
-    DatasetInfo('imagenette', 10, None, _IMAGENET_MEAN, _IMAGENET_STD,
+    DatasetInfo('imagenette', 10, None, IMAGENET_MEAN, IMAGENET_STD,
                 "ImageNet's (Imagenette is a 10-class ImageNet subset)", flip=True,
                 streaming=True, eval_split='validation', label_names=_IMAGENETTE),
-    DatasetInfo('imagenet2012', 1000, None, _IMAGENET_MEAN, _IMAGENET_STD,
+    DatasetInfo('imagenet2012', 1000, None, IMAGENET_MEAN, IMAGENET_STD,
                 'the ImageNet training set (the torchvision convention)', flip=True,
                 streaming=True, eval_split='validation', label_names=_IMAGENET),
 ]}

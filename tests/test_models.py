@@ -422,3 +422,13 @@ def test_group_norm_and_no_norm_resnets_run_and_differ():
     outputs.append(model.apply(variables, x, train=True, mutable=['batch_stats'])[0])
   assert all(np.isfinite(o).all() for o in outputs)
   assert not np.allclose(outputs[0], outputs[1]) and not np.allclose(outputs[1], outputs[2])
+
+
+def test_googlenet_transform_input_rescales_imagenet_normalised_pixels_to_unit_range():
+  """torchvision's ported GoogLeNet weights expect (p - 0.5) / 0.5 for pixels p in [0, 1]."""
+  from convjax import data
+  from convjax.models import googlenet
+  pixels = jax.random.uniform(jax.random.PRNGKey(0), (2, 4, 4, 3))
+  normalised = (pixels - jnp.asarray(data.IMAGENET_MEAN)) / jnp.asarray(data.IMAGENET_STD)
+  np.testing.assert_allclose(googlenet._to_unit_range(normalised), (pixels - 0.5) / 0.5,
+                             atol=1e-6)

@@ -44,7 +44,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from convjax import errors, layers
+from convjax import data, errors, layers
 from convjax.models import common
 
 ModuleDef = Any
@@ -55,12 +55,10 @@ INCEPTION_4 = ((192, 96, 208, 16, 48, 64), (160, 112, 224, 24, 64, 64), (128, 12
 INCEPTION_5 = ((256, 160, 320, 32, 128, 128), (384, 192, 384, 48, 128, 128))
 
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
 def _to_unit_range(x: jnp.ndarray) -> jnp.ndarray:
   """[b, h, w, 3] normalised by ImageNet's mean and std -> the same pixels as (p - 0.5) / 0.5."""
-  mean, std = jnp.asarray(IMAGENET_MEAN, x.dtype), jnp.asarray(IMAGENET_STD, x.dtype)
+  mean = jnp.asarray(data.IMAGENET_MEAN, x.dtype)
+  std = jnp.asarray(data.IMAGENET_STD, x.dtype)
   return (x * std + mean - 0.5) / 0.5
 
 
