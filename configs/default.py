@@ -113,6 +113,21 @@ def get_config() -> ml_collections.ConfigDict:
   # per example with probability drop_path_rate * l / L in training (the model's field).
   config.drop_path_rate = 0.0
 
+  # Fine-tuning (convjax/finetune.py). init_from: '' starts from the random initialisation; a
+  # convjax workdir (its newest checkpoint, such as one experiments.convert wrote) or a weights
+  # file of torchvision's counterpart of `model` (.safetensors; .pth with torch installed) starts
+  # from those weights. Read at step 0 only: a resumed run continues from its own checkpoints.
+  config.init_from = ''
+  # The head, the layers that output the classes (models.ModelSpec.head): None re-initialises
+  # it when its shapes differ from init_from's (another number of classes); True always; False
+  # never (a mismatch is then an error).
+  config.reinit_head = config_dict.placeholder(bool)
+  # 'none' trains every layer; 'backbone' trains the head alone on a frozen backbone, which runs
+  # in evaluation mode: batch norm normalises with its running statistics and keeps them, and
+  # dropout is off (a linear probe, for models whose head is one layer).
+  config.freeze = 'none'
+  config.backbone_lr_scale = 1.0  # With freeze='none': the backbone's rate relative to the head's.
+
   # How convolutions run: 'auto' (oneDNN on CPU where convjax's extension is built, XLA's
   # otherwise), 'xla' or 'onednn' (an error where the extension is unavailable).
   config.conv_backend = 'auto'

@@ -79,12 +79,19 @@ class Run:
                         grad_accum_steps=config.grad_accum_steps, tta_flip=config.tta_flip,
                         mixing=mixing.Mixing(config.mixup_alpha, config.cutmix_alpha,
                                              config.mix_prob, config.mix_switch_prob),
-                        ema_decay=config.ema_decay)
+                        ema_decay=config.ema_decay,
+                        frozen_backbone=config.get('freeze', 'none') == 'backbone',
+                        head=models.get_spec(config.model).head)
 
-  def init_state(self) -> steps.TrainState:
-    """A fresh state on the host, from config.seed."""
+  def init_variables(self) -> dict:
+    """The model's random initialisation from config.seed, {'params', 'batch_stats'}."""
+    return steps.init_variables(self.model, self.data.image_shape, self.config.seed)
+
+  def init_state(self, variables: dict | None = None) -> steps.TrainState:
+    """A fresh state on the host: from `variables` where given (fine-tuning's starting point,
+    finetune.initial_variables), else from config.seed's random initialisation."""
     return steps.create_train_state(self.model, self.tx, self.data.image_shape, self.config.seed,
-                                    ema=self.config.ema_decay > 0)
+                                    ema=self.config.ema_decay > 0, variables=variables)
 
   @functools.cached_property
   def p_train_step(self) -> Callable:
@@ -151,11 +158,7 @@ def create_model(config, num_classes: int, input_shape: tuple[int, int, int]):
   Raises summary.InputShapeError naming the layer whose output would be empty.
   """
   dtype = jnp.bfloat16 if config.half_precision else jnp.float32
-  # config.validate has checked that a positive weight comes with a model that has the heads.
-  overrides = {'aux_logits': True} if config.aux_loss_weight > 0 else {}
-  if config.drop_path_rate > 0:  # Likewise checked: the model has the field.
-    overrides['drop_path_rate'] = config.drop_path_rate
-  overrides.update(config_lib.model_kwargs(config))
+  overrides = model_overrides(config)
   make = lambda shape: models.create(config.model, num_classes, input_shape=shape,
                                      small_inputs=config.small_inputs, dtype=dtype, **overrides)
   model = make(input_shape)
@@ -167,6 +170,16 @@ def create_model(config, num_classes: int, input_shape: tuple[int, int, int]):
       raise
     raise summary.InputShapeError(f'{e} (--config.image_size={fits} or larger fits)') from None
   return model
+
+
+def model_overrides(config) -> dict:
+  """The module fields the config sets: auxiliary heads, stochastic depth and model_kwargs."""
+  # config.validate has checked that a positive weight comes with a model that has the heads.
+  overrides = {'aux_logits': True} if config.aux_loss_weight > 0 else {}
+  if config.drop_path_rate > 0:  # Likewise checked: the model has the field.
+    overrides['drop_path_rate'] = config.drop_path_rate
+  overrides.update(config_lib.model_kwargs(config))
+  return overrides
 
 
 def _smallest_square_input(make: Callable, input_shape, largest: int = 1024) -> int | None:

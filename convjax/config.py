@@ -54,6 +54,7 @@ def validate(config, num_devices: int) -> None:
   _check_model_kwargs(config)
   _check_augmentation(config)
   _check_recipe(config, num_devices)
+  _check_finetune(config)
   dataset_classes = data.NUM_CLASSES[config.dataset]
   if config.num_classes is not None and config.num_classes != dataset_classes:
     raise ConfigError(f'num_classes={config.num_classes} does not match dataset '
@@ -153,6 +154,28 @@ def _check_recipe(config, num_devices: int) -> None:
       raise ConfigError(f'onecycle_pct_start must be in (0, 1), got {config.onecycle_pct_start}')
     if not config.onecycle_div_factor >= 1:
       raise ConfigError(f'onecycle_div_factor must be >= 1, got {config.onecycle_div_factor}')
+
+
+def _check_finetune(config) -> None:
+  _check_choice('freeze', config.freeze, optim.FREEZE)
+  if not config.backbone_lr_scale >= 0:
+    raise ConfigError(f'backbone_lr_scale must be >= 0, got {config.backbone_lr_scale}')
+  if config.reinit_head is not None and not config.init_from:
+    raise ConfigError(f'reinit_head={config.reinit_head} applies to weights loaded with '
+                      'init_from, which is not set')
+  if config.freeze != 'backbone':
+    return
+  frozen = 'freeze=backbone runs the backbone in evaluation mode'
+  if config.backbone_lr_scale != 1:
+    raise ConfigError(f'backbone_lr_scale={config.backbone_lr_scale} has no effect on a frozen '
+                      'backbone (freeze=backbone); leave it at 1')
+  if not models.get_spec(config.model).head:
+    raise ConfigError(f"'{config.model}' scores classes with fixed parameters, so freeze=backbone "
+                      'would leave nothing to train')
+  if config.aux_loss_weight > 0:
+    raise ConfigError(f'{frozen}, where auxiliary classifiers do not run; set aux_loss_weight=0')
+  if config.drop_path_rate > 0:
+    raise ConfigError(f'{frozen}, where stochastic depth does not apply; set drop_path_rate=0')
 
 
 def _check_probability(field: str, value: float) -> None:

@@ -2,10 +2,11 @@
 import jax
 import optax
 
-from convjax import errors
+from convjax import errors, models
 
 OPTIMIZERS = ('sgd', 'momentum', 'nesterov', 'adam', 'adamw')
 SCHEDULES = ('constant', 'cosine', 'linear', 'step', 'onecycle')
+FREEZE = ('none', 'backbone')
 
 
 def create_schedule(config, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
@@ -58,7 +59,29 @@ def _decay_kernels_only(params):
 
 
 def create_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransformation:
-  """The config's optimiser.
+  """The config's optimiser, split between head and backbone as config.freeze and
+  config.backbone_lr_scale ask (`partition_optimizer`)."""
+  return partition_optimizer(config, _base_optimizer(config, schedule))
+
+
+def partition_optimizer(config, tx: optax.GradientTransformation) -> optax.GradientTransformation:
+  """tx for the head (models.ModelSpec.head); for the backbone, no update at all with
+  freeze='backbone', else tx's updates times backbone_lr_scale, which scales its learning rate
+  (and with it adamw's decoupled decay, as a PyTorch parameter group's lr would)."""
+  # Configs saved before fine-tuning existed lack both fields.
+  freeze, scale = config.get('freeze', 'none'), config.get('backbone_lr_scale', 1.0)
+  if freeze == 'none' and scale == 1:
+    return tx
+  backbone = (optax.set_to_zero() if freeze == 'backbone' else
+              optax.chain(tx, optax.scale(scale)))
+  head = models.get_spec(config.model).head
+  labels = lambda params: jax.tree.map(lambda in_head: 'head' if in_head else 'backbone',
+                                       models.head_mask(head, params))
+  return optax.multi_transform({'head': tx, 'backbone': backbone}, labels)
+
+
+def _base_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransformation:
+  """The optimiser config.optimizer names, for every parameter alike.
 
   `weight_decay` is decoupled (Loshchilov & Hutter) for adamw and an L2 term added to the
   gradient for the others, as in PyTorch's SGD and Adam. Either way it skips biases and norms.

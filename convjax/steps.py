@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from convjax import mixing as mixing_lib, parallel
+from convjax import mixing as mixing_lib, models, parallel
 
 # Folded into a step's dropout key for its Mixup/CutMix draws (micro-batches fold in 0..K-1).
 _MIX_STREAM = 0x6d6978
@@ -32,13 +32,23 @@ class TrainState(train_state.TrainState):
   ema: Any = None
 
 
-def create_train_state(model, tx: optax.GradientTransformation, input_shape, seed: int,
-                       ema: bool = False) -> TrainState:
-  """A fresh state; input_shape is (height, width, channels). With `ema` the averages start
-  as copies of the initial variables."""
-  init_key, dropout_key = jax.random.split(jax.random.PRNGKey(seed))
+def init_variables(model, input_shape, seed: int) -> dict:
+  """The model's random initialisation from `seed` for input (height, width, channels):
+  {'params': ..., 'batch_stats': ...} ({} for models without batch norm)."""
+  init_key = jax.random.split(jax.random.PRNGKey(seed))[0]
   dummy = jnp.zeros((1,) + tuple(input_shape), jnp.float32)
   variables = jax.jit(functools.partial(model.init, train=False))(init_key, dummy)
+  return _variables(variables['params'], variables.get('batch_stats', {}))
+
+
+def create_train_state(model, tx: optax.GradientTransformation, input_shape, seed: int,
+                       ema: bool = False, variables: dict | None = None) -> TrainState:
+  """A fresh state; input_shape is (height, width, channels). `variables` ({'params',
+  'batch_stats'}, e.g. pretrained ones) replace the random initialisation from `seed`, which
+  still seeds dropout. With `ema` the averages start as copies of the initial variables."""
+  dropout_key = jax.random.split(jax.random.PRNGKey(seed))[1]
+  if variables is None:
+    variables = init_variables(model, input_shape, seed)
   params, batch_stats = variables['params'], variables.get('batch_stats', {})
   return TrainState.create(apply_fn=model.apply, params=params, tx=tx, batch_stats=batch_stats,
                            rng=dropout_key,
@@ -66,6 +76,10 @@ class Recipe:
     statistics, updated after every step with min(d, (1 + step) / (10 + step)) so that early
     averages do not cling to the random initialisation (timm's warm-up; TensorFlow's
     num_updates); evaluation reports it as ema_* beside the plain figures.
+  frozen_backbone: train only the head (`head`, the model's fnmatch patterns of top-level
+    modules, models.ModelSpec.head): the model runs in evaluation mode, so batch norm normalises
+    with its running statistics and keeps them, dropout is off, and no gradient flows into the
+    backbone (the optimiser also leaves it unchanged, see optim.partition_optimizer).
   """
   aux_loss_weight: float = 0.0
   skip_nonfinite: bool = False
@@ -74,6 +88,8 @@ class Recipe:
   tta_flip: bool = False
   mixing: mixing_lib.Mixing = mixing_lib.Mixing()
   ema_decay: float = 0.0
+  frozen_backbone: bool = False
+  head: tuple[str, ...] = ()
 
 
 def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
@@ -129,7 +145,9 @@ def train_step(state: TrainState, batch: dict, *, normalize: Callable, schedule:
                    lam=jnp.full(batch['label'].shape, lam))
   grads, step_metrics, batch_stats = _accumulated_grads(state, images, targets, dropout_rng, recipe)
   grads = parallel.mean(grads)
-  new_state = state.apply_gradients(grads=grads, batch_stats=parallel.mean(batch_stats))
+  # A frozen backbone's statistics stay bit for bit: a mean over devices could round them.
+  batch_stats = state.batch_stats if recipe.frozen_backbone else parallel.mean(batch_stats)
+  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   if recipe.ema_decay:
     new_state = new_state.replace(ema=ema_update(state.ema, new_state, recipe.ema_decay))
   step_metrics = parallel.mean(step_metrics)
@@ -162,12 +180,20 @@ def ema_update(ema: dict, state: TrainState, decay: float) -> dict:
   return jax.tree.map(lambda average, value: d * average + (1 - d) * value, ema, new)
 
 
+def _stop_backbone_gradients(params, head: tuple[str, ...]):
+  """params with every leaf outside the head (models.head_mask) behind a stop_gradient."""
+  return jax.tree.map(lambda in_head, p: p if in_head else jax.lax.stop_gradient(p),
+                      models.head_mask(head, params), params)
+
+
 def _grads(state: TrainState, batch_stats, images, targets: dict, rng, recipe: Recipe):
   """(gradients, {'train_loss', 'total_loss', 'train_accuracy'}, new batch_stats) of one
   forward and backward pass over images [n, h, w, c] and targets (`target_loss`) of [n]."""
   def loss_fn(params):
-    logits, updates = state.apply_fn(_variables(params, batch_stats), images, train=True,
-                                     rngs={'dropout': rng},
+    if recipe.frozen_backbone:  # Gradients reach the head alone, so the backward pass is short.
+      params = _stop_backbone_gradients(params, recipe.head)
+    logits, updates = state.apply_fn(_variables(params, batch_stats), images,
+                                     train=not recipe.frozen_backbone, rngs={'dropout': rng},
                                      mutable=['batch_stats', 'intermediates'])
     loss = target_loss(logits, targets, recipe.label_smoothing).mean()
     aux_logits = updates.get('intermediates', {}).get('aux_logits', ())
@@ -177,7 +203,8 @@ def _grads(state: TrainState, batch_stats, images, targets: dict, rng, recipe: R
   (total, (loss, logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   step_metrics = {'train_loss': loss, 'total_loss': total,
                   'train_accuracy': jnp.mean(jnp.argmax(logits, -1) == targets['label'])}
-  return grads, step_metrics, updates.get('batch_stats', {})
+  # In evaluation mode (a frozen backbone) batch norm writes nothing: the statistics stay.
+  return grads, step_metrics, updates.get('batch_stats', batch_stats)
 
 
 def _accumulated_grads(state: TrainState, images, targets: dict, rng, recipe: Recipe):

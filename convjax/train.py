@@ -13,7 +13,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-from convjax import (builder, checkpoint, config as config_lib, errors, lowering, metrics,
+from convjax import (builder, checkpoint, config as config_lib, errors, finetune, lowering, metrics,
                      parallel, pipeline as pipeline_lib, steps, stopping, workdir as workdir_lib)
 
 
@@ -104,7 +104,12 @@ def train_and_evaluate(config, workdir: str, start_over: bool = False) -> dict:
           'config': config_lib.flat(config)}
   run = builder.build(config, dp, builder.DataSpec.of_pipeline(pipeline, meta['num_classes']))
   workdir_lib.check_usable(workdir)
-  config_changes = {} if start_over else _check_resume(workdir, meta)
+  found = None if start_over else checkpoint.check_compatible(workdir, meta)
+  config_changes = _check_resume(workdir, found, meta)
+  # Fine-tuning's weights are read and fitted before the workdir is touched, and only for a run
+  # that starts at step 0: a resumed one continues from its own checkpoints.
+  initial = (finetune.initial_variables(config, run.init_variables())
+             if config.init_from and found is None else None)
   # Every process looks for checkpoints before any creates the directory: a process that looked
   # after would open a manager the others do not, and orbax's barriers would stop pairing up.
   parallel.barrier('checked_workdir')
@@ -112,14 +117,14 @@ def train_and_evaluate(config, workdir: str, start_over: bool = False) -> dict:
   with workdir_lib.lock(workdir, enabled=is_chief):
     if start_over:
       _start_over(workdir, is_chief)
-    loop, state, start_step = _setup(run, workdir, pipeline, meta, config_changes)
+    loop, state, start_step = _setup(run, workdir, pipeline, meta, config_changes, initial)
     return _train_and_report(loop, state, start_step, start_time)
 
 
-def _check_resume(workdir: str, meta: dict) -> dict:
-  """The resumable config fields that differ from the newest checkpoint's, {field: [old, new]};
-  raises when a field that shapes training differs (see config.RESUMABLE_FIELDS)."""
-  found = checkpoint.check_compatible(workdir, meta)
+def _check_resume(workdir: str, found: tuple[int, dict] | None, meta: dict) -> dict:
+  """The resumable config fields that differ from the newest checkpoint's (`found`, its step
+  and meta), {field: [old, new]}; raises when a field that shapes training differs (see
+  config.RESUMABLE_FIELDS)."""
   if found is None or 'config' not in found[1]:  # Checkpoints before configs were saved in them.
     return {}
   step, saved = found
@@ -180,12 +185,17 @@ def _evaluate_test_set(loop: _Loop, state: steps.TrainState) -> dict:
 
 
 def _setup(run: builder.Run, workdir: str, pipeline: pipeline_lib.Pipeline, meta: dict,
-           config_changes: dict) -> tuple[_Loop, steps.TrainState, int]:
+           config_changes: dict, initial: tuple[dict, str] | None
+           ) -> tuple[_Loop, steps.TrainState, int]:
+  """The loop and the state to start from: the newest checkpoint's, else `initial`'s
+  (finetune.initial_variables: variables and what they are), else the random initialisation."""
   config, dp = run.config, run.dp
   checkpointer = checkpoint.Checkpointer(workdir, config.max_checkpoints_to_keep)
   try:
     state = run.init_state()
     start_step, state, saved_meta = checkpointer.restore_latest(state) or (0, state, {})
+    if not start_step and initial is not None:
+      state = run.init_state(initial[0])
     unlogged = saved_meta.get(_UNLOGGED, [])
   except Exception:
     checkpointer.close()  # The loop's `finally` closes it once set-up has succeeded.
@@ -207,8 +217,13 @@ def _setup(run: builder.Run, workdir: str, pipeline: pipeline_lib.Pipeline, meta
       'global_batch_size': config.batch_size,
       'per_device_batch_size': config.batch_size // dp.num_devices,
       'total_steps': run.total_steps, 'model': config.model, 'dataset': config.dataset,
-      'conv_backend': lowering.backend_name(), 'config_changes': config_changes if start_step else {}})
+      'conv_backend': lowering.backend_name(), 'config_changes': config_changes if start_step else {},
+      **({'initialised_from': initial[1]} if initial and not start_step else {})})
   loop.progress.message(f'training on {parallel.describe(dp)}{builder.device_note(config, dp)}')
+  if initial and not start_step:
+    loop.progress.message(f'fine-tuning: {initial[1]}')
+  if finetune.describe(config):
+    loop.progress.message(finetune.describe(config))
   if start_step and config_changes:
     loop.progress.message(f'resuming at step {start_step} with '
                           f'{config_lib.describe_changes(config_changes)}')

@@ -267,10 +267,7 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
 def _layout(model_name: str, num_classes: int | None, overrides: Mapping[str, Any]):
   """The model, and each of its variables with its torchvision name: a list of (collection, path,
   shape-only target, torch key, trunk channels where the dense layer reads a flattened map)."""
-  if model_name not in TORCH_FAMILIES:
-    models.get_spec(model_name)  # An unknown name gets the registry's own error.
-    raise WeightsError(f"convjax has no torchvision mapping for '{model_name}'; models with one: "
-                       f"{', '.join(sorted(TORCH_FAMILIES))}")
+  _check_mapped(model_name)
   model = models.create(model_name, num_classes=num_classes, **overrides)
   height, width, channels = models.get_spec(model_name).input_shape
   images = jnp.zeros((1, height, width, channels), jnp.float32)
@@ -281,6 +278,25 @@ def _layout(model_name: str, num_classes: int | None, overrides: Mapping[str, An
        _trunk_channels(model_name, model, path[:-1]))
       for collection, tree in variables.items()
       for path, target in traverse_util.flatten_dict(tree).items()]
+
+
+def _check_mapped(model_name: str) -> None:
+  if model_name not in TORCH_FAMILIES:
+    models.get_spec(model_name)  # An unknown name gets the registry's own error.
+    raise WeightsError(f"convjax has no torchvision mapping for '{model_name}'; models with one: "
+                       f"{', '.join(sorted(TORCH_FAMILIES))}")
+
+
+def torch_num_classes(model_name: str, state: StateDict) -> int:
+  """The number of classes a state dict of `model_name`'s counterpart was trained for: the
+  output width of its final classifier."""
+  _check_mapped(model_name)
+  key = torch_name(model_name, models.create(model_name), ('classifier',)) + '.weight'
+  state = _strip_wrapper_prefix(dict(state))
+  if key not in state:
+    raise WeightsError(f"the weights have no '{key}', {model_name}'s classifier: are they for "
+                       'another architecture?')
+  return int(np.shape(state[key])[0])
 
 
 def load_torch(model_name: str, weights: str | StateDict, num_classes: int | None = None,

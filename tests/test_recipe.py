@@ -124,7 +124,7 @@ def test_a_recipe_run_trains_and_logs(tmp_path, digits_config):
                        learning_rate=3e-3)
   run = builder.build(digits_config, parallel.DataParallel(),
                       builder.DataSpec((28, 28, 1), 10, (0.3,), (0.4,), 1438))
-  assert run.recipe == steps.Recipe(label_smoothing=0.1, grad_accum_steps=2)
+  assert run.recipe == steps.Recipe(label_smoothing=0.1, grad_accum_steps=2, head=('classifier',))
   final = train.train_and_evaluate(digits_config, str(tmp_path))
   assert final['num_test_examples'] == 359 and np.isfinite(final['test_loss'])
   assert 'tta_test_accuracy' not in final

@@ -9,6 +9,7 @@ import functools
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
+import jax
 
 from convjax import errors, suggest
 from convjax.models import alexnet, densenet, googlenet, lenet, nin, resnet, speednet, vgg
@@ -28,17 +29,22 @@ class ModelSpec:
     small_inputs: constructor overrides for inputs smaller than SMALL_INPUT_SIZE (the small-image
       stem); empty for models native to small images.
     paper: the publication the model follows.
+    head: fnmatch patterns of the top-level modules whose outputs are the classes, which
+      fine-tuning re-initialises for another number of classes and trains above a frozen
+      backbone (convjax/finetune.py); empty for a model whose class layer has no parameters.
   """
   constructor: Callable[..., nn.Module]
   input_shape: tuple[int, int, int]
   num_classes: int
   small_inputs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   paper: str = ''
+  head: tuple[str, ...] = ('classifier',)
 
 
 _IMAGENET = dict(input_shape=(224, 224, 3), num_classes=1000)
 _CIFAR = dict(input_shape=(32, 32, 3), num_classes=10)
 _SMALL_STEM = {'stem': 'small'}
+_GOOGLENET_HEAD = ('classifier', 'aux_*')  # The auxiliary classifiers are heads too.
 _RESNET = 'He et al. 2015, Deep Residual Learning for Image Recognition'
 _VGG = 'Simonyan & Zisserman 2014, Very Deep Convolutional Networks'
 
@@ -57,7 +63,8 @@ _REGISTRY: dict[str, ModelSpec] = {
                         paper='LeCun et al. 1998, modern variant (ReLU, max pooling, softmax)'),
     'lenet5_1998': ModelSpec(lenet.LeNet5_1998, input_shape=(32, 32, 1), num_classes=10,
                              paper='LeCun et al. 1998, Gradient-Based Learning Applied to '
-                                   'Document Recognition'),
+                                   'Document Recognition',
+                             head=()),  # Fixed RBF prototypes score the classes.
     'alexnet': ModelSpec(alexnet.AlexNetOneTower, **_IMAGENET, small_inputs={'conv1': (5, 1, 2)},
                          paper='Krizhevsky 2014, One weird trick (single tower, torchvision)'),
     'alexnet_2012': ModelSpec(alexnet.AlexNet2012, **_IMAGENET, small_inputs={'conv1': (5, 1, 2)},
@@ -71,15 +78,18 @@ _REGISTRY: dict[str, ModelSpec] = {
     'vgg16': _vgg(vgg.VGG16, False), 'vgg16_bn': _vgg(vgg.VGG16, True),
     'vgg19': _vgg(vgg.VGG19, False), 'vgg19_bn': _vgg(vgg.VGG19, True),
     'googlenet': ModelSpec(googlenet.GoogLeNet, **_IMAGENET, small_inputs=_SMALL_STEM,
-                           paper='Szegedy et al. 2014, Going Deeper with Convolutions'),
+                           paper='Szegedy et al. 2014, Going Deeper with Convolutions',
+                           head=_GOOGLENET_HEAD),
     'googlenet_bn': ModelSpec(functools.partial(googlenet.GoogLeNet, batch_norm=True), **_IMAGENET,
                               small_inputs=_SMALL_STEM,
-                              paper='Szegedy et al. 2014, with batch norm (Ioffe & Szegedy 2015)'),
+                              paper='Szegedy et al. 2014, with batch norm (Ioffe & Szegedy 2015)',
+                              head=_GOOGLENET_HEAD),
     'googlenet_torchvision': ModelSpec(
         functools.partial(googlenet.GoogLeNet, batch_norm=True, bn_epsilon=1e-3,
                           third_branch_kernel=3, last_pool_window=2, dropout_rate=0.2),
         **_IMAGENET, small_inputs=_SMALL_STEM,
-        paper="torchvision's GoogLeNet (3x3 third branch, epsilon 1e-3, 2x2 pool before 5a)"),
+        paper="torchvision's GoogLeNet (3x3 third branch, epsilon 1e-3, 2x2 pool before 5a)",
+        head=_GOOGLENET_HEAD),
     'resnet18': ModelSpec(resnet.ResNet18, **_IMAGENET, small_inputs=_SMALL_STEM, paper=_RESNET),
     'resnet34': ModelSpec(resnet.ResNet34, **_IMAGENET, small_inputs=_SMALL_STEM, paper=_RESNET),
     'resnet50': ModelSpec(resnet.ResNet50, **_IMAGENET, small_inputs=_SMALL_STEM,
@@ -92,7 +102,8 @@ _REGISTRY: dict[str, ModelSpec] = {
     'resnet56': _cifar_resnet(56), 'resnet110': _cifar_resnet(110),
     'densenet121': ModelSpec(densenet.DenseNet121, **_IMAGENET, small_inputs=_SMALL_STEM,
                              paper='Huang et al. 2017, Densely Connected Convolutional Networks'),
-    'nin': ModelSpec(nin.NiN, **_CIFAR, paper='Lin, Chen & Yan 2013, Network in Network'),
+    'nin': ModelSpec(nin.NiN, **_CIFAR, paper='Lin, Chen & Yan 2013, Network in Network',
+                     head=('class_maps',)),
     'speednet': ModelSpec(speednet.SpeedNet, input_shape=(28, 28, 1), num_classes=10,
                           paper="convjax's Fashion-MNIST speed-run network, after Page 2018 "
                                 '(ResNet-9) and Jordan 2024 (airbench)'),
@@ -161,6 +172,18 @@ def uses_small_inputs(name: str, input_shape, small_inputs: bool | None = None) 
   if small_inputs is not None:
     return small_inputs
   return input_shape is not None and min(input_shape[:2]) < SMALL_INPUT_SIZE
+
+
+def in_head(patterns, module: str) -> bool:
+  """Whether the top-level module `module` matches one of the fnmatch `patterns` of a
+  ModelSpec.head: whether it is one of the layers whose outputs are the classes."""
+  return any(fnmatch.fnmatchcase(module, pattern) for pattern in patterns)
+
+
+def head_mask(patterns, params) -> Any:
+  """A tree like params of bools, True for the leaves of the head's modules (`in_head`)."""
+  return {module: jax.tree.map(lambda _: in_head(patterns, module), tree)
+          for module, tree in params.items()}
 
 
 def create(name: str, num_classes: int | None = None, input_shape=None,
