@@ -67,6 +67,7 @@ def _no_checkpoint(workdir: str) -> NoCheckpointError:
 class SavedModel:
   """A workdir's model without its data: config, module, variables at `step`, and the input
   (height, width, channels) it was trained or converted for."""
+  workdir: str
   config: Any
   model: Any
   variables: dict
@@ -93,20 +94,26 @@ def load_model(workdir: str) -> SavedModel:
   input_shape = tuple(meta['input_shape'])
   model = builder.create_model(config, meta['num_classes'], input_shape)
   variables = _restore_variables(state, model, input_shape, workdir)
-  return SavedModel(config, model, variables, step, input_shape, data.get_info(config.dataset))
+  return SavedModel(workdir, config, model, variables, step, input_shape,
+                    data.get_info(config.dataset))
 
 
 def load(workdir: str) -> TrainedRun:
   """Reopens `workdir`'s newest checkpoint with its test split; raises NoCheckpointError when
   there is none."""
-  saved = load_model(workdir)
+  return with_test_split(load_model(workdir))
+
+
+def with_test_split(saved: SavedModel) -> TrainedRun:
+  """`saved` with its dataset's test split in memory; ConfigError for a streamed dataset, whose
+  splits are never held in memory (the similarity tools need one)."""
   config = saved.config
   if saved.info.streaming:
     raise config_lib.ConfigError(f"inspecting runs on streamed datasets ('{config.dataset}') is "
                                  'not supported; the tools read in-memory test splits')
   dataset = data.load(config.dataset, config.data_dir, config.data_source,
                       image_size=config.image_size)
-  return TrainedRun(workdir, config, saved.model, saved.variables, saved.step, dataset.test,
+  return TrainedRun(saved.workdir, config, saved.model, saved.variables, saved.step, dataset.test,
                     saved.info)
 
 

@@ -1,13 +1,15 @@
 """Draws what a trained network learned and does, from a workdir's latest checkpoint.
 
-  python -m experiments.visualize --workdir=DIR [--image_index=N] [--num_wrong=16]
+  python -m experiments.visualize --workdir=DIR [--image_index=N] [--image=FILE] [--num_wrong=16]
   python -m experiments.visualize --workdir=DIR --kernels
 
 Writes PNGs to DIR/plots/: filters.png (the first conv layer's filters), feature_maps.png (test
-image N after each conv, activation and pooling stage), loss.png and accuracy.png (train and
-test curves from metrics.jsonl), confusion.png, confidently_wrong.png. --kernels instead writes
-kernels.png: every classic kernel of convjax.convolution.KERNELS applied to a photograph
-(scikit-image's bundled camera image); it needs no trained run.
+image N, or the image file --image, after each conv, activation and pooling stage), loss.png and
+accuracy.png (train and test curves from metrics.jsonl), confusion.png, confidently_wrong.png.
+A workdir of a streamed dataset, such as one experiments.convert wrote for ImageNet weights,
+gets the plots that need no test split: the filters, --image's feature maps and the curves.
+--kernels instead writes kernels.png: every classic kernel of convjax.convolution.KERNELS applied
+to a photograph (scikit-image's bundled camera image); it needs no trained run.
 """
 import os
 
@@ -18,6 +20,8 @@ from experiments import cli
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A training run directory.')
 _IMAGE_INDEX = flags.DEFINE_integer('image_index', 0, 'Test image whose feature maps to draw.')
+_IMAGE = flags.DEFINE_string('image', None,
+                             'An image file whose feature maps to draw, instead of a test image.')
 _NUM_WRONG = flags.DEFINE_integer('num_wrong', 16, 'How many confident mistakes to show.')
 _KERNELS = flags.DEFINE_bool('kernels', False, 'Draw the classic-kernels table on a photograph.')
 flags.mark_flags_as_required(['workdir'])
@@ -29,14 +33,39 @@ def main(argv):
   if _KERNELS.value:
     print(f'wrote {draw_kernels(out)}')
     return
-  from convjax import trained
+  from convjax import inference, trained
   if _NUM_WRONG.value < 1:
     raise errors.InvalidValueError(f'--num_wrong must be at least 1, got {_NUM_WRONG.value}')
-  run = trained.load(_WORKDIR.value)
-  cli.check_index('image_index', _IMAGE_INDEX.value, len(run.test), 'the test set')
-  paths = [draw_filters(run, out), draw_feature_maps(run, _IMAGE_INDEX.value, out),
-           *draw_curves(run, out), *draw_predictions(run, _NUM_WRONG.value, out)]
+  saved = trained.load_model(_WORKDIR.value)
+  image = None
+  if _IMAGE.value:  # Read before anything is drawn: an unreadable file writes nothing.
+    image = (inference.read_image(_IMAGE.value, saved.input_shape, saved.info.streaming,
+                                  saved.config.eval_crop_ratio), os.path.basename(_IMAGE.value))
+  if saved.info.streaming:
+    paths = draw_without_test_split(saved, image, out)
+  else:
+    run = trained.with_test_split(saved)
+    cli.check_index('image_index', _IMAGE_INDEX.value, len(run.test), 'the test set')
+    index = _IMAGE_INDEX.value
+    label = run.label_names[run.test.labels[index]]
+    image = image or (run.test.images[index], f'test image {index} ({label})')
+    paths = [draw_filters(saved, out), draw_feature_maps(saved, *image, out),
+             *draw_curves(saved, out), *draw_predictions(run, _NUM_WRONG.value, out)]
   print('\n'.join(f'wrote {p}' for p in paths))
+
+
+def draw_without_test_split(saved, image, out: str) -> list[str]:
+  """A streamed dataset's workdir: the filters, the feature maps of `image` ((pixels, title) or
+  None) and the curves, where training wrote any (a converted workdir has none)."""
+  from convjax import trained
+  paths = [draw_filters(saved, out)]
+  if image is not None:
+    paths.append(draw_feature_maps(saved, *image, out))
+  if trained.read_curves(saved.workdir)['train_loss'][0]:
+    paths += draw_curves(saved, out)
+  print(f"'{saved.config.dataset}' is streamed, so the plots of its test split (a test image's "
+        'feature maps, confusion, confident mistakes) are left out; --image draws feature maps')
+  return paths
 
 
 def draw_kernels(out: str) -> str:
@@ -60,37 +89,40 @@ def draw_kernels(out: str) -> str:
   return path
 
 
-def draw_filters(run, out: str) -> str:
+def draw_filters(saved, out: str) -> str:
+  """saved: a trained.SavedModel."""
   from convjax import plots, visualize
-  layer, kernel = visualize.first_conv_filters(run.model, run.variables, run.test.images.shape[1:])
+  layer, kernel = visualize.first_conv_filters(saved.model, saved.variables, saved.input_shape)
   path = os.path.join(out, 'filters.png')
   plots.image_grid(visualize.filter_images(kernel),
                    [f'{i}' for i in range(kernel.shape[-1])], path, columns=8,
                    symmetric=kernel.shape[2] == 1,
-                   suptitle=f'{run.config.model} {layer}: {kernel.shape[-1]} learned '
-                            f"{'x'.join(map(str, kernel.shape[:2]))} filters (step {run.step})")
+                   suptitle=f'{saved.config.model} {layer}: {kernel.shape[-1]} learned '
+                            f"{'x'.join(map(str, kernel.shape[:2]))} filters (step {saved.step})")
   return path
 
 
-def draw_feature_maps(run, index: int, out: str) -> str:
-  from convjax import plots, visualize
-  image = run.normalize(run.test.images[index:index + 1])[0]
-  stages = visualize.feature_maps(run.model, run.variables, image)
-  stages = [('input', run.test.images[index].astype('float32'))] + stages
-  label = run.label_names[run.test.labels[index]]
+def draw_feature_maps(saved, image, title: str, out: str) -> str:
+  """image: uint8 [h, w, c] of saved.input_shape, preprocessed as for evaluation."""
+  import jax.numpy as jnp
+  from convjax import data, plots, visualize
+  normalized = data.normalize(jnp.asarray(image[None]), saved.info.mean, saved.info.std)[0]
+  stages = visualize.feature_maps(saved.model, saved.variables, normalized)
+  stages = [('input', image.astype('float32'))] + stages
   path = os.path.join(out, 'feature_maps.png')
-  plots.feature_rows(stages, path, suptitle=f'{run.config.model}: test image {index} ({label}), '
+  plots.feature_rows(stages, path, suptitle=f'{saved.config.model}: {title}, '
                                             'stage by stage (first 16 maps)')
   return path
 
 
-def draw_curves(run, out: str) -> list[str]:
+def draw_curves(saved, out: str) -> list[str]:
   from convjax import plots, trained
-  curves = trained.read_curves(run.workdir)
+  curves = trained.read_curves(saved.workdir)
   paths = [os.path.join(out, 'loss.png'), os.path.join(out, 'accuracy.png')]
+  name = f'{saved.config.model} on {saved.config.dataset}'
   for path, metric in zip(paths, ('loss', 'accuracy')):
     plots.curves({split: curves[f'{split}_{metric}'] for split in ('train', 'test')}, 'step',
-                 metric, f'{run.config.model} on {run.config.dataset}: {metric}', path)
+                 metric, f'{name}: {metric}', path)
   return paths
 
 

@@ -84,6 +84,20 @@ def test_a_torchvision_file_starts_the_run_with_a_new_head_and_a_grayscale_stem(
       np.testing.assert_array_equal(value, want[path])
 
 
+def test_a_converted_workdir_starts_a_run_as_its_weights_file_does(tmp_path, torch_file):
+  converted = default.get_config()
+  converted.update(model='resnet18', dataset='imagenet2012', num_classes=7)
+  converted.model_kwargs.update(TINY_RESNET)
+  workdir = str(tmp_path / 'converted')
+  weights.write_workdir(workdir, converted, weights.load_torch('resnet18', torch_file, 7,
+                                                               **TINY_RESNET), torch_file)
+  fresh = fresh_variables(tiny_config())
+  from_file, _ = finetune.initial_variables(tiny_config(init_from=torch_file), fresh)
+  from_workdir, line = finetune.initial_variables(tiny_config(init_from=workdir), fresh)
+  jax.tree.map(np.testing.assert_array_equal, from_workdir, from_file)
+  assert line.endswith(f'from {workdir}, head re-initialised')
+
+
 def test_reinit_head_true_reinitialises_a_head_that_fits(tmp_path):
   path = str(tmp_path / 'ten.safetensors')
   save_file(random_state('resnet18', num_classes=10, **TINY_RESNET), path)

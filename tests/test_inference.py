@@ -145,3 +145,18 @@ def test_export_script_writes_an_artifact_and_refuses_a_workdir_without_checkpoi
                            capture_output=True, text=True, timeout=120)
   assert refused.returncode == 1 and 'holds no checkpoint' in refused.stderr
   assert not (tmp_path / 'none.jaxexport').exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# Visualising a converted workdir, whose dataset is streamed.
+
+def test_visualize_draws_a_converted_workdirs_filters_and_an_images_feature_maps(converted,
+                                                                                  tmp_path):
+  image = save(tmp_path / 'photo.png', RNG.integers(0, 256, (150, 200, 3), dtype=np.uint8))
+  result = subprocess.run([sys.executable, '-m', 'experiments.visualize',
+                           f'--workdir={converted}', f'--image={image}'], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr
+  plots = os.path.join(converted, 'plots')
+  assert sorted(os.listdir(plots)) == ['feature_maps.png', 'filters.png']
+  assert "'imagenet2012' is streamed, so the plots of its test split" in result.stdout
