@@ -119,8 +119,8 @@ def get_config() -> ml_collections.ConfigDict:
   # from those weights. Read at step 0 only: a resumed run continues from its own checkpoints.
   config.init_from = ''
   # The head, the layers that output the classes (models.ModelSpec.head): None re-initialises
-  # it when its shapes differ from init_from's (another number of classes); True always; False
-  # never (a mismatch is then an error).
+  # it when its shapes differ from init_from's (another number of classes) or init_from is a
+  # workdir of another dataset; True always; False never (a shape mismatch is then an error).
   config.reinit_head = config_dict.placeholder(bool)
   # 'none' trains every layer; 'backbone' trains the head alone on a frozen backbone, which runs
   # in evaluation mode: batch norm normalises with its running statistics and keeps them, and

@@ -8,8 +8,8 @@ config.init_from names the source, read once before the run's first step:
 Every variable of the run comes from the source, with matching shapes, except:
   the head            models.ModelSpec.head, the layers whose outputs are the classes. With
                       config.reinit_head None it keeps its random initialisation when its shapes
-                      differ from the source's (another number of classes); True always, False
-                      never. A source's head tensors that the run lacks (GoogLeNet's auxiliary
+                      differ from the source's (another number of classes) or the source is a
+                      workdir of another dataset (other classes); True always, False never. A source's head tensors that the run lacks (GoogLeNet's auxiliary
                       classifiers, when the run trains without them) are dropped.
   the first conv      of an RGB source on grayscale data: its kernel [h, w, 3, out] is summed over
                       the colour channels to [h, w, 1, out], which responds to a grey image as the
@@ -45,13 +45,15 @@ def initial_variables(config, fresh: dict) -> tuple[dict, str]:
   Raises:
     InitFromError, weights.WeightsError or a checkpoint error, naming what does not fit.
   """
-  source = _read_source(config)
+  source, source_dataset = _read_source(config)
   head = models.get_spec(config.model).head
   target = traverse_util.flatten_dict(fresh)
   in_head = lambda path: path[0] == 'params' and _is_head(path, head)
   differs = sorted('/'.join(p) for p, v in target.items()
                    if in_head(p) and (p not in source or source[p].shape != v.shape))
-  reinit = bool(differs) if config.reinit_head is None else config.reinit_head
+  # Another dataset's classes mean other things, even when there are as many.
+  other_classes = bool(differs) or source_dataset not in (None, config.dataset)
+  reinit = other_classes if config.reinit_head is None else config.reinit_head
   if differs and not reinit:
     raise InitFromError(f"{config.init_from}'s head does not fit this run's ({differs[0]} "
                         'differs: another number of classes?); leave reinit_head unset to '
@@ -79,21 +81,22 @@ def _is_head(path: Path, head: tuple[str, ...]) -> bool:
   return models.in_head(head, path[1])
 
 
-def _read_source(config) -> dict[Path, np.ndarray]:
-  """config.init_from's variables as {(collection, module, ..., leaf): array}."""
-  source = config.init_from
+def _read_source(config) -> tuple[dict[Path, np.ndarray], str | None]:
+  """config.init_from's variables as {(collection, module, ..., leaf): array}, and the dataset
+  they were trained on where a workdir says so (None for a weights file)."""
+  source, dataset = config.init_from, None
   if os.path.isdir(source):
     saved = trained.load_model(source)
     if saved.config.model != config.model:
       raise InitFromError(f"init_from={source} holds a {saved.config.model}, but this run "
                           f"trains {config.model}")
-    variables = saved.variables
+    variables, dataset = saved.variables, saved.config.dataset
   elif os.path.exists(source):
     variables = _read_weights_file(config, source)
   else:
     raise InitFromError(f"init_from={source} is neither a convjax workdir nor a weights file")
   flat = traverse_util.flatten_dict({k: v for k, v in variables.items() if v})
-  return {path: np.asarray(value, np.float32) for path, value in flat.items()}
+  return {path: np.asarray(value, np.float32) for path, value in flat.items()}, dataset
 
 
 def _read_weights_file(config, path: str) -> dict[str, Any]:

@@ -127,14 +127,35 @@ def test_weights_of_another_width_are_named(torch_file):
     finetune.initial_variables(config, fresh_variables(config))
 
 
-def test_missing_sources_and_other_models_are_refused(tmp_path):
-  with pytest.raises(finetune.InitFromError, match='neither a convjax workdir nor a weights file'):
-    finetune.initial_variables(tiny_config(init_from=str(tmp_path / 'nothing')), {})
+@pytest.fixture(scope='module')
+def lenet_on_digits(tmp_path_factory):
+  """A workdir of one LeNet-5 step on digits, and its config."""
   config = default.get_config()
   config.update(dataset='digits', image_size=28, num_train_steps=1, batch_size=64)
-  train.train_and_evaluate(config, str(tmp_path / 'lenet'))
+  workdir = str(tmp_path_factory.mktemp('lenet') / 'run')
+  train.train_and_evaluate(config, workdir)
+  return workdir, config
+
+
+def test_missing_sources_and_other_models_are_refused(tmp_path, lenet_on_digits):
+  with pytest.raises(finetune.InitFromError, match='neither a convjax workdir nor a weights file'):
+    finetune.initial_variables(tiny_config(init_from=str(tmp_path / 'nothing')), {})
   with pytest.raises(finetune.InitFromError, match='holds a lenet5, but this run trains resnet18'):
-    finetune.initial_variables(tiny_config(init_from=str(tmp_path / 'lenet')), {})
+    finetune.initial_variables(tiny_config(init_from=lenet_on_digits[0]), {})
+
+
+@pytest.mark.parametrize('dataset, reinit', [('digits', False), ('mnist', True)])
+def test_a_workdir_of_another_dataset_gets_a_new_head_even_with_as_many_classes(
+    lenet_on_digits, dataset, reinit):
+  workdir, config = lenet_on_digits
+  config = config.copy_and_resolve_references()
+  config.update(init_from=workdir, dataset=dataset)
+  fresh = builder.build(config, parallel.DataParallel(1), builder.DataSpec(
+      (28, 28, 1), 10, (0.5,), (0.25,), 1000)).init_variables()
+  variables, line = finetune.initial_variables(config, fresh)
+  kernel = variables['params']['classifier']['kernel']
+  assert np.array_equal(kernel, fresh['params']['classifier']['kernel']) == reinit
+  assert line.endswith('head re-initialised') == reinit
 
 
 def test_torch_num_classes_reads_the_classifier():
