@@ -18,11 +18,12 @@ Everything trains, the backbone at a tenth of the head's learning rate (backbone
 --config.freeze=backbone trains the classifier alone on frozen ImageNet features instead.
 
 Smoke test, with torchvision's random initialisation in place of the ImageNet weights, so the
-figure says that the path runs and learns, not what pretraining gives (2 Xeon cores,
-2026-11-30), on a file written by
+figure says that the path runs and learns, not what pretraining gives. On a file written by
   python -c "import torch, torchvision; torch.save(torchvision.models.resnet18().state_dict(),
              'resnet18_random.pth')"
-SMOKE_RESULT
+and --config.init_from=resnet18_random.pth, the 3 epochs reached test accuracy 0.8827 (flip TTA
+0.8855; 0.8600 after epoch 1, 0.8784 after epoch 2) in 1,582 s of wall time at 126 training
+images/s (2 Xeon cores, 2026-11-30; a test run shared the cores for part of it).
 """
 import os
 
