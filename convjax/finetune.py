@@ -94,7 +94,7 @@ def _read_source(config) -> tuple[dict[Path, np.ndarray], str | None]:
   elif os.path.exists(source):
     variables = _read_weights_file(config, source)
   else:
-    raise InitFromError(f"init_from={source} is neither a convjax workdir nor a weights file")
+    raise InitFromError(f"init_from={source}: there is no workdir or weights file there")
   flat = traverse_util.flatten_dict({k: v for k, v in variables.items() if v})
   return {path: np.asarray(value, np.float32) for path, value in flat.items()}, dataset
 
@@ -117,8 +117,9 @@ def _fit(config, array: np.ndarray, shape: tuple[int, ...], path: Path) -> np.nd
     return array.sum(axis=2, keepdims=True)
   hint = ''
   if models.get_spec(config.model).small_inputs and config.small_inputs is not False:
-    hint = (f' (images below {models.SMALL_INPUT_SIZE}x{models.SMALL_INPUT_SIZE} get the '
-            'small-image variant: --config.small_inputs=False keeps the native layers)')
+    why = ('small_inputs=True selects' if config.small_inputs else
+           f'images below {models.SMALL_INPUT_SIZE}x{models.SMALL_INPUT_SIZE} get')
+    hint = f' ({why} the small-image variant; --config.small_inputs=False keeps the native one)'
   raise InitFromError(
       f"{config.init_from}'s {'/'.join(path)} has shape {_shape(array.shape)}, but this run's "
       f'{config.model} needs {_shape(shape)}{hint}')

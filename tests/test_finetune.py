@@ -112,7 +112,7 @@ def test_reinit_head_true_reinitialises_a_head_that_fits(tmp_path):
 @pytest.mark.parametrize('fields, message', [
     (dict(reinit_head=False), "head does not fit this run's .*reinit_head"),
     (dict(small_inputs=None), 'stem_conv/kernel has shape 7x7x3x4, but this run.s resnet18 '
-                              'needs 3x3x1x4 .*small_inputs=False'),
+                              'needs 3x3x1x4 .*small_inputs=False keeps'),
 ])
 def test_weights_that_do_not_fit_are_named(torch_file, fields, message):
   config = tiny_config(init_from=torch_file, **fields)
@@ -138,7 +138,7 @@ def lenet_on_digits(tmp_path_factory):
 
 
 def test_missing_sources_and_other_models_are_refused(tmp_path, lenet_on_digits):
-  with pytest.raises(finetune.InitFromError, match='neither a convjax workdir nor a weights file'):
+  with pytest.raises(finetune.InitFromError, match='there is no workdir or weights file there'):
     finetune.initial_variables(tiny_config(init_from=str(tmp_path / 'nothing')), {})
   with pytest.raises(finetune.InitFromError, match='holds a lenet5, but this run trains resnet18'):
     finetune.initial_variables(tiny_config(init_from=lenet_on_digits[0]), {})
