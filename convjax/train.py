@@ -269,7 +269,9 @@ def _train(loop: _Loop, state: steps.TrainState, start_step: int, signals: stopp
     if step % log_every == 0 or is_last:
       _log_train(loop, checked, timer, step)
       checked = []
-    if step % eval_every == 0 and not is_last:
+    # The run's last step and a budget's end get the final evaluation instead; a stop signal's
+    # step does not, so it evaluates here, or a resumed run's records would miss this one.
+    if step % eval_every == 0 and not (step == loop.run.total_steps or out_of_budget):
       jax.block_until_ready(state)  # Dispatched steps count once they have run, not before.
       trained = {'train_seconds': timer.train_seconds(), 'epoch': step / loop.run.steps_per_epoch}
       with timer.excluded():

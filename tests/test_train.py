@@ -1,6 +1,7 @@
 import functools
 import json
 import os
+import signal
 
 import flax.linen as nn
 import jax
@@ -10,7 +11,7 @@ import optax
 import pytest
 
 from convjax import (builder, checkpoint, config as config_lib, data, metrics, parallel, pipeline,
-                     steps, summary, train)
+                     steps, stopping, summary, train)
 from tests.conftest import NUM_TEST_DEVICES
 
 
@@ -301,3 +302,18 @@ def test_progress_eta_is_the_budgets_and_evaluations_print_test_accuracy(capsys,
   lines = capsys.readouterr().out.splitlines()
   assert lines == ['step 13/4680  loss 0.5000  1,000 img/s  ETA 50s',
                    'step 13/4680  test accuracy 0.8512']
+
+
+def test_a_stop_at_an_evaluation_step_still_evaluates_it(tmp_path, digits_config, monkeypatch):
+  """A signal's step is checkpointed and the run ends without the final evaluation, so an
+  evaluation due at that step runs first: the resumed run starts after it and never would."""
+  def requested(signals, step):
+    if step == 6:  # digits_config evaluates every 6 steps.
+      signals.received = signal.SIGTERM
+    return signals.received is not None
+  monkeypatch.setattr(stopping.StopSignals, 'requested', requested)
+  with pytest.raises(stopping.Stopped):
+    train.train_and_evaluate(digits_config, str(tmp_path))
+  monkeypatch.undo()
+  train.train_and_evaluate(digits_config, str(tmp_path))
+  assert [r['step'] for r in read_lines(str(tmp_path), 'test_accuracy')] == [6, 12]
