@@ -1,8 +1,11 @@
 """convjax's imports of torchvision models against torchvision itself: the same images, the logits.
 
-  pip install -r benchmarks/requirements-torchvision.txt   # torch and torchvision, never convjax's
+  pip install -r benchmarks/requirements-torchvision.txt   # torch, torchvision, timm; never convjax's
   python -m benchmarks.torchvision_parity [--models=resnet*,vgg11] \
       [--output=benchmarks/results/torchvision_parity.json]   # adds or replaces these models
+  python -m benchmarks.torchvision_parity --library=timm --output=benchmarks/results/timm_parity.json
+
+--library=timm compares timm's ResNets and DenseNet-121, whose state dicts use torchvision's names.
 
 Each model is built by torchvision with random weights. Its biases, batch-norm scales and running
 statistics are then randomised too, so that a tensor the mapping dropped or misplaced cannot hide
@@ -25,22 +28,27 @@ from experiments import cli
 _MODELS = flags.DEFINE_list('models', ['*'], 'fnmatch patterns over the models with a mapping.')
 _BATCH = flags.DEFINE_integer('batch', 2, 'Images per comparison.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Also write the differences here as JSON.')
+_LIBRARY = flags.DEFINE_enum('library', 'torchvision', torchvision_reference.LIBRARIES,
+                             'Whose models to compare against.')
 
 
 def main(argv):
   del argv
-  names = sorted(name for name in weights.TORCH_FAMILIES
+  library = _LIBRARY.value
+  mapped = (weights.TORCH_FAMILIES if library == 'torchvision' else
+            torchvision_reference.TIMM_MODELS)
+  names = sorted(name for name in mapped
                  if any(fnmatch.fnmatchcase(name, p) for p in _MODELS.value))
   if not names:
-    raise errors.InvalidValueError(f"--models={','.join(_MODELS.value)} matches no model with a "
-                                   f"mapping; they are: {', '.join(sorted(weights.TORCH_FAMILIES))}")
-  if importlib.util.find_spec('torchvision') is None:
-    raise errors.UserError('this comparison needs torch and torchvision: pip install -r '
+    raise errors.InvalidValueError(f"--models={','.join(_MODELS.value)} matches no {library} "
+                                   f"model with a mapping; they are: {', '.join(sorted(mapped))}")
+  if any(importlib.util.find_spec(module) is None for module in ('torchvision', library)):
+    raise errors.UserError(f'this comparison needs torch and {library}: pip install -r '
                            'benchmarks/requirements-torchvision.txt')
   report = {}
   print(f"{'model':12s} {'max |difference|':>17s} {'max |logit|':>12s} {'relative':>10s}")
   for name in names:
-    report[name] = torchvision_reference.compare(name, _BATCH.value)
+    report[name] = torchvision_reference.compare(name, _BATCH.value, library=library)
     print(f"{name:12s} {report[name]['max_abs_difference']:17.3e} "
           f"{report[name]['max_abs_logit']:12.3e} {report[name]['relative']:10.2e}", flush=True)
   if _OUTPUT.value:  # Adds or replaces these models' entries; other models' stay.

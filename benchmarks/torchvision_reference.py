@@ -1,5 +1,6 @@
-"""torchvision's models against convjax's imports of their weights: the comparison itself, without
-flags, so that tests and benchmarks.torchvision_parity share it. Needs torch and torchvision.
+"""torchvision's (and timm's) models against convjax's imports of their weights: the comparison
+itself, without flags, so that tests and benchmarks.torchvision_parity share it. Needs torch and
+torchvision, and timm for timm's models.
 """
 import warnings
 
@@ -21,15 +22,31 @@ def randomise(module, seed: int) -> None:
         tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.1 + centre)
 
 
-def compare(name: str, batch: int = 2, seed: int = 0) -> dict[str, float]:
-  """torchvision's `name` with random weights, imported into convjax: both frameworks' logits on
-  the same [batch, 224, 224, 3] images. Returns max_abs_difference, max_abs_logit, relative."""
-  import torch  # pylint: disable=import-outside-toplevel
+LIBRARIES = ('torchvision', 'timm')
+# timm's models whose state dicts use torchvision's names (timm's VGG has a conv "pre_logits"
+# head instead of torchvision's classifier, and timm has no AlexNet or torchvision's GoogLeNet).
+TIMM_MODELS = tuple(f'resnet{depth}' for depth in (18, 34, 50, 101, 152)) + ('densenet121',)
+
+
+def reference_model(name: str, library: str = 'torchvision'):
+  """The PyTorch model that convjax's `name` mirrors, from torchvision or timm, with its default
+  random initialisation, in evaluation mode."""
+  if library == 'timm':
+    import timm  # pylint: disable=import-outside-toplevel
+    return timm.create_model(name, pretrained=False).eval()
   import torchvision  # pylint: disable=import-outside-toplevel
-  torch.manual_seed(seed)
   with warnings.catch_warnings():  # GoogLeNet's notice that its default initialisation will change.
     warnings.simplefilter('ignore', FutureWarning)
-    reference = getattr(torchvision.models, name.removesuffix('_torchvision'))(weights=None).eval()
+    return getattr(torchvision.models, name.removesuffix('_torchvision'))(weights=None).eval()
+
+
+def compare(name: str, batch: int = 2, seed: int = 0,
+            library: str = 'torchvision') -> dict[str, float]:
+  """`library`'s `name` with random weights, imported into convjax: both frameworks' logits on
+  the same [batch, 224, 224, 3] images. Returns max_abs_difference, max_abs_logit, relative."""
+  import torch  # pylint: disable=import-outside-toplevel
+  torch.manual_seed(seed)
+  reference = reference_model(name, library)
   randomise(reference, seed + 1)
   images = np.random.default_rng(seed + 2).standard_normal((batch, 224, 224, 3)).astype(np.float32)
   with torch.no_grad():

@@ -6,8 +6,8 @@
 convjax's AlexNet, VGG, ResNet, DenseNet and googlenet_torchvision lay out their layers as
 torchvision's do, one for one, so each convjax layer has exactly one torchvision counterpart,
 which `torch_name` names from the layer's module path by its family's rule. timm's ResNets and
-DenseNets use the same layer names, so their state dicts should load too (untested: timm is not
-installed here). On the way, tensors change layout:
+DenseNet-121 use the same names, so their state dicts load too (benchmarks/results/
+timm_parity.json; timm's VGG has a convolutional head of its own and does not). On the way, tensors change layout:
 
   conv kernel    [out, in, kh, kw] (OIHW)   -> [kh, kw, in, out] (HWIO)
   dense kernel   [out, in]                  -> [in, out]; a dense layer reading a flattened conv

@@ -1,8 +1,8 @@
 """Importing torchvision's weights: names, layouts, the exactly-once rule, files and errors.
 
 CI has no PyTorch: state dicts are built with torchvision's names and shapes as NumPy arrays. Where
-torch and torchvision import (benchmarks/requirements.txt), the last test checks every supported
-model's logits against torchvision's own.
+torch, torchvision and timm import (benchmarks/requirements-torchvision.txt), the last tests check
+every supported model's logits against torchvision's own, and timm's ResNets' and DenseNet's.
 """
 import json
 import os
@@ -298,4 +298,13 @@ def test_logits_equal_torchvisions(name):
   pytest.importorskip('torch')
   pytest.importorskip('torchvision')
   result = torchvision_reference.compare(name)
+  assert result['relative'] <= 1e-4, result
+
+
+@pytest.mark.parametrize('name', torchvision_reference.TIMM_MODELS)
+def test_logits_equal_timms(name):
+  """timm's ResNets and DenseNet-121 name their tensors as torchvision does, so they load too."""
+  pytest.importorskip('torch')
+  pytest.importorskip('timm')
+  result = torchvision_reference.compare(name, library='timm')
   assert result['relative'] <= 1e-4, result
