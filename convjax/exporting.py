@@ -23,10 +23,13 @@ PLATFORMS = ('cpu', 'cuda', 'rocm', 'tpu')
 def export_model(saved: trained.SavedModel, platforms: Sequence[str] = ('cpu',)
                  ) -> jax.export.Exported:
   """uint8 images [b, h, w, c] (b symbolic) -> logits float32 [b, classes], weights inside."""
+  platforms = [p for p in platforms if p]  # --platforms=cpu, leaves an empty name.
+  if not platforms:
+    raise errors.InvalidValueError(f"no platform given; name at least one of: {', '.join(PLATFORMS)}")
   unknown = [p for p in platforms if p not in PLATFORMS]
-  if unknown or not platforms:
-    raise errors.InvalidValueError(f"unknown platform '{unknown[0] if unknown else ''}'; "
-                                   f"platforms are: {', '.join(PLATFORMS)}")
+  if unknown:
+    raise errors.InvalidValueError(f"unknown platform '{unknown[0]}'; platforms are: "
+                                   f"{', '.join(PLATFORMS)}")
   mean, std = saved.info.mean, saved.info.std
   forward = jax.jit(lambda images: saved.apply(data.normalize(images, mean, std)))
   height, width, channels = saved.input_shape

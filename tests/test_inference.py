@@ -160,3 +160,12 @@ def test_visualize_draws_a_converted_workdirs_filters_and_an_images_feature_maps
   plots = os.path.join(converted, 'plots')
   assert sorted(os.listdir(plots)) == ['feature_maps.png', 'filters.png']
   assert "'imagenet2012' is streamed, so the plots of its test split" in result.stdout
+
+
+@pytest.mark.parametrize('platforms, message', [((), 'no platform given; name at least one of'),
+                                                (('',), 'no platform given'),
+                                                (('cpu', 'tpuu'), "unknown platform 'tpuu'")])
+def test_export_names_what_is_wrong_with_the_platforms(converted, platforms, message):
+  from convjax import errors, exporting  # pylint: disable=import-outside-toplevel
+  with pytest.raises(errors.InvalidValueError, match=message):
+    exporting.export_model(trained.load_model(converted), platforms)
