@@ -15,7 +15,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from convjax import data, errors, lowering, trained
+from convjax import errors, lowering, trained
 
 PLATFORMS = ('cpu', 'cuda', 'rocm', 'tpu')
 
@@ -30,8 +30,7 @@ def export_model(saved: trained.SavedModel, platforms: Sequence[str] = ('cpu',)
   if unknown:
     raise errors.InvalidValueError(f"unknown platform '{unknown[0]}'; platforms are: "
                                    f"{', '.join(PLATFORMS)}")
-  mean, std = saved.info.mean, saved.info.std
-  forward = jax.jit(lambda images: saved.apply(data.normalize(images, mean, std)))
+  forward = jax.jit(saved.apply)  # Normalises inside: the artifact takes uint8 pixels.
   height, width, channels = saved.input_shape
   images = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f'b, {height}, {width}, {channels}'),
                                 jnp.uint8)

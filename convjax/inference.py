@@ -9,9 +9,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 import jax
-import jax.numpy as jnp
 
-from convjax import data, errors, streaming, trained
+from convjax import errors, streaming, trained
 
 
 class ImageError(errors.UserError, ValueError):
@@ -49,9 +48,8 @@ def classify(saved: trained.SavedModel, paths: list[str], top_k: int = 5) -> lis
   streamed = saved.info.streaming
   images = np.stack([read_image(p, saved.input_shape, streamed, saved.config.eval_crop_ratio)
                      for p in paths])
-  normalized = data.normalize(jnp.asarray(images), saved.info.mean, saved.info.std)
-  probabilities = np.asarray(jax.nn.softmax(jax.jit(saved.apply)(normalized), axis=-1))
-  names = data.label_names(saved.config.dataset)
+  probabilities = np.asarray(jax.nn.softmax(jax.jit(saved.apply)(images), axis=-1))
+  names = saved.label_names
   if len(names) != probabilities.shape[1]:  # A model converted with another number of classes.
     names = tuple(str(i) for i in range(probabilities.shape[1]))
   return [{'image': path, 'top_k': top}

@@ -21,29 +21,41 @@ class NoCheckpointError(errors.UserError, ValueError):
   """The workdir holds no trained run to inspect."""
 
 
+def _no_checkpoint(workdir: str) -> NoCheckpointError:
+  return NoCheckpointError(f'{workdir} holds no checkpoint of a training run; train one first '
+                           '(python -m experiments.train --workdir=...)')
+
+
 @dataclasses.dataclass
-class TrainedRun:
-  """config: the run's ConfigDict; variables: {'params', 'batch_stats'} at `step`;
-  test: the test split (uint8 images [n, h, w, c], int labels [n])."""
+class SavedModel:
+  """A workdir's model without its data: config (the run's ConfigDict), module, variables
+  {'params', 'batch_stats'} at `step`, and the input (height, width, channels) it was trained or
+  converted for."""
   workdir: str
   config: Any
   model: Any
   variables: dict
   step: int
-  test: data.Split
+  input_shape: tuple[int, int, int]
   info: data.DatasetInfo
 
   @property
   def label_names(self) -> tuple[str, ...]:
     return data.label_names(self.config.dataset)
 
-  def normalize(self, images: np.ndarray) -> jnp.ndarray:
+  def normalize(self, images) -> jnp.ndarray:
     """uint8 [n, h, w, c] -> the model's float input."""
     return data.normalize(jnp.asarray(images), self.info.mean, self.info.std)
 
-  def apply(self, images: np.ndarray, **kwargs):
+  def apply(self, images, **kwargs):
     """model.apply in evaluation mode on uint8 images [n, h, w, c]."""
     return self.model.apply(self.variables, self.normalize(images), train=False, **kwargs)
+
+
+@dataclasses.dataclass
+class TrainedRun(SavedModel):
+  """A SavedModel with its dataset's test split: uint8 images [n, h, w, c], int labels [n]."""
+  test: data.Split
 
   def batched(self, fn, images: np.ndarray, batch_size: int = 500) -> list:
     """fn applied to successive slices of images; a list of host results."""
@@ -56,28 +68,6 @@ class TrainedRun:
     logits = np.concatenate([o[0] for o in outputs])
     features = np.concatenate([o[1] for o in outputs])
     return np.asarray(jax.nn.softmax(logits, -1)), features
-
-
-def _no_checkpoint(workdir: str) -> NoCheckpointError:
-  return NoCheckpointError(f'{workdir} holds no checkpoint of a training run; train one first '
-                           '(python -m experiments.train --workdir=...)')
-
-
-@dataclasses.dataclass
-class SavedModel:
-  """A workdir's model without its data: config, module, variables at `step`, and the input
-  (height, width, channels) it was trained or converted for."""
-  workdir: str
-  config: Any
-  model: Any
-  variables: dict
-  step: int
-  input_shape: tuple[int, int, int]
-  info: data.DatasetInfo
-
-  def apply(self, images: jnp.ndarray, **kwargs):
-    """model.apply in evaluation mode on normalised images [n, h, w, c]."""
-    return self.model.apply(self.variables, images, train=False, **kwargs)
 
 
 def load_model(workdir: str) -> SavedModel:
@@ -113,8 +103,8 @@ def with_test_split(saved: SavedModel) -> TrainedRun:
                                  'not supported; the tools read in-memory test splits')
   dataset = data.load(config.dataset, config.data_dir, config.data_source,
                       image_size=config.image_size)
-  return TrainedRun(saved.workdir, config, saved.model, saved.variables, saved.step, dataset.test,
-                    saved.info)
+  fields = {field.name: getattr(saved, field.name) for field in dataclasses.fields(saved)}
+  return TrainedRun(**fields, test=dataset.test)
 
 
 def _restore_latest(workdir: str) -> tuple[int, dict, dict]:

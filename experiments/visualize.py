@@ -104,10 +104,8 @@ def draw_filters(saved, out: str) -> str:
 
 def draw_feature_maps(saved, image, title: str, out: str) -> str:
   """image: uint8 [h, w, c] of saved.input_shape, preprocessed as for evaluation."""
-  import jax.numpy as jnp
-  from convjax import data, plots, visualize
-  normalized = data.normalize(jnp.asarray(image[None]), saved.info.mean, saved.info.std)[0]
-  stages = visualize.feature_maps(saved.model, saved.variables, normalized)
+  from convjax import plots, visualize
+  stages = visualize.feature_maps(saved.model, saved.variables, saved.normalize(image[None])[0])
   stages = [('input', image.astype('float32'))] + stages
   path = os.path.join(out, 'feature_maps.png')
   plots.feature_rows(stages, path, suptitle=f'{saved.config.model}: {title}, '
