@@ -52,6 +52,9 @@ def main(argv):
     paths = [draw_filters(saved, out), draw_feature_maps(saved, *image, out),
              *draw_curves(saved, out), *draw_predictions(run, _NUM_WRONG.value, out)]
   print('\n'.join(f'wrote {p}' for p in paths))
+  if saved.info.streaming:
+    print(f"'{saved.config.dataset}' is streamed, so the plots of its test split (a test image's "
+          'feature maps, confusion, confident mistakes) are left out; --image draws feature maps')
 
 
 def draw_without_test_split(saved, image, out: str) -> list[str]:
@@ -63,8 +66,6 @@ def draw_without_test_split(saved, image, out: str) -> list[str]:
     paths.append(draw_feature_maps(saved, *image, out))
   if trained.read_curves(saved.workdir)['train_loss'][0]:
     paths += draw_curves(saved, out)
-  print(f"'{saved.config.dataset}' is streamed, so the plots of its test split (a test image's "
-        'feature maps, confusion, confident mistakes) are left out; --image draws feature maps')
   return paths
 
 
