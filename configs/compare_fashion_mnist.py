@@ -3,7 +3,7 @@
   python -m experiments.compare --config=configs/compare_fashion_mnist.py \
       --models=lenet5,resnet20,vgg11_bn --workdir=workdirs/compare_fashion_mnist --budget_seconds=180
 
-Adam 1e-3 with a 10-epoch cosine schedule, batch 128, no augmentation, evaluation on the full
+Adam 1e-3 with a 10-epoch cosine schedule, batch 96, no augmentation, evaluation on the full
 test set every 25 steps (so slow models still draw a curve). With --budget_seconds, each model
 trains for at most that many seconds of step time, and the schedule is cut where it stops.
 """
@@ -11,7 +11,7 @@ from configs import default
 
 
 def get_config():
-  # Dataset, batch, epochs, optimiser and schedule are default.py's: Fashion-MNIST, batch 128,
+  # Dataset, batch, epochs, optimiser and schedule are default.py's: Fashion-MNIST, batch 96,
   # 10 epochs, Adam 1e-3, cosine.
   config = default.get_config()
   config.eval_every_steps = 25
