@@ -25,7 +25,8 @@ def export_model(saved: trained.SavedModel, platforms: Sequence[str] = ('cpu',)
   """uint8 images [b, h, w, c] (b symbolic) -> logits float32 [b, classes], weights inside."""
   platforms = [p for p in platforms if p]  # --platforms=cpu, leaves an empty name.
   if not platforms:
-    raise errors.InvalidValueError(f"no platform given; name at least one of: {', '.join(PLATFORMS)}")
+    raise errors.InvalidValueError('no platform given; name at least one of: '
+                                   f"{', '.join(PLATFORMS)}")
   unknown = [p for p in platforms if p not in PLATFORMS]
   if unknown:
     raise errors.InvalidValueError(f"unknown platform '{unknown[0]}'; platforms are: "

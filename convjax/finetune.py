@@ -9,7 +9,8 @@ Every variable of the run comes from the source, with matching shapes, except:
   the head            models.ModelSpec.head, the layers whose outputs are the classes. With
                       config.reinit_head None it keeps its random initialisation when its shapes
                       differ from the source's (another number of classes) or the source is a
-                      workdir of another dataset (other classes); True always, False never. A source's head tensors that the run lacks (GoogLeNet's auxiliary
+                      workdir of another dataset (other classes); True always, False never. A
+                      source's head tensors that the run lacks (GoogLeNet's auxiliary
                       classifiers, when the run trains without them) are dropped.
   the first conv      of an RGB source on grayscale data: its kernel [h, w, 3, out] is summed over
                       the colour channels to [h, w, 1, out], which responds to a grey image as the
@@ -73,8 +74,9 @@ def initial_variables(config, fresh: dict) -> tuple[dict, str]:
                         f'{config.model} lacks, the first being {extra[0]}: are its model_kwargs '
                         'the same?')
   count = sum(v.size for p, v in taken.items() if p[0] == 'params' and not (reinit and in_head(p)))
+  head_note = ', head re-initialised' if reinit else ''
   return (traverse_util.unflatten_dict(taken),
-          f"{count:,} parameters from {config.init_from}{', head re-initialised' if reinit else ''}")
+          f'{count:,} parameters from {config.init_from}{head_note}')
 
 
 def _is_head(path: Path, head: tuple[str, ...]) -> bool:
@@ -121,12 +123,8 @@ def _fit(config, array: np.ndarray, shape: tuple[int, ...], path: Path) -> np.nd
            f'images below {models.SMALL_INPUT_SIZE}x{models.SMALL_INPUT_SIZE} get')
     hint = f' ({why} the small-image variant; --config.small_inputs=False keeps the native one)'
   raise InitFromError(
-      f"{config.init_from}'s {'/'.join(path)} has shape {_shape(array.shape)}, but this run's "
-      f'{config.model} needs {_shape(shape)}{hint}')
-
-
-def _shape(shape) -> str:
-  return 'x'.join(map(str, shape)) or 'scalar'
+      f"{config.init_from}'s {'/'.join(path)} has shape {weights.shape_text(array.shape)}, but "
+      f"this run's {config.model} needs {weights.shape_text(shape)}{hint}")
 
 
 def describe(config) -> str:

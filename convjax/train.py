@@ -192,10 +192,9 @@ def _setup(run: builder.Run, workdir: str, pipeline: pipeline_lib.Pipeline, meta
   config, dp = run.config, run.dp
   checkpointer = checkpoint.Checkpointer(workdir, config.max_checkpoints_to_keep)
   try:
-    state = run.init_state()
+    # `initial` comes only with no checkpoint to restore; either way the state is the target.
+    state = run.init_state(initial[0] if initial else None)
     start_step, state, saved_meta = checkpointer.restore_latest(state) or (0, state, {})
-    if not start_step and initial is not None:
-      state = run.init_state(initial[0])
     unlogged = saved_meta.get(_UNLOGGED, [])
   except Exception:
     checkpointer.close()  # The loop's `finally` closes it once set-up has succeeded.
@@ -222,8 +221,9 @@ def _setup(run: builder.Run, workdir: str, pipeline: pipeline_lib.Pipeline, meta
   loop.progress.message(f'training on {parallel.describe(dp)}{builder.device_note(config, dp)}')
   if initial and not start_step:
     loop.progress.message(f'fine-tuning: {initial[1]}')
-  if finetune.describe(config):
-    loop.progress.message(finetune.describe(config))
+  training = finetune.describe(config)
+  if training:
+    loop.progress.message(training)
   if start_step and config_changes:
     loop.progress.message(f'resuming at step {start_step} with '
                           f'{config_lib.describe_changes(config_changes)}')

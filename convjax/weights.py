@@ -7,7 +7,8 @@ convjax's AlexNet, VGG, ResNet, DenseNet and googlenet_torchvision lay out their
 torchvision's do, one for one, so each convjax layer has exactly one torchvision counterpart,
 which `torch_name` names from the layer's module path by its family's rule. timm's ResNets and
 DenseNet-121 use the same names, so their state dicts load too (benchmarks/results/
-timm_parity.json; timm's VGG has a convolutional head of its own and does not). On the way, tensors change layout:
+timm_parity.json; timm's VGG has a convolutional head of its own and does not). On the way,
+tensors change layout:
 
   conv kernel    [out, in, kh, kw] (OIHW)   -> [kh, kw, in, out] (HWIO)
   dense kernel   [out, in]                  -> [in, out]; a dense layer reading a flattened conv
@@ -205,7 +206,8 @@ def _from_torch(array: np.ndarray, leaf: str, trunk_channels: int | None) -> np.
   return array.T
 
 
-def _shape(shape) -> str:
+def shape_text(shape) -> str:
+  """(64, 3, 7, 7) -> '64x3x7x7'; () -> 'scalar'."""
   return 'x'.join(map(str, shape)) or 'scalar'
 
 
@@ -330,8 +332,8 @@ def load_torch(model_name: str, weights: str | StateDict, num_classes: int | Non
     array = _from_torch(state[key], path[-1], trunk)
     if array.shape != target.shape:
       raise WeightsError(
-          f"'{key}' has shape {_shape(state[key].shape)}, but {model_name}'s {where} needs "
-          f"{_shape(_torch_shape(target.shape, path[-1]))}: are the weights for another "
+          f"'{key}' has shape {shape_text(state[key].shape)}, but {model_name}'s {where} needs "
+          f"{shape_text(_torch_shape(target.shape, path[-1]))}: are the weights for another "
           'architecture or number of classes?')
     flat[(collection,) + path] = np.ascontiguousarray(array, dtype=np.float32)
   used = {key for *_, key, _ in layout}
