@@ -5,18 +5,23 @@
       --hardware="2 cores, Intel Xeon (Emerald Rapids)"
 
 Each run (CONFIG_FILE=WORKDIR) adds or replaces one row of benchmarks/results/fashion_mnist.csv,
-keyed by config file and seed, read from the workdir's own files: the final evaluation of
-metrics.jsonl (plain, EMA and flip-TTA accuracy; train and wall seconds) and config.json (model,
-seed). The commit is the checkout's HEAD, so collect right after training, or name the commit the
-runs trained at with --commit. The command then
-prints the README's table: per config, the mean and spread over its seeds, then the published
-rows of the Fashion-MNIST benchmark table (PUBLISHED), which are kept here, in the repository.
-Each run evaluated more than once also gets its curve beside the CSV:
-fashion_mnist_<config name>.png, plain, EMA and flip-TTA test accuracy against epoch.
+keyed by config file, overrides, hardware and seed, read from the workdir's own files: the final
+evaluation of metrics.jsonl (plain, EMA and flip-TTA accuracy; train and wall seconds) and
+config.json (model, seed, and every field). `overrides` are the run's changes to the config file
+as it is in this checkout, written as the `--config.FIELD=VALUE` flags that make them, so a row
+says the whole command. The commit is the checkout's HEAD, so collect right after training, or
+name the commit the runs trained at with --commit. The command then prints the README's table:
+per config, overrides and hardware, the mean and spread over seeds, then the published rows of
+the Fashion-MNIST benchmark table (PUBLISHED), which are kept here, in the repository. Each run
+evaluated more than once also gets its curve beside the CSV, fashion_mnist_<config name>.png
+(plus the overrides, when there are any): plain, EMA and flip-TTA test accuracy against epoch,
+titled with the run's seed and hardware. A later run of the same config and overrides redraws it.
 """
 import csv
+import importlib.util
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -24,11 +29,11 @@ import sys
 import ml_collections
 from absl import app, flags
 
-from convjax import builder, metrics, plots, summary
+from convjax import builder, config as config_lib, metrics, plots, summary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUTPUT = os.path.join(ROOT, 'benchmarks', 'results', 'fashion_mnist.csv')
-FIELDS = ('config', 'model', 'params', 'seed', 'epochs', 'test_accuracy', 'ema_test_accuracy',
+FIELDS = ('config', 'overrides', 'model', 'params', 'seed', 'epochs', 'test_accuracy', 'ema_test_accuracy',
           'tta_test_accuracy', 'train_seconds', 'wall_seconds', 'hardware', 'commit')
 # The benchmark table of github.com/zalandoresearch/fashion-mnist (README, "Benchmark").
 PUBLISHED = (
@@ -44,8 +49,41 @@ flags.DEFINE_string('commit', None, 'The commit the runs trained at; default: th
 FLAGS = flags.FLAGS
 
 
+# Fields that say where data is read from or how often progress is printed: they cannot change a
+# result, so a row leaves them out of its overrides. The seed has its own column.
+UNRECORDED = frozenset({'data_dir', 'log_every_steps', 'input_workers', 'prefetch_batches', 'seed'})
+
+
 class ResultError(ValueError):
   """A run that cannot give a result row; the message says which and why."""
+
+
+def file_config(config_file: str) -> ml_collections.ConfigDict:
+  """get_config() of a config file, a path relative to the repository root or absolute."""
+  path = os.path.join(ROOT, config_file)
+  if not os.path.isfile(path):
+    raise ResultError(f'{config_file} is not a config file of this checkout')
+  spec = importlib.util.spec_from_file_location('_results_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def overrides_of(config_file: str, ran: ml_collections.ConfigDict, completed: bool) -> str:
+  """The run's changes to its config file as `--config.FIELD=VALUE` flags ('' for none).
+
+  A time budget (train_budget_seconds) that never stopped the run (`completed`) changed nothing,
+  so it is left out too.
+  """
+  base, run = config_lib.flat(file_config(config_file)), config_lib.flat(ran)
+  ignored = UNRECORDED | ({'train_budget_seconds'} if completed else set())
+  flags_ = [f'--config.{field}={_flag_value(run[field])}' for field in base
+            if field in run and run[field] != base[field] and field not in ignored]
+  return ' '.join(flags_)
+
+
+def _flag_value(value) -> str:
+  return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
 
 def row_of(config_file: str, workdir: str, hardware: str, commit: str) -> dict:
@@ -57,9 +95,12 @@ def row_of(config_file: str, workdir: str, hardware: str, commit: str) -> dict:
   final = records[-1]
   with open(os.path.join(workdir, 'config.json')) as f:
     config = ml_collections.ConfigDict(json.load(f))
+  starts = [r for r in metrics.read_metrics(workdir) if r.get('event') == 'start']
+  completed = bool(starts) and final['step'] >= starts[-1]['total_steps']
   shape = tuple(config.input_shape)
   model = builder.create_model(config, config.num_classes, shape)  # As training built it.
-  return {'config': config_file, 'model': config.model,
+  return {'config': config_file, 'overrides': overrides_of(config_file, config, completed),
+          'model': config.model,
           'params': summary.count_params(model, shape),
           'seed': config.seed, 'epochs': round(final['epoch'], 2),
           'test_accuracy': final['test_accuracy'],
@@ -76,9 +117,14 @@ def read_rows(path: str) -> list[dict]:
     return list(csv.DictReader(f))
 
 
+def _group(row: dict) -> tuple[str, str, str]:
+  """What a row's seeds are pooled over: the same config file, overrides and hardware."""
+  return row['config'], row['overrides'], row['hardware']
+
+
 def merge(rows: list[dict], new: list[dict]) -> list[dict]:
-  """rows with each new row replacing the one of the same config and seed."""
-  key = lambda row: (row['config'], str(row['seed']))
+  """rows with each new row replacing the one of the same config, overrides, hardware and seed."""
+  key = lambda row: (*_group(row), str(row['seed']))
   replaced = {key(row) for row in new}
   return [row for row in rows if key(row) not in replaced] + new
 
@@ -104,13 +150,14 @@ def markdown(rows: list[dict]) -> str:
   """The README's table: this project's configs, then the published rows."""
   lines = ['| model | params | config | test accuracy | EMA | flip TTA | wall time | hardware | commit |',
            '|---|---|---|---|---|---|---|---|---|']
-  for config in dict.fromkeys(row['config'] for row in rows):
-    group = [row for row in rows if row['config'] == config]
+  for key in dict.fromkeys(_group(row) for row in rows):
+    group = [row for row in rows if _group(row) == key]
     column = lambda field: (_spread([float(r[field]) for r in group])
                             if all(r[field] != '' for r in group) else '')
     walls = [float(r['wall_seconds']) for r in group]
     first = group[0]
-    lines.append(f"| {first['model']} | {int(first['params']):,} | `{config}` "
+    command = ' '.join(filter(None, (first['config'], first['overrides'])))
+    lines.append(f"| {first['model']} | {int(first['params']):,} | `{command}` "
                  f"| {column('test_accuracy')} | {column('ema_test_accuracy')} "
                  f"| {column('tta_test_accuracy')} | {statistics.mean(walls):.1f} s "
                  f"| {first['hardware']} | {first['commit'][:7]} |")
@@ -131,19 +178,25 @@ def _commit(revision: str) -> str:
 CURVES = ('test_accuracy', 'ema_test_accuracy', 'tta_test_accuracy')
 
 
-def draw_curve(config_file: str, workdir: str, directory: str) -> str | None:
-  """Plain, EMA and flip-TTA test accuracy against epoch, from the workdir's evaluations, as
-  DIRECTORY/fashion_mnist_<config name>.png; None for a run evaluated only once."""
+def draw_curve(row: dict, workdir: str, directory: str) -> str | None:
+  """Plain, EMA and flip-TTA test accuracy against epoch, from the evaluations of the workdir
+  that gave `row`, as DIRECTORY/fashion_mnist_<config name>[_<overrides>].png; None for a run
+  evaluated only once."""
   records = [r for r in metrics.read_metrics(workdir) if 'test_accuracy' in r]
   if len(records) < 2:
     return None
   series = {key.replace('_test_accuracy', '').replace('test_accuracy', 'plain'):
             ([r['epoch'] for r in records if key in r], [r[key] for r in records if key in r])
             for key in CURVES}
-  name = os.path.splitext(os.path.basename(config_file))[0]
-  path = os.path.join(directory, f'fashion_mnist_{name}.png')
-  plots.curves({k: v for k, v in series.items() if v[0]}, 'epoch', 'test accuracy',
-               f'{name}: test accuracy (10,000 images)', path)
+  name = os.path.splitext(os.path.basename(row['config']))[0]
+  # '--config.half_precision=True' -> '_half_precision-True'.
+  suffix = ''.join('_' + re.sub(r'[^\w.]+', '-', flag.removeprefix('--config.'))
+                   for flag in row['overrides'].split())
+  path = os.path.join(directory, f'fashion_mnist_{name}{suffix}.png')
+  title = f"{' '.join(filter(None, (name, row['overrides'])))}, seed {row['seed']}: test accuracy"
+  if row['hardware']:
+    title += f"\n{row['hardware']}"
+  plots.curves({k: v for k, v in series.items() if v[0]}, 'epoch', 'test accuracy', title, path)
   return path
 
 
@@ -160,8 +213,8 @@ def main(argv):
   rows = merge(read_rows(FLAGS.output), new)
   if new:
     write_rows(FLAGS.output, rows)
-  for config, workdir in pairs:
-    drawn = draw_curve(config, workdir, os.path.dirname(os.path.abspath(FLAGS.output)))
+  for row, (_, workdir) in zip(new, pairs):
+    drawn = draw_curve(row, workdir, os.path.dirname(os.path.abspath(FLAGS.output)))
     if drawn:
       print(f'curve: {os.path.relpath(drawn, ROOT)}')
   print(markdown(rows))

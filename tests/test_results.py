@@ -1,5 +1,6 @@
-"""benchmarks.fashion_mnist_results: rows read from a workdir, merged by config and seed, the
-README's table with its spread over seeds, and each run's curve."""
+"""benchmarks.fashion_mnist_results: rows read from a workdir with the run's overrides, merged by
+config, overrides, hardware and seed, the README's table with its spread over seeds, and each
+run's curve."""
 import json
 import os
 
@@ -9,14 +10,20 @@ from benchmarks import fashion_mnist_results as results
 from configs import default
 
 
-def finished_workdir(path, seed=0, accuracies=(0.80, 0.90)):
-  """A workdir as training leaves it: config.json, and metrics.jsonl with evaluations."""
+CONFIG = 'configs/default.py'
+
+
+def finished_workdir(path, seed=0, accuracies=(0.80, 0.90), total_steps=200, **changes):
+  """A workdir as training leaves it: config.json (configs/default.py with `changes`), and
+  metrics.jsonl with its start and evaluations, one per 100 steps."""
   os.makedirs(path)
   config = default.get_config()
-  config.model, config.seed = 'lenet5', seed
+  config.seed = seed
+  config.update(changes)
   with open(os.path.join(path, 'config.json'), 'w') as f:
     json.dump({**config.to_dict(), 'input_shape': [28, 28, 1], 'num_classes': 10}, f)
   with open(os.path.join(path, 'metrics.jsonl'), 'w') as f:
+    f.write(json.dumps({'step': 0, 'event': 'start', 'total_steps': total_steps}) + '\n')
     for epoch, accuracy in enumerate(accuracies, 1):
       record = {'step': epoch * 100, 'epoch': float(epoch), 'test_accuracy': accuracy,
                 'ema_test_accuracy': accuracy + 0.01, 'train_seconds': 10.0 * epoch}
@@ -26,32 +33,73 @@ def finished_workdir(path, seed=0, accuracies=(0.80, 0.90)):
 
 
 def test_row_reads_the_final_evaluation_and_counts_parameters(tmp_path):
-  row = results.row_of('configs/x.py', finished_workdir(tmp_path / 'run'), 'here', 'abc')
-  assert (row['model'], row['params'], row['test_accuracy'], row['ema_test_accuracy'],
-          row['tta_test_accuracy'], row['wall_seconds']) == ('lenet5', 61_706, 0.90, 0.91, '', 25.0)
+  row = results.row_of(CONFIG, finished_workdir(tmp_path / 'run', seed=3), 'here', 'abc')
+  assert (row['model'], row['params'], row['seed'], row['overrides'], row['test_accuracy'],
+          row['ema_test_accuracy'], row['tta_test_accuracy'], row['wall_seconds']) == (
+              'lenet5', 61_706, 3, '', 0.90, 0.91, '', 25.0)
+
+
+def test_overrides_are_the_flags_that_change_the_config_file(tmp_path):
+  workdir = finished_workdir(tmp_path / 'run', half_precision=True, num_epochs=60.0,
+                             augment={'crop_padding': 2}, data_dir='/data', log_every_steps=7)
+  row = results.row_of(CONFIG, workdir, 'here', 'abc')
+  # Where the data came from and how often it logged cannot change a result: left out.
+  assert row['overrides'] == ('--config.augment.crop_padding=2 --config.half_precision=True '
+                              '--config.num_epochs=60.0')
+  assert '| `configs/default.py --config.augment.crop_padding=2 --config.half_precision' in (
+      results.markdown([row]))
+
+
+def test_a_time_budget_counts_only_when_it_stopped_the_run(tmp_path):
+  finished = finished_workdir(tmp_path / 'finished', train_budget_seconds=100.0)
+  stopped = finished_workdir(tmp_path / 'stopped', train_budget_seconds=100.0, total_steps=500)
+  assert results.row_of(CONFIG, finished, 'here', 'abc')['overrides'] == ''
+  assert results.row_of(CONFIG, stopped, 'here', 'abc')['overrides'] == (
+      '--config.train_budget_seconds=100.0')
+
+
+def test_unknown_config_file_is_refused(tmp_path):
+  with pytest.raises(results.ResultError, match='not a config file'):
+    results.row_of('configs/no_such.py', finished_workdir(tmp_path / 'run'), 'here', 'abc')
 
 
 def test_unfinished_run_is_refused(tmp_path):
   path = tmp_path / 'run'
   os.makedirs(path)
   with pytest.raises(results.ResultError, match='holds no finished run'):
-    results.row_of('configs/x.py', str(path), 'here', 'abc')
+    results.row_of(CONFIG, str(path), 'here', 'abc')
 
 
 def test_seeds_give_mean_and_spread_and_rows_replace_by_config_and_seed(tmp_path):
-  rows = [results.row_of('configs/x.py', finished_workdir(tmp_path / f'run{seed}', seed, (0.5, a)),
+  rows = [results.row_of(CONFIG, finished_workdir(tmp_path / f'run{seed}', seed, (0.5, a)),
                          'here', 'abc') for seed, a in ((0, 0.90), (1, 0.92))]
-  rerun = results.row_of('configs/x.py', finished_workdir(tmp_path / 'again', 1, (0.5, 0.94)),
+  rerun = results.row_of(CONFIG, finished_workdir(tmp_path / 'again', 1, (0.5, 0.94)),
                          'here', 'abc')
   merged = results.merge(rows, [rerun])
   assert [r['test_accuracy'] for r in merged] == [0.90, 0.94]
   assert '| 0.9200 ± 0.0283 (2 seeds) |' in results.markdown(merged)
 
 
-def test_curve_is_drawn_beside_the_csv(tmp_path):
-  path = results.draw_curve('configs/x.py', finished_workdir(tmp_path / 'run'), str(tmp_path))
-  assert path == str(tmp_path / 'fashion_mnist_x.png')
-  assert open(path, 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
+def test_other_hardware_or_overrides_make_rows_of_their_own(tmp_path):
+  cpu = results.row_of(CONFIG, finished_workdir(tmp_path / 'cpu'), 'cpu', 'abc')
+  gpu = results.row_of(CONFIG, finished_workdir(tmp_path / 'gpu', accuracies=(0.5, 0.96)),
+                       'gpu', 'abc')
+  bf16 = results.row_of(CONFIG, finished_workdir(tmp_path / 'bf16', half_precision=True), 'gpu',
+                        'abc')
+  merged = results.merge(results.merge([cpu], [gpu]), [bf16])
+  assert [r['hardware'] for r in merged] == ['cpu', 'gpu', 'gpu']
+  table = results.markdown(merged)
+  assert '| 0.9000 |' in table and '| 0.9600 |' in table and 'half_precision=True` |' in table
+
+
+def test_curve_is_drawn_beside_the_csv_named_by_config_and_overrides(tmp_path):
+  plain, bf16 = (finished_workdir(tmp_path / name, **changes)
+                 for name, changes in (('plain', {}), ('bf16', {'half_precision': True})))
+  paths = [results.draw_curve(results.row_of(CONFIG, workdir, 'here', 'abc'), workdir,
+                              str(tmp_path)) for workdir in (plain, bf16)]
+  assert paths == [str(tmp_path / 'fashion_mnist_default.png'),
+                   str(tmp_path / 'fashion_mnist_default_half_precision-True.png')]
+  assert all(open(path, 'rb').read(8) == b'\x89PNG\r\n\x1a\n' for path in paths)
 
 
 def test_unknown_commit_is_refused():
