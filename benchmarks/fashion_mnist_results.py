@@ -77,9 +77,8 @@ def overrides_of(config_file: str, ran: ml_collections.ConfigDict, completed: bo
   """
   base, run = config_lib.flat(file_config(config_file)), config_lib.flat(ran)
   ignored = UNRECORDED | ({'train_budget_seconds'} if completed else set())
-  flags_ = [f'--config.{field}={_flag_value(run[field])}' for field in base
-            if field in run and run[field] != base[field] and field not in ignored]
-  return ' '.join(flags_)
+  return ' '.join(f'--config.{field}={_flag_value(run[field])}' for field in base
+                  if field in run and run[field] != base[field] and field not in ignored)
 
 
 def _flag_value(value) -> str:
@@ -88,14 +87,15 @@ def _flag_value(value) -> str:
 
 def row_of(config_file: str, workdir: str, hardware: str, commit: str) -> dict:
   """One CSV row from a finished workdir."""
-  records = [r for r in metrics.read_metrics(workdir) if 'test_accuracy' in r]
-  if not records or 'wall_seconds' not in records[-1]:
+  records = metrics.read_metrics(workdir)
+  evaluations = [r for r in records if 'test_accuracy' in r]
+  if not evaluations or 'wall_seconds' not in evaluations[-1]:
     raise ResultError(f'{workdir} holds no finished run (no final evaluation with wall_seconds '
                       'in metrics.jsonl)')
-  final = records[-1]
+  final = evaluations[-1]
   with open(os.path.join(workdir, 'config.json')) as f:
     config = ml_collections.ConfigDict(json.load(f))
-  starts = [r for r in metrics.read_metrics(workdir) if r.get('event') == 'start']
+  starts = [r for r in records if r.get('event') == 'start']
   completed = bool(starts) and final['step'] >= starts[-1]['total_steps']
   shape = tuple(config.input_shape)
   model = builder.create_model(config, config.num_classes, shape)  # As training built it.
