@@ -33,8 +33,9 @@ from convjax import builder, config as config_lib, metrics, plots, summary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUTPUT = os.path.join(ROOT, 'benchmarks', 'results', 'fashion_mnist.csv')
-FIELDS = ('config', 'overrides', 'model', 'params', 'seed', 'epochs', 'test_accuracy', 'ema_test_accuracy',
-          'tta_test_accuracy', 'train_seconds', 'wall_seconds', 'hardware', 'commit')
+FIELDS = ('config', 'overrides', 'model', 'params', 'seed', 'epochs', 'test_accuracy',
+          'ema_test_accuracy', 'tta_test_accuracy', 'train_seconds', 'wall_seconds', 'hardware',
+          'commit')
 # The benchmark table of github.com/zalandoresearch/fashion-mnist (README, "Benchmark").
 PUBLISHED = (
     ('2 conv + pooling (TensorFlow tutorial)', 0.916), ('AlexNet', 0.899), ('VGG16', 0.935),
