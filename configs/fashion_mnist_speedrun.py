@@ -26,6 +26,8 @@ the first:
 """
 from configs import default
 
+STEPS_PER_EPOCH = 117  # 60,000 // 512: training drops the last partial batch.
+
 
 def get_config():
   config = default.get_config()
@@ -45,6 +47,6 @@ def get_config():
   config.augment.flip = True
   config.tta_flip = True
   # One evaluation, at the end: each costs 8 to 20 s (plain, mirrored and EMA logits).
-  config.eval_every_steps = 117 * 11
-  config.checkpoint_every_steps = 117 * 3
+  config.eval_every_steps = STEPS_PER_EPOCH * int(config.num_epochs)
+  config.checkpoint_every_steps = STEPS_PER_EPOCH * 3
   return config
