@@ -20,17 +20,11 @@ STEPS_PER_EPOCH = 234  # 60,000 // 256: training drops the last partial batch.
 
 
 def get_config():
-  config = lenet5_fashion_mnist.get_config()
-  config.batch_size = 256
+  config = lenet5_fashion_mnist.get_config()  # Batch 256, AdamW, label smoothing, flips, TTA.
   config.num_epochs = 30.0
-  config.optimizer = 'adamw'
   config.learning_rate = 4e-3
-  config.weight_decay = 0.05
-  config.label_smoothing = 0.1
   config.ema_decay = 0.999
-  config.augment.flip = True
   config.augment.random_erasing = 0.25
-  config.tta_flip = True
   config.eval_every_steps = STEPS_PER_EPOCH * 5
   config.checkpoint_every_steps = STEPS_PER_EPOCH * 5
   return config
