@@ -18,7 +18,8 @@ step about 1.36 times (929 against 683 images/s averaged over whole runs). The t
 into 70 epochs, where float32 fitted 55.
 
 Result (2 Xeon cores, 2026-11-30, seed 0, from a clean clone, alone on the machine): test
-accuracy 0.9507, EMA 0.9513, flip TTA 0.9552, in 4,604 s (76.7 minutes) of wall time.
+accuracy 0.9507, EMA 0.9513, flip TTA 0.9552, in 4,604 s (76.7 minutes) of wall time. Seed 1
+(2026-12-01, also alone): 0.9494, EMA 0.9494, flip TTA 0.9508, in 4,686 s (78.1 minutes).
 
 Before (float32, 2 Xeon cores): 55 epochs gave test accuracy 0.9484, EMA 0.9481, flip TTA 0.9526
 in 4,973 s of wall time; 60 epochs 0.9494 / 0.9496 / 0.9520 in 6,346 s on a slower hour
