@@ -10,6 +10,7 @@ Both yield the same batches: training {'image': uint8 [devices, per_device, h, w
 'label': int32 [devices, per_device]}, evaluation the same plus 'mask': float32 (0 = padding),
 and both follow `sampling`, so batches are a pure function of (seed, step).
 """
+import dataclasses
 import functools
 from typing import Iterator, Protocol
 
@@ -44,13 +45,15 @@ class Pipeline(Protocol):
 
 
 def augmentation_from_config(config) -> augment.Augmentation:
-  settings = config.augment
-  return augment.Augmentation(crop_padding=settings.crop_padding, flip=settings.flip,
-                              cutout=settings.cutout, random_erasing=settings.random_erasing,
-                              erasing_scale=tuple(settings.erasing_scale),
-                              erasing_ratio=tuple(settings.erasing_ratio),
-                              randaugment_ops=settings.randaugment_ops,
-                              randaugment_magnitude=settings.randaugment_magnitude)
+  """The in-memory augmentation: each of augment.Augmentation's fields from config.augment.
+
+  Field by field, so a field added to Augmentation but not to the config fails here, by name; the
+  config's sequences (lists, once through JSON or flags) become the dataclass's tuples.
+  """
+  values = {field.name: config.augment[field.name]
+            for field in dataclasses.fields(augment.Augmentation)}
+  return augment.Augmentation(**{name: tuple(value) if isinstance(value, (list, tuple)) else value
+                                 for name, value in values.items()})
 
 
 def create(config, dp: parallel.DataParallel) -> Pipeline:

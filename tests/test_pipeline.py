@@ -1,8 +1,12 @@
 """Batches: a pure function of (seed, step), the same on any device count, every test example once."""
+import json
+
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
+from configs import default
 from convjax import augment, data, parallel, pipeline, sampling
 from tests.conftest import NUM_TEST_DEVICES
 
@@ -105,3 +109,20 @@ def test_create_picks_the_pipeline_from_the_catalogue(digits_config):
   source = pipeline.create(digits_config, parallel.DataParallel())
   assert isinstance(source, pipeline.InMemoryPipeline)
   assert source.image_shape == (28, 28, 1) and source.num_train_examples == 1438
+
+
+def test_the_config_defaults_are_the_augmentation_defaults():
+  config = default.get_config()
+  assert pipeline.augmentation_from_config(config) == augment.Augmentation()
+  assert not pipeline.augmentation_from_config(config).enabled
+
+
+def test_augmentation_from_config_takes_every_field_and_makes_lists_tuples():
+  # Through JSON, as a workdir's config.json is read back: its sequences come back as lists.
+  config = ml_collections.ConfigDict(json.loads(default.get_config().to_json()))
+  config.augment.update(crop_padding=2, flip=True, cutout=3, random_erasing=0.5,
+                        erasing_scale=[0.1, 0.2], erasing_ratio=[0.5, 2.0], randaugment_ops=2,
+                        randaugment_magnitude=5.0)
+  assert pipeline.augmentation_from_config(config) == augment.Augmentation(
+      crop_padding=2, flip=True, cutout=3, random_erasing=0.5, erasing_scale=(0.1, 0.2),
+      erasing_ratio=(0.5, 2.0), randaugment_ops=2, randaugment_magnitude=5.0)
