@@ -48,7 +48,8 @@ def augmentation_from_config(config) -> augment.Augmentation:
   """The in-memory augmentation: each of augment.Augmentation's fields from config.augment.
 
   Field by field, so a field added to Augmentation but not to the config fails here, by name; the
-  config's sequences (lists, once through JSON or flags) become the dataclass's tuples.
+  config's sequences (lists, once read back from a workdir's config.json) become the dataclass's
+  tuples.
   """
   values = {field.name: config.augment[field.name]
             for field in dataclasses.fields(augment.Augmentation)}
