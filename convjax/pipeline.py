@@ -47,14 +47,15 @@ class Pipeline(Protocol):
 def augmentation_from_config(config) -> augment.Augmentation:
   """The in-memory augmentation: each of augment.Augmentation's fields from config.augment.
 
-  Field by field, so a field added to Augmentation but not to the config fails here, by name; the
-  config's sequences (lists, once read back from a workdir's config.json) become the dataclass's
-  tuples.
+  Field by field, so a field added to Augmentation but not to the config fails here, by name. A
+  config built from plain data (JSON) holds lists where the dataclass's fields are tuples.
   """
-  values = {field.name: config.augment[field.name]
-            for field in dataclasses.fields(augment.Augmentation)}
-  return augment.Augmentation(**{name: tuple(value) if isinstance(value, (list, tuple)) else value
-                                 for name, value in values.items()})
+  def setting(name: str):
+    value = config.augment[name]
+    return tuple(value) if isinstance(value, list) else value
+
+  return augment.Augmentation(**{field.name: setting(field.name)
+                                 for field in dataclasses.fields(augment.Augmentation)})
 
 
 def create(config, dp: parallel.DataParallel) -> Pipeline:

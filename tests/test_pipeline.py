@@ -118,7 +118,7 @@ def test_the_config_defaults_are_the_augmentation_defaults():
 
 
 def test_augmentation_from_config_takes_every_field_and_makes_lists_tuples():
-  # Through JSON, as a workdir's config.json is read back: its sequences come back as lists.
+  # Built from plain data, as trained.load_model builds a workdir's config: sequences stay lists.
   config = ml_collections.ConfigDict(json.loads(default.get_config().to_json()))
   config.augment.update(crop_padding=2, flip=True, cutout=3, random_erasing=0.5,
                         erasing_scale=[0.1, 0.2], erasing_ratio=[0.5, 2.0], randaugment_ops=2,
