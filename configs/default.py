@@ -6,6 +6,10 @@
 import ml_collections
 from ml_collections import config_dict
 
+# An interval (eval_every_steps, checkpoint_every_steps) longer than any run: the only evaluation
+# or checkpoint is the one every run makes at its end.
+AT_THE_END = 10 ** 9
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()

@@ -48,6 +48,6 @@ def get_config():
   config.tta_flip = True
   # One evaluation, at the end, whatever --config.num_epochs says: each costs 8 to 20 s (plain,
   # mirrored and EMA logits).
-  config.eval_every_steps = 10 ** 9
+  config.eval_every_steps = default.AT_THE_END
   config.checkpoint_every_steps = STEPS_PER_EPOCH * 3
   return config

@@ -22,6 +22,6 @@ def get_config():
   config.lr_schedule = 'cosine'
   config.warmup_epochs = 0.5
   config.num_devices = 1
-  config.eval_every_steps = 10 ** 9  # Only the final evaluation.
-  config.checkpoint_every_steps = 10 ** 9  # Only the final checkpoint.
+  config.eval_every_steps = default.AT_THE_END
+  config.checkpoint_every_steps = default.AT_THE_END
   return config
