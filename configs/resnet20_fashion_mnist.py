@@ -19,7 +19,10 @@ into 70 epochs, where float32 fitted 55.
 
 Result (2 Xeon cores, 2026-11-30, seed 0, from a clean clone, alone on the machine): test
 accuracy 0.9507, EMA 0.9513, flip TTA 0.9552, in 4,604 s (76.7 minutes) of wall time. Seed 1
-(2026-12-01, also alone): 0.9494, EMA 0.9494, flip TTA 0.9508, in 4,686 s (78.1 minutes).
+(2026-12-01, also alone): 0.9494, EMA 0.9494, flip TTA 0.9508, in 4,686 s (78.1 minutes). Seed 2
+(2026-12-01, alone, on a slower hour at 758 images/s): 0.9491, EMA 0.9497, flip TTA 0.9508, in
+5,643 s (94.0 minutes). Over the three seeds: 0.9497 +- 0.0009 plain, 0.9501 +- 0.0010 EMA,
+0.9523 +- 0.0025 flip TTA; each run inside 2 hours, 0.95 plain on seed 0 alone.
 
 Before (float32, 2 Xeon cores): 55 epochs gave test accuracy 0.9484, EMA 0.9481, flip TTA 0.9526
 in 4,973 s of wall time; 60 epochs 0.9494 / 0.9496 / 0.9520 in 6,346 s on a slower hour
