@@ -4,16 +4,16 @@
       --workdir=workdirs/lenet5_fashion_mnist_recipe
 
 The main job (configs/lenet5_fashion_mnist.py) stops near 0.9155 plain in about a minute; the
-Fashion-MNIST benchmark table's 2-conv TensorFlow network scores 0.916. This recipe was first
-built on the main job when it was 10 epochs of plain Adam (0.9085). LeNet-5 fits its training
-set within a few epochs, so what helps is regularisation, and time to use it: 30 epochs of AdamW
-(decoupled weight decay 0.05) at batch 256, peaking at 4e-3 on a cosine schedule, label
-smoothing 0.1, flips and random erasing on a quarter of the images, an EMA of the weights, and
-flip test-time augmentation. Tried on the way, on the same machine (test accuracy, plain / flip TTA): the
-recipe without erasing or AdamW at 10 epochs 0.9056 / 0.9082 and at 20 epochs 0.9083 / 0.9141;
-with erasing 0.9154 / 0.9189; with AdamW too, at batch 128, 0.9129 / 0.9191; at batch 256
-0.9162 / 0.9192; this config's 30 epochs 0.9176 / 0.9216 in 184 s. Results over three seeds:
-README.md ("Results on Fashion-MNIST") and benchmarks/results/fashion_mnist.csv.
+Fashion-MNIST benchmark table's 2-conv TensorFlow network scores 0.916. This recipe was first built
+on the main job when it was 10 epochs of plain Adam (0.9085). LeNet-5 fits its training set within a
+few epochs, so what helps is regularisation, and time to use it: 30 epochs of AdamW (decoupled
+weight decay 0.05) at batch 256, peaking at 4e-3 on a cosine schedule, label smoothing 0.1, flips
+and random erasing on a quarter of the images, an EMA of the weights, and flip test-time
+augmentation. Tried on the way, on the same machine (test accuracy, plain / flip TTA): the recipe
+without erasing or AdamW at 10 epochs 0.9056 / 0.9082 and at 20 epochs 0.9083 / 0.9141; with erasing
+0.9154 / 0.9189; with AdamW too, at batch 128, 0.9129 / 0.9191; at batch 256 0.9162 / 0.9192; this
+config's 30 epochs 0.9176 / 0.9216 in 184 s. Results over three seeds: README.md ("Results on
+Fashion-MNIST") and benchmarks/results/fashion_mnist.csv.
 """
 from configs import lenet5_fashion_mnist
 
