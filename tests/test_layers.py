@@ -95,7 +95,17 @@ def test_lrn_matches_the_papers_formula():
 def test_scaled_tanh_maps_plus_minus_one_to_themselves():
   np.testing.assert_allclose(layers.scaled_tanh(jnp.array([1.0, -1.0, 0.0])), [1.0, -1.0, 0.0],
                              atol=2e-4)
-  assert set(layers.ACTIVATIONS) == {'relu', 'tanh', 'sigmoid', 'gelu', 'scaled_tanh'}
+  assert set(layers.ACTIVATIONS) == {'relu', 'elu', 'tanh', 'sigmoid', 'gelu', 'scaled_tanh'}
+
+
+def test_elu_matches_jax_in_values_and_gradient_from_its_output():
+  x = jnp.concatenate([jnp.linspace(-20.0, 5.0, 101), jnp.array([0.0, -1e-8, 1e-8])])
+  np.testing.assert_allclose(layers.elu(x), jax.nn.elu(x), atol=1.2e-7)
+  np.testing.assert_allclose(jax.grad(lambda v: layers.elu(v).sum())(x),
+                             jax.grad(lambda v: jax.nn.elu(v).sum())(x), atol=1.2e-7)
+  assert float(layers.elu(jnp.array(-1.0))) == pytest.approx(np.exp(-1.0) - 1, abs=1e-7)
+  half = jnp.array([-2.0, 3.0], jnp.bfloat16)
+  assert layers.elu(half).dtype == jnp.bfloat16
 
 
 def test_dropout_and_batch_norm_switch_with_train():

@@ -2,6 +2,7 @@
 import functools
 
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -93,7 +94,7 @@ def nin_count():
 
 EXPECTED_PARAMS = {
     **TORCHVISION,
-    'lenet5': 61_706, 'lenet5_1998': 60_000,
+    'lenet5': 61_706, 'lenet5_elu': 61_706, 'lenet5_1998': 60_000,
     'alexnet_2012': alexnet_2012_count(), 'zfnet': zfnet_count(),
     'googlenet': googlenet_count(), 'googlenet_bn': googlenet_count(batch_norm=True),
     **{f'resnet{d}': cifar_resnet_count(d) for d in (20, 32, 44, 56, 110)},
@@ -147,6 +148,24 @@ def test_lenet5_parameters_per_layer():
   sizes = {name: sum(x.size for x in jax.tree.leaves(p)) for name, p in variables['params'].items()}
   assert sizes == {'Conv_0': 156, 'Conv_1': 2416, 'Dense_0': 48120, 'Dense_1': 10164,
                    'classifier': 850}
+
+
+@pytest.mark.parametrize('activation', [nn.relu, layers.elu, jnp.tanh])
+def test_lenet5_pooling_before_a_monotone_activation_is_the_same_network(activation):
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 28, 28, 1))
+  after = lenet.LeNet5(activation=activation)
+  first = lenet.LeNet5(activation=activation, pool_first=True)
+  variables = after.init(jax.random.PRNGKey(1), x)
+  loss = lambda model: lambda v: jnp.sum(model.apply(v, x) ** 2)
+  np.testing.assert_allclose(first.apply(variables, x), after.apply(variables, x), rtol=1e-6)
+  grads = [jax.grad(loss(model))(variables) for model in (first, after)]
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *grads)
+
+
+def test_lenet5_refuses_to_pool_first_with_an_average_pool():
+  model = lenet.LeNet5(pool=lambda x: layers.pool(x, 'avg', 2, 2), pool_first=True)
+  with pytest.raises(ValueError, match='pool_first needs max pooling'):
+    model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
 
 
 def test_googlenet_auxiliary_heads_add_their_parameters():
@@ -221,7 +240,7 @@ def test_too_small_input_names_the_layer_whose_output_would_be_empty():
 
 
 def test_registry_lists_gets_and_rejects():
-  assert models.list_models('lenet*') == ['lenet5', 'lenet5_1998']
+  assert models.list_models('lenet*') == ['lenet5', 'lenet5_1998', 'lenet5_elu']
   assert models.list_models('resnet1*') == ['resnet101', 'resnet110', 'resnet152', 'resnet18']
   spec = models.get_spec('resnet50')
   assert (spec.input_shape, spec.num_classes) == ((224, 224, 3), 1000)

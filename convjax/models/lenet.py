@@ -24,6 +24,12 @@ without its constant "rubbish class" term.
 tanh, max pooling instead of trainable subsampling, full C3 connectivity and a softmax classifier
 instead of RBF units. On 28x28x1 input, C1's padding of 2 gives the 28x28 maps the paper gets
 from 32x32 input. Parameters at 28x28x1 and 10 classes: 156 + 2,416 + 48,120 + 10,164 + 850 = 61,706.
+
+`lenet5_elu` (the registry) is that network with the exponential linear unit (Clevert et al.
+2016) in place of ReLU: the same layers and 61,706 parameters. A ReLU unit whose input stays
+negative passes no gradient and stops learning, a real loss when C1 has only six maps; ELU's
+negative side keeps every unit learning. On Fashion-MNIST it fits the training set better and
+scores ~0.3 points higher (configs/lenet5_fashion_mnist.py).
 """
 from typing import Any, Callable, Sequence
 
@@ -37,18 +43,34 @@ from convjax.models import common
 
 
 class LeNet5(nn.Module):
-  """[b, 28, 28, 1] -> logits [b, num_classes]; features: F6 [b, 84]."""
+  """[b, 28, 28, 1] -> logits [b, num_classes]; features: F6 [b, 84].
+
+  pool_first: pool each convolution's maps before the activation instead of after. With max
+  pooling and a non-decreasing activation f this is the same function, since the largest of
+  f(a), f(b), ... is f(max(a, b, ...)), with the same gradient, but f runs on a quarter of the
+  values. It would change the function for average pooling, so only max pooling takes it.
+  """
   num_classes: int = 10
   activation: Callable[[jnp.ndarray], jnp.ndarray] = nn.relu
   pool: Callable[[jnp.ndarray], jnp.ndarray] = layers.max_pool_2x2
+  pool_first: bool = False
   dtype: Any = jnp.float32
+
+  def _activate_and_pool(self, x: jnp.ndarray) -> jnp.ndarray:
+    """A convolution's maps [b, h, w, c] -> [b, h // 2, w // 2, c]."""
+    if not self.pool_first:
+      return self.pool(self.activation(x))
+    if self.pool is not layers.max_pool_2x2:
+      raise ValueError('LeNet5: pool_first needs max pooling (layers.max_pool_2x2); '
+                       'pooling before the activation changes any other pool.')
+    return self.activation(self.pool(x))
 
   @nn.compact
   def __call__(self, x, train: bool = False, return_features: bool = False):
     del train  # No dropout or batch norm: train and eval are the same function.
     conv = lambda features, padding: layers.conv2d(features, 5, padding=padding, dtype=self.dtype)
-    x = self.pool(self.activation(conv(6, 2)(x)))        # C1, S2
-    x = self.pool(self.activation(conv(16, 'VALID')(x)))  # C3, S4
+    x = self._activate_and_pool(conv(6, 2)(x))        # C1, S2
+    x = self._activate_and_pool(conv(16, 'VALID')(x))  # C3, S4
     x = layers.flatten(x)
     x = self.activation(nn.Dense(120, dtype=self.dtype)(x))  # C5 (a 5x5 conv on 5x5 maps)
     x = self.activation(nn.Dense(84, dtype=self.dtype)(x))   # F6
