@@ -2,14 +2,34 @@
 
   python -m experiments.train --config=configs/lenet5_fashion_mnist.py --workdir=workdirs/lenet5_fashion_mnist
 
-LeNet-5 (61,706 parameters) fits Fashion-MNIST's training set within a few epochs, so a minute of
-training is spent best on a high rate and light regularisation: 15 epochs of AdamW (decoupled
-weight decay 0.05) at batch 256, peaking at 1e-2 on a cosine schedule, label smoothing 0.1,
-random horizontal flips, and flip test-time augmentation, reported beside the plain accuracy.
+LeNet-5's layers and 61,706 parameters with the exponential linear unit in place of ReLU (the
+registry's `lenet5_elu`; --config.model=lenet5 restores ReLU). LeNet-5 fits Fashion-MNIST's
+training set within a few epochs, so a minute of training is spent best on a high rate and light
+regularisation: 15 epochs of AdamW (decoupled weight decay 0.05) at batch 256, peaking at 1e-2 on
+a cosine schedule, label smoothing 0.1, random horizontal flips, and flip test-time augmentation,
+reported beside the plain accuracy.
 
-Tried at 15 epochs on the 2 Xeon cores (test accuracy, plain / flip TTA), starting from the
-30-epoch recipe's settings (configs/lenet5_fashion_mnist_recipe.py: this config at a peak of
-4e-3, plus random erasing on a quarter of the images and an EMA of the weights, 0.999):
+Why ELU: with only six C1 maps, a ReLU unit whose input stays negative stops learning, and the net
+underfits (training accuracy 0.95 by the end). ELU keeps a gradient there. On the 2 EPYC cores,
+over seeds 0-4 (test accuracy, plain / flip TTA, each evaluated once at the end): ReLU 0.9146,
+0.9177, 0.9176, 0.9112, 0.9149 / 0.9189, 0.9214, 0.9225, 0.9168, 0.9181 (0.9152 +- 0.0027 / 0.9195
++- 0.0024); ELU 0.9189, 0.9186, 0.9160, 0.9213, 0.9176 / 0.9216, 0.9229, 0.9232, 0.9245, 0.9237
+(0.9185 +- 0.0019 / 0.9232 +- 0.0011), training accuracy 0.96. Pooling before the activation (the
+same function for max pooling) makes ELU no slower than ReLU: 55.9 s of training against 55.1 s. In
+the textbook order (activation, then pooling) jax.nn.elu took 73.6 s and layers.elu, which takes
+its gradient from its output, 62.7 s. Rounding alone moves a run: the same ELU network computed
+these three ways gave 0.9184 to 0.9201 on seed 0. Other activations, seed 0: SiLU 0.9178 / 0.9224,
+GELU 0.9149 / 0.9239, leaky ReLU (slope 0.1) 0.9158 / 0.9211; ELU with average pooling 0.9142 /
+0.9183; ReLU with dropout 0.1 after C5 and F6 0.9139 / 0.9176. From this config, seeds 0 and 2:
+random erasing on a tenth 0.9182, 0.9202; 18 epochs 0.9186, 0.9200; an EMA (0.999) 0.9195, 0.9164;
+seed 0 only: weight decay 0.02 0.9179, no flips 0.9161, peak 6e-3 0.9150, label smoothing 0.05
+0.9162. None leaves the seed spread, so the config stays as it was. The accuracy tries ran two at
+a time; the times were taken alone.
+
+Tried before, with ReLU, at 15 epochs on the 2 Xeon cores (test accuracy, plain / flip TTA),
+starting from the 30-epoch recipe's settings (configs/lenet5_fashion_mnist_recipe.py: this config
+at a peak of 4e-3, plus random erasing on a quarter of the images and an EMA of the weights,
+0.999):
 - as they are: 0.9111 / 0.9125;
 - peak rate 6e-3: 0.9148 / 0.9187; 1e-2: 0.9154 / 0.9209; 1.5e-2: 0.9124 / 0.9161; 2e-2:
   0.9148 / 0.9158; a one-cycle schedule peaking at 8e-3: 0.9155 / 0.9202;
@@ -39,7 +59,7 @@ from configs import default
 
 def get_config():
   config = default.get_config()
-  config.model = 'lenet5'
+  config.model = 'lenet5_elu'
   config.dataset = 'fashion_mnist'
   config.batch_size = 256
   config.num_epochs = 15.0

@@ -62,9 +62,11 @@ _REGISTRY: dict[str, ModelSpec] = {
     'lenet5': ModelSpec(lenet.LeNet5, input_shape=(28, 28, 1), num_classes=10,
                         paper='LeCun et al. 1998, modern variant (ReLU, max pooling, softmax)'),
     # Max pooling commutes with ELU, so pooling first gives the same network at less cost.
-    'lenet5_elu': ModelSpec(functools.partial(lenet.LeNet5, activation=layers.elu, pool_first=True),
+    'lenet5_elu': ModelSpec(functools.partial(lenet.LeNet5, activation=layers.elu,
+                                              pool_first=True),
                             input_shape=(28, 28, 1), num_classes=10,
-                            paper='LeCun et al. 1998, modern variant with ELU (Clevert et al. 2016)'),
+                            paper='LeCun et al. 1998, modern variant with ELU '
+                                  '(Clevert et al. 2016)'),
     'lenet5_1998': ModelSpec(lenet.LeNet5_1998, input_shape=(32, 32, 1), num_classes=10,
                              paper='LeCun et al. 1998, Gradient-Based Learning Applied to '
                                    'Document Recognition',
