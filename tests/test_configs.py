@@ -85,7 +85,8 @@ def test_model_kwargs_reach_the_model():
     ('resnet20', 'nosuchfield', "model_kwargs.nosuchfield: 'resnet20' has no field 'nosuchfield'; "
                                 'its fields are: block, drop_path_rate, normalization, shortcut'),
     ('resnet20', 'normalisation', "(did you mean 'normalization'?)"),
-    ('lenet5', 'activation', 'it has no field that a config can set'),  # A function: not settable.
+    # A function is not settable: only the bool is listed.
+    ('lenet5', 'activation', "'lenet5' has no field 'activation'; its fields are: pool_first"),
 ])
 def test_unknown_model_kwargs_are_named(model, key, message):
   with pytest.raises(config_lib.ConfigError, match=re.escape(message)):
