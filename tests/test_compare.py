@@ -23,6 +23,9 @@ def run(module, *args):
                         capture_output=True, text=True, timeout=600)
 
 
+MODELS = '--models=lenet5,lenet5_1998'
+
+
 def snapshot(directory):
   return {os.path.join(root, name): os.stat(os.path.join(root, name)).st_mtime_ns
           for root, _, files in os.walk(directory) for name in files}
@@ -31,7 +34,7 @@ def snapshot(directory):
 @pytest.fixture(scope='module')
 def comparison(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('compare'))
-  result = run('experiments.compare', "--models=lenet5,lenet5_1998", f'--workdir={workdir}',
+  result = run('experiments.compare', MODELS, f'--workdir={workdir}',
                '--target_accuracy=0.2', *TINY)
   assert result.returncode == 0, result.stderr
   return workdir, result.stdout
@@ -85,7 +88,7 @@ def test_every_plot_is_a_png_with_one_series_per_model(comparison):
 def test_rerun_skips_finished_models_and_changes_nothing(comparison):
   workdir, _ = comparison
   models_before = {m: snapshot(os.path.join(workdir, m)) for m in ('lenet5', 'lenet5_1998')}
-  result = run('experiments.compare', "--models=lenet5,lenet5_1998", f'--workdir={workdir}',
+  result = run('experiments.compare', MODELS, f'--workdir={workdir}',
                '--target_accuracy=0.2', *TINY)
   assert result.returncode == 0, result.stderr
   assert result.stdout.count('finished earlier, skipped') == 2
@@ -103,7 +106,7 @@ def test_rerun_skips_finished_models_and_changes_nothing(comparison):
 def test_bad_comparison_input_is_one_sentence_and_touches_nothing(comparison, args, message):
   workdir, _ = comparison
   before = snapshot(workdir)
-  result = run('experiments.compare', "--models=lenet5,lenet5_1998", f'--workdir={workdir}', *TINY, *args)
+  result = run('experiments.compare', MODELS, f'--workdir={workdir}', *TINY, *args)
   assert result.returncode == 1
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0]
