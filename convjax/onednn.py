@@ -102,7 +102,26 @@ def _forward(x, kernel, strides, padding, dilation, groups, threads):
       x, kernel, **_attributes(strides, padding, dilation, groups, threads))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
+# oneDNN 3.2's 1x1 backward-weights kernels first copy a strided input to unit stride, into a
+# workspace booked for the real number of input channels but addressed in whole channel blocks (8
+# for AVX2, 16 for AVX-512). With fewer channels than a block they write past it and corrupt the
+# heap (uxlfoundation/oneDNN#6035; seen on one thread per call, 4 CPU devices on 2 cores).
+# Below this many input channels per group, conv2d does that copy itself, by slicing, and hands
+# oneDNN a unit-stride 1x1 convolution.
+_POINTWISE_BLOCK = 16
+
+
+def _unit_stride_pointwise(x, kernel, strides, padding):
+  """A strided 1x1 convolution without padding as (x subsampled, unit strides); else unchanged.
+
+  y[n, i, j] = sum_c x[n, s * i, s * j, c] k[c]: the same outputs, and JAX's transpose of the
+  slice puts the input gradient back on the sampled pixels (zeros elsewhere)."""
+  pointwise = kernel.shape[:2] == (1, 1) and all(p == (0, 0) for p in map(tuple, padding))
+  if not pointwise or tuple(strides) == (1, 1) or kernel.shape[2] >= _POINTWISE_BLOCK:
+    return x, strides
+  return x[:, ::strides[0], ::strides[1], :], (1, 1)
+
+
 def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int] = (1, 1),
            padding: Sequence[tuple[int, int]] = ((0, 0), (0, 0)),
            dilation: Sequence[int] = (1, 1), groups: int = 1, threads: int = 1):
@@ -112,6 +131,12 @@ def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int] = (1, 1),
   threads of each oneDNN call. The same numbers as lax.conv_general_dilated with NHWC / HWIO
   dimension numbers, up to float rounding.
   """
+  x, strides = _unit_stride_pointwise(x, kernel, strides, padding)
+  return _conv2d(x, kernel, tuple(strides), padding, dilation, groups, threads)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
+def _conv2d(x, kernel, strides, padding, dilation, groups, threads):
   return _forward(x, kernel, strides, padding, dilation, groups, threads)
 
 
@@ -130,4 +155,4 @@ def _conv2d_bwd(strides, padding, dilation, groups, threads, residuals, dy):
   return dx, dk
 
 
-conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+_conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)

@@ -6,6 +6,8 @@ extension is a failure: CI must build it.
 """
 import os
 import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +56,7 @@ CASES = [
     (3, 7, 9, 16, 16, 3, 2, ((1, 0), (0, 1)), 1, 16),
     (2, 11, 8, 8, 16, 5, 1, 'SAME', 2, 8),
     (4, 6, 6, 64, 64, 1, 2, 'VALID', 1, 1),
+    (3, 9, 8, 4, 6, 1, 2, 'VALID', 1, 1),  # Subsampled before oneDNN (onednn._POINTWISE_BLOCK).
 ]
 
 
@@ -73,6 +76,31 @@ def test_values_and_gradients_match_xla(n, h, w, c, o, k, s, padding, d, g):
   for mine, theirs in zip(got_vjp(dy), want_vjp(dy)):
     np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=2e-5 * np.abs(theirs).max())
 
+
+
+# A ResNet-18 shortcut at test width: 1x1, stride 2, 4 -> 6 channels, on one thread per call.
+_POINTWISE_CRASH = """
+import jax, jax.numpy as jnp
+from convjax import onednn
+x, kernel = jnp.ones((16, 8, 8, 4)), jnp.ones((1, 1, 4, 6))
+step = jax.jit(jax.grad(lambda k: onednn.conv2d(x, k, (2, 2), ((0, 0), (0, 0)), threads=1).sum()))
+for _ in range(20):
+  dk = step(kernel).block_until_ready()
+assert float(dk[0, 0, 0, 0]) == 16 * 4 * 4
+"""
+
+
+@needs_onednn
+@pytest.mark.slow
+def test_a_strided_pointwise_weight_gradient_leaves_the_heap_intact():
+  """oneDNN 3.2 writes past its workspace here (uxlfoundation/oneDNN#6035) unless conv2d
+  subsamples first; glibc's MALLOC_CHECK_=3 turns that corruption into an abort."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, MALLOC_CHECK_='3', PYTHONPATH=root)
+  env.pop('XLA_FLAGS', None)
+  result = subprocess.run([sys.executable, '-c', _POINTWISE_CRASH], env=env, cwd=root,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
 
 @needs_onednn
 def test_lowering_routes_layers_through_onednn_and_back():
