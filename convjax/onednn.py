@@ -31,7 +31,6 @@ LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'native', '_o
 _TARGETS = {'convjax_conv_forward': 'ConvjaxConvForward',
             'convjax_conv_backward_data': 'ConvjaxConvBackwardData',
             'convjax_conv_backward_weights': 'ConvjaxConvBackwardWeights'}
-DTYPES = (jnp.float32, jnp.bfloat16)
 # Which layouts oneDNN may choose: 0 none (XLA's NHWC / HWIO throughout), 1 the weights',
 # 2 the weights' and the activations' (each costing a reorder per call).
 LAYOUT = int(os.environ.get('CONVJAX_ONEDNN_LAYOUT', '1'))
@@ -50,6 +49,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
   for target, handler in handlers.items():
     jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(handler), platform='cpu')
   library.ConvjaxOnednnVersion.restype = ctypes.c_char_p
+  library.ConvjaxConvolvesBfloat16.argtypes = [ctypes.c_int64]
   return library, ''
 
 
@@ -75,10 +75,21 @@ def threads_per_call() -> int:
   return max(1, cores // max(1, len(jax.local_devices(backend='cpu'))))
 
 
+@functools.cache
+def convolves_bfloat16() -> bool:
+  """Whether this processor's oneDNN has bfloat16 convolutions (AVX-512 BF16 or AMX kernels;
+  oneDNN 3.2 found neither on an AMD EPYC, and ran AVX2 float32 kernels there)."""
+  library = _load()[0]
+  return bool(library and library.ConvjaxConvolvesBfloat16(LAYOUT))
+
+
 def supports(x_shape, kernel_shape, dtype) -> bool:
-  """Whether `conv2d` takes these operands: 2-D NHWC / HWIO in float32 or bfloat16."""
-  return len(x_shape) == 4 and len(kernel_shape) == 4 and jnp.dtype(dtype) in map(jnp.dtype,
-                                                                                   DTYPES)
+  """Whether `conv2d` takes these operands: 2-D NHWC / HWIO in float32, or in bfloat16 where
+  this processor's oneDNN convolves it (elsewhere XLA takes bfloat16 convolutions)."""
+  if len(x_shape) != 4 or len(kernel_shape) != 4:
+    return False
+  dtype = jnp.dtype(dtype)
+  return dtype == jnp.float32 or (dtype == jnp.bfloat16 and convolves_bfloat16())
 
 
 def _attributes(strides, padding, dilation, groups, threads) -> dict:

@@ -45,10 +45,19 @@ class LaunchWindow:
     self._lock = threading.Lock()
 
   def admit(self) -> None:
-    """Blocks until fewer than `limit` launches are unfinished."""
+    """Blocks until fewer than `limit` launches are unfinished.
+
+    A launch that failed raises its error here once, and the window forgets every launch before
+    the next call: the programs queued behind a failed one (its training run's later steps) must
+    not raise the same error again into whatever runs next in this process.
+    """
     with self._lock:
-      while self._tokens and (len(self._tokens) >= self.limit or self._tokens[0].is_ready()):
-        self._tokens.popleft().block_until_ready()
+      try:
+        while self._tokens and (len(self._tokens) >= self.limit or self._tokens[0].is_ready()):
+          self._tokens.popleft().block_until_ready()
+      except Exception:
+        self._tokens.clear()
+        raise
 
   def add(self, token: jax.Array) -> None:
     with self._lock:

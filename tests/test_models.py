@@ -109,9 +109,9 @@ def test_registry_has_every_architecture_of_the_zoo():
 
 # One model per distinct construction: the registry's other entries repeat these blocks at other
 # depths (resnet34-152, resnet32-110, vgg13-19).
-FAMILIES = ('alexnet', 'alexnet_2012', 'zfnet', 'lenet5', 'lenet5_1998', 'nin', 'googlenet',
-            'googlenet_bn', 'googlenet_torchvision', 'densenet121', 'resnet18', 'resnet50',
-            'resnet20', 'vgg11', 'vgg11_bn', 'speednet')
+FAMILIES = ('alexnet', 'alexnet_2012', 'zfnet', 'lenet5', 'lenet5_elu', 'lenet5_1998', 'nin',
+            'googlenet', 'googlenet_bn', 'googlenet_torchvision', 'densenet121', 'resnet18',
+            'resnet50', 'resnet20', 'vgg11', 'vgg11_bn', 'speednet')
 
 
 def by_family(names):

@@ -128,6 +128,8 @@ def test_lowering_routes_layers_through_onednn_and_back():
 
 @needs_onednn
 def test_bfloat16_matches_xla_to_bfloat16_precision():
+  if not onednn.convolves_bfloat16():
+    pytest.skip("this processor's oneDNN has no bfloat16 convolutions (XLA takes them)")
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(2, 10, 10, 16)), jnp.bfloat16)
   kernel = jnp.asarray(rng.normal(size=(3, 3, 16, 32)) / 12, jnp.bfloat16)
@@ -137,6 +139,23 @@ def test_bfloat16_matches_xla_to_bfloat16_precision():
   assert got.dtype == jnp.bfloat16
   np.testing.assert_allclose(got.astype(jnp.float32), want, rtol=2e-2, atol=2e-2)
 
+
+
+@needs_onednn
+def test_bfloat16_goes_to_xla_where_onednn_has_no_bfloat16_kernels(monkeypatch):
+  monkeypatch.setattr(onednn, 'convolves_bfloat16', lambda: False)
+  assert onednn.supports((2, 8, 8, 16), (3, 3, 16, 16), jnp.float32)
+  assert not onednn.supports((2, 8, 8, 16), (3, 3, 16, 16), jnp.bfloat16)
+  conv = lambda x, k: lowering.conv_general_dilated(x, k, (1, 1), 'SAME',
+                                                    dimension_numbers=lowering.NHWC)
+  try:
+    lowering.use_backend('onednn')
+    for dtype, custom_calls in ((jnp.float32, True), (jnp.bfloat16, False)):
+      x, kernel = jnp.ones((2, 8, 8, 16), dtype), jnp.ones((3, 3, 16, 16), dtype)
+      text = jax.jit(conv).lower(x, kernel).as_text()
+      assert ('convjax_conv_forward' in text) == custom_calls, dtype
+  finally:
+    lowering.use_backend('auto')
 
 @needs_onednn
 def test_vmap_and_jit_with_donation():

@@ -78,6 +78,26 @@ def test_window_waits_for_the_oldest_launch_when_full():
   assert len(window) < 3 and tokens[0].is_ready()
 
 
+
+class _FailedLaunch:
+  """A token whose program failed, as XLA reports it: ready, and raising when waited on."""
+
+  def is_ready(self):
+    return True
+
+  def block_until_ready(self):
+    raise RuntimeError('INTERNAL: onednn_conv: could not create a primitive descriptor')
+
+
+def test_a_failed_launch_raises_once_and_not_into_the_next_run():
+  window = parallel.LaunchWindow(limit=3)
+  for _ in range(3):  # A run's steps queued behind its first failure.
+    window.add(_FailedLaunch())
+  with pytest.raises(RuntimeError, match='primitive descriptor'):
+    window.admit()
+  assert len(window) == 0
+  window.admit()  # The next run starts clean.
+
 def test_pmapped_function_keeps_its_outputs_and_lowering(caplog):
   dp = parallel.DataParallel(2)
   double = dp.pmap(lambda x: 2 * x)

@@ -299,6 +299,35 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvjaxConvBackwardWeights, BackwardWeights,
                                   .Arg<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>() CONV_ATTRS);
 
+// 1 when this processor's oneDNN builds all three convolution primitives in bfloat16 (a 3x3,
+// 16 -> 16 channel convolution under the given layout policy), else 0. oneDNN 3.2 has bfloat16
+// kernels for AVX-512 BF16 and AMX; where it finds neither (it ran AVX2 kernels on an AMD EPYC),
+// every bfloat16 primitive descriptor fails, and convjax leaves bfloat16 convolutions to XLA.
+extern "C" int ConvjaxConvolvesBfloat16(int64_t layout) {
+  Geometry g;
+  g.src = {1, 16, 8, 8};
+  g.weights = {16, 16, 3, 3};
+  g.dst = {1, 16, 8, 8};
+  g.strides = {1, 1};
+  g.dilation = {0, 0};
+  g.pad_l = {1, 1};
+  g.pad_r = {1, 1};
+  g.groups = 1;
+  g.type = memory::data_type::bf16;
+  g.any_weights = layout >= 1;
+  g.any_activations = layout >= 2;
+  g.threads = 1;
+  try {
+    for (Kind kind : {Kind::kForward, Kind::kBackwardData, Kind::kBackwardWeights}) {
+      g.kind = kind;
+      Build(g);
+    }
+  } catch (const dnnl::error&) {
+    return 0;
+  }
+  return 1;
+}
+
 // Which oneDNN this was built against, for the record (metrics.jsonl, benchmark JSON).
 extern "C" const char* ConvjaxOnednnVersion() {
   static std::string version = [] {
