@@ -77,7 +77,6 @@ def test_values_and_gradients_match_xla(n, h, w, c, o, k, s, padding, d, g):
     np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=2e-5 * np.abs(theirs).max())
 
 
-
 # A ResNet-18 shortcut at test width: 1x1, stride 2, 4 -> 6 channels, on one thread per call.
 _POINTWISE_CRASH = """
 import jax, jax.numpy as jnp
@@ -101,6 +100,7 @@ def test_a_strided_pointwise_weight_gradient_leaves_the_heap_intact():
   result = subprocess.run([sys.executable, '-c', _POINTWISE_CRASH], env=env, cwd=root,
                           capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
+
 
 @needs_onednn
 def test_lowering_routes_layers_through_onednn_and_back():
@@ -140,7 +140,6 @@ def test_bfloat16_matches_xla_to_bfloat16_precision():
   np.testing.assert_allclose(got.astype(jnp.float32), want, rtol=2e-2, atol=2e-2)
 
 
-
 @needs_onednn
 def test_bfloat16_goes_to_xla_where_onednn_has_no_bfloat16_kernels(monkeypatch):
   monkeypatch.setattr(onednn, 'convolves_bfloat16', lambda: False)
@@ -156,6 +155,7 @@ def test_bfloat16_goes_to_xla_where_onednn_has_no_bfloat16_kernels(monkeypatch):
       assert ('convjax_conv_forward' in text) == custom_calls, dtype
   finally:
     lowering.use_backend('auto')
+
 
 @needs_onednn
 def test_vmap_and_jit_with_donation():
