@@ -98,6 +98,7 @@ def test_a_failed_launch_raises_once_and_not_into_the_next_run():
   assert len(window) == 0
   window.admit()  # The next run starts clean.
 
+
 def test_pmapped_function_keeps_its_outputs_and_lowering(caplog):
   dp = parallel.DataParallel(2)
   double = dp.pmap(lambda x: 2 * x)
