@@ -152,12 +152,17 @@ def device_note(config, dp: parallel.DataParallel) -> str:
           f'{available} uses all)')
 
 
+def compute_dtype(config):
+  """The activations' dtype: bfloat16 with half_precision (parameters stay float32), else float32."""
+  return jnp.bfloat16 if config.half_precision else jnp.float32
+
+
 def create_model(config, num_classes: int, input_shape: tuple[int, int, int]):
   """The config's model for this input (height, width, channels), checked before any work.
 
   Raises summary.InputShapeError naming the layer whose output would be empty.
   """
-  dtype = jnp.bfloat16 if config.half_precision else jnp.float32
+  dtype = compute_dtype(config)
   overrides = model_overrides(config)
   make = lambda shape: models.create(config.model, num_classes, input_shape=shape,
                                      small_inputs=config.small_inputs, dtype=dtype, **overrides)

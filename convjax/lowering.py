@@ -78,12 +78,22 @@ def backend_setting() -> tuple[str, int | None]:
   return _backend['name'], _backend['devices']
 
 
-def backend_name() -> str:
-  """'onednn' or 'xla': what 2-D convolutions on this process's default backend use now."""
+def backend_name(dtype=jnp.float32) -> str:
+  """'onednn' or 'xla': what 2-D convolutions in `dtype` on this process's default backend use
+  now."""
   wanted = _backend['name']
-  if wanted == 'xla' or jax.default_backend() != 'cpu':
+  if wanted == 'xla' or jax.default_backend() != 'cpu' or not onednn.available():
     return 'xla'
-  return 'onednn' if onednn.available() else 'xla'
+  return 'onednn' if onednn.convolves(dtype) else 'xla'
+
+
+def backend_note(dtype) -> str:
+  """Why convolutions in `dtype` leave oneDNN for XLA where float32 ones would not; else ''."""
+  if backend_name(jnp.float32) == backend_name(dtype):
+    return ''
+  return (f"this processor's oneDNN has no {jnp.dtype(dtype).name} convolutions, so XLA computes "
+          'them, more slowly than oneDNN computes float32 (--config.half_precision=False is '
+          'faster here)')
 
 
 def _onednn_threads() -> int:

@@ -83,13 +83,16 @@ def convolves_bfloat16() -> bool:
   return bool(library and library.ConvjaxConvolvesBfloat16(LAYOUT))
 
 
-def supports(x_shape, kernel_shape, dtype) -> bool:
-  """Whether `conv2d` takes these operands: 2-D NHWC / HWIO in float32, or in bfloat16 where
-  this processor's oneDNN convolves it (elsewhere XLA takes bfloat16 convolutions)."""
-  if len(x_shape) != 4 or len(kernel_shape) != 4:
-    return False
+def convolves(dtype) -> bool:
+  """Whether `conv2d` takes operands of `dtype` here: float32 always, bfloat16 where this
+  processor's oneDNN convolves it (elsewhere XLA takes bfloat16 convolutions)."""
   dtype = jnp.dtype(dtype)
   return dtype == jnp.float32 or (dtype == jnp.bfloat16 and convolves_bfloat16())
+
+
+def supports(x_shape, kernel_shape, dtype) -> bool:
+  """Whether `conv2d` takes these operands: 2-D NHWC / HWIO of a dtype it `convolves`."""
+  return len(x_shape) == 4 and len(kernel_shape) == 4 and convolves(dtype)
 
 
 def _attributes(strides, padding, dilation, groups, threads) -> dict:

@@ -176,7 +176,7 @@ def _train_and_report(loop: _Loop, state: steps.TrainState, start_step: int,
   loop.progress.message(
       f"done: {config.model} on {config.dataset}, test accuracy {final['test_accuracy']:.4f}"
       f"{extra} ({final['num_test_examples']} images), wall time {final['wall_seconds']:.1f} s, "
-      f'{speed}{stopped}, convolutions by {lowering.backend_name()}')
+      f'{speed}{stopped}, convolutions by {lowering.backend_name(builder.compute_dtype(config))}')
   return final
 
 
@@ -211,14 +211,18 @@ def _setup(run: builder.Run, workdir: str, pipeline: pipeline_lib.Pipeline, meta
       # float32, the step's own dtype, so the interval's mean rounds as it would have.
       unlogged=[(s, {k: np.array([v], np.float32) for k, v in m.items()}, ok)
                 for s, m, ok in unlogged])
+  dtype = builder.compute_dtype(config)
   loop.writer.write(start_step, {
       'event': 'start', 'num_devices': dp.num_devices, 'num_processes': parallel.process_count(),
       'global_batch_size': config.batch_size,
       'per_device_batch_size': config.batch_size // dp.num_devices,
       'total_steps': run.total_steps, 'model': config.model, 'dataset': config.dataset,
-      'conv_backend': lowering.backend_name(), 'config_changes': config_changes if start_step else {},
+      'conv_backend': lowering.backend_name(dtype),
+      'config_changes': config_changes if start_step else {},
       **({'initialised_from': initial[1]} if initial and not start_step else {})})
   loop.progress.message(f'training on {parallel.describe(dp)}{builder.device_note(config, dp)}')
+  if lowering.backend_note(dtype):
+    loop.progress.message(f'half_precision: {lowering.backend_note(dtype)}')
   if initial and not start_step:
     loop.progress.message(f'fine-tuning: {initial[1]}')
   training = finetune.describe(config)

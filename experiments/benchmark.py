@@ -56,8 +56,9 @@ def main(argv):
   if _BATCH_SIZE.value % dp.num_devices:
     raise errors.InvalidValueError(f'--batch_size={_BATCH_SIZE.value} is not divisible by the '
                                    f'{dp.num_devices} devices')
-  conv_backend = lowering.use_backend(_CONV_BACKEND.value, dp.num_local_devices)
+  lowering.use_backend(_CONV_BACKEND.value, dp.num_local_devices)
   dtype = jnp.bfloat16 if _HALF.value else jnp.float32
+  conv_backend = lowering.backend_name(dtype)
   peak = benchmark.peak_matmul_flops(dp, dtype)
   bandwidth = benchmark.peak_memory_bandwidth(dp)
   print(f'{dp.num_devices} x {jax.devices()[0].device_kind}: matmul peak {peak / 1e9:,.1f} GFLOP/s '

@@ -153,6 +153,16 @@ def test_bfloat16_goes_to_xla_where_onednn_has_no_bfloat16_kernels(monkeypatch):
       x, kernel = jnp.ones((2, 8, 8, 16), dtype), jnp.ones((3, 3, 16, 16), dtype)
       text = jax.jit(conv).lower(x, kernel).as_text()
       assert ('convjax_conv_forward' in text) == custom_calls, dtype
+      # What a run reports is what ran.
+      assert lowering.backend_name(dtype) == ('onednn' if custom_calls else 'xla'), dtype
+    assert lowering.backend_note(jnp.float32) == ''
+    assert lowering.backend_note(jnp.bfloat16).startswith(
+        "this processor's oneDNN has no bfloat16 convolutions, so XLA computes them")
+    monkeypatch.setattr(onednn, 'convolves_bfloat16', lambda: True)
+    assert lowering.backend_name(jnp.bfloat16) == 'onednn'
+    assert lowering.backend_note(jnp.bfloat16) == ''
+    lowering.use_backend('xla')  # Asked for XLA: nothing left oneDNN, so nothing to explain.
+    assert lowering.backend_note(jnp.bfloat16) == ''
   finally:
     lowering.use_backend('auto')
 
