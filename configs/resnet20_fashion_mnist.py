@@ -24,6 +24,10 @@ accuracy 0.9507, EMA 0.9513, flip TTA 0.9552, in 4,604 s (76.7 minutes) of wall 
 5,643 s (94.0 minutes). Over the three seeds: 0.9497 +- 0.0009 plain, 0.9501 +- 0.0010 EMA,
 0.9523 +- 0.0025 flip TTA; each run inside 2 hours, 0.95 plain on seed 0 alone.
 
+On 2 AMD EPYC (Zen 4) cores oneDNN has no bfloat16 convolutions (the run says so at start), and
+float32 is faster: with --config.half_precision=False, seed 0, from a clean clone at 894817b,
+alone (2026-12-01): 0.9507, EMA 0.9509, flip TTA 0.9534, in 6,909 s (115.1 minutes, 625 images/s).
+
 Before (float32, 2 Xeon cores): 55 epochs gave test accuracy 0.9484, EMA 0.9481, flip TTA 0.9526
 in 4,973 s of wall time; 60 epochs 0.9494 / 0.9496 / 0.9520 in 6,346 s on a slower hour
 (`--config.half_precision=False --config.num_epochs=55` or `=60` repeats them). On one H200 GPU,
