@@ -26,7 +26,8 @@ SELU instead of ELU 0.9173, 0.9210; seed 0 only: weight decay 0.02 0.9179, no fl
 6e-3 0.9150, label smoothing 0.05 0.9162. Scaling the images without subtracting the mean, so
 that C1's zero padding is background (the mean subtracted, padding is a grey frame), seeds 0-3:
 0.9191, 0.9182, 0.9177, 0.9179 (a scratch change to the catalogue's mean). None leaves the seed
-spread, so the rest of the config stays as it was. The accuracy tries ran two at a time; the times were taken alone.
+spread, so the rest of the config stays as it was. The accuracy tries ran two at a time; the
+times were taken alone.
 
 Tried before, with ReLU, at 15 epochs on the 2 Xeon cores (test accuracy, plain / flip TTA),
 starting from the 30-epoch recipe's settings (configs/lenet5_fashion_mnist_recipe.py: this config

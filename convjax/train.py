@@ -221,8 +221,9 @@ def _setup(run: builder.Run, workdir: str, pipeline: pipeline_lib.Pipeline, meta
       'config_changes': config_changes if start_step else {},
       **({'initialised_from': initial[1]} if initial and not start_step else {})})
   loop.progress.message(f'training on {parallel.describe(dp)}{builder.device_note(config, dp)}')
-  if lowering.backend_note(dtype):
-    loop.progress.message(f'half_precision: {lowering.backend_note(dtype)}')
+  precision_note = lowering.backend_note(dtype)
+  if precision_note:
+    loop.progress.message(f'half_precision: {precision_note}')
   if initial and not start_step:
     loop.progress.message(f'fine-tuning: {initial[1]}')
   training = finetune.describe(config)

@@ -78,7 +78,6 @@ def test_window_waits_for_the_oldest_launch_when_full():
   assert len(window) < 3 and tokens[0].is_ready()
 
 
-
 class _FailedLaunch:
   """A token whose program failed, as XLA reports it: ready, and raising when waited on."""
 
