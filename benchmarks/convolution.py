@@ -2,9 +2,9 @@
 
   python -m benchmarks.convolution [--sizes=16,32,...] [--output_dir=workdirs/convolution]
 
-- direct: convjax.convolution.convolve, the definition (one shift-and-add per kernel tap),
+- direct: convjax.nn.convolution_math.convolve, the definition (one shift-and-add per kernel tap),
   O(n^2 k^2) work in k^2 whole-image passes;
-- fft: convjax.convolution.fft_convolve, the convolution theorem, O(n^2 log n) whatever k is;
+- fft: convjax.nn.convolution_math.fft_convolve, the convolution theorem, O(n^2 log n) whatever k is;
 - lax: jax.lax.conv_general_dilated on the flipped kernel, XLA's convolution, what layers use.
 
 Two sweeps: a fixed 5x5 kernel (the CNN case) and a kernel as large as the image, k = n (where
@@ -38,7 +38,7 @@ def lax_convolve(image, kernel):
 def time_point(fn, image, kernel) -> float:
   """Median milliseconds of fn(image, kernel), jitted, after compilation."""
   import jax
-  from convjax import benchmark
+  from convjax.analysis import benchmark
   jitted = jax.jit(fn)
   return benchmark.time_steps(lambda _: jitted(image, kernel), None, warmup=1, min_steps=3,
                               min_seconds=_MIN_SECONDS.value).median_ms
@@ -47,15 +47,15 @@ def time_point(fn, image, kernel) -> float:
 def sweep(kernel_size, sizes) -> dict:
   import jax
   import numpy as np
-  from convjax import convolution
-  methods = {'direct': convolution.convolve, 'fft': convolution.fft_convolve, 'lax': lax_convolve}
+  from convjax.nn import convolution_math
+  methods = {'direct': convolution_math.convolve, 'fft': convolution_math.fft_convolve, 'lax': lax_convolve}
   results = {name: [] for name in methods}
   rng = np.random.default_rng(0)
   for n in sizes:
     k = kernel_size(n)
     image = jax.device_put(rng.normal(size=(n, n)).astype(np.float32))
     kernel = jax.device_put(rng.normal(size=(k, k)).astype(np.float32))
-    reference = np.asarray(convolution.fft_convolve(image, kernel, 'full'))
+    reference = np.asarray(convolution_math.fft_convolve(image, kernel, 'full'))
     for name, fn in methods.items():
       if name != 'fft' and (n + k) ** 2 * k * k > _MAX_TAPS.value:
         continue  # Minutes to hours at this size; the trend is already clear.
@@ -69,7 +69,7 @@ def sweep(kernel_size, sizes) -> dict:
 def main(argv):
   del argv
   import jax
-  from convjax import plots
+  from convjax.analysis import plots
   sizes = [int(s) for s in _SIZES.value]
   report = {'device': jax.devices()[0].device_kind, 'sweeps': {}}
   for label, kernel_size, title in (

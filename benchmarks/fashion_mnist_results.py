@@ -29,7 +29,8 @@ import sys
 import ml_collections
 from absl import app, flags
 
-from convjax import builder, config as config_lib, metrics, plots, summary
+from convjax.analysis import plots, summary
+from convjax.training import builder, config as config_lib, metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUTPUT = os.path.join(ROOT, 'benchmarks', 'results', 'fashion_mnist.csv')

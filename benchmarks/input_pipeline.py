@@ -42,7 +42,7 @@ def _median_rate(run, images_per_run: int) -> float:
 
 
 def in_memory_rate(dp, dataset, augmentation) -> float:
-  from convjax import pipeline, sampling
+  from convjax.data import pipeline, sampling
   source = pipeline.InMemoryPipeline(dataset, dp, _BATCH.value, _BATCH.value, 0, augmentation)
   steps = min(_STEPS.value, sampling.steps_per_epoch(len(dataset.train), _BATCH.value))
 
@@ -56,7 +56,7 @@ def train_step_rate(dp, dataset) -> float:
   """The training loop's own step, built from the default config with --model and --batch_size."""
   import jax
   from configs import default
-  from convjax import builder
+  from convjax.training import builder
   config = default.get_config()
   config.update(model=_MODEL.value, dataset=_DATASET.value, batch_size=_BATCH.value)
   spec = builder.DataSpec(dataset.image_shape, dataset.info.num_classes, dataset.info.mean,
@@ -101,9 +101,9 @@ class _JpegSource:
 
 
 def streaming_rate(dp) -> float:
-  from convjax import data, streaming
+  from convjax.data import datasets, streaming
   count = _STREAMING_IMAGES.value
-  dataset = data.StreamingDataset(data.CATALOGUE['imagenette'], _JpegSource(count), _JpegSource(64))
+  dataset = datasets.StreamingDataset(datasets.CATALOGUE['imagenette'], _JpegSource(count), _JpegSource(64))
   batch = 64
   source = streaming.StreamingPipeline(dataset, dp, batch, batch, 0, num_workers=_WORKERS.value)
 
@@ -116,9 +116,10 @@ def streaming_rate(dp) -> float:
 def main(argv):
   del argv
   import jax
-  from convjax import augment, data, parallel
+  from convjax import parallel
+  from convjax.data import augment, datasets
   dp = parallel.DataParallel()
-  dataset = data.load(_DATASET.value)
+  dataset = datasets.load(_DATASET.value)
   results = {
       'device': f'{jax.devices()[0].device_kind} x {dp.num_devices}',
       'cpu_count': os.cpu_count(),

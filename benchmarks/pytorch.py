@@ -7,7 +7,7 @@
 One train step = uint8 images -> float normalise -> forward -> softmax cross-entropy -> backward ->
 SGD with momentum 0.9, exactly what convjax's benchmark step does. fp32 (or bf16 autocast with
 --amp), channels_last memory format (oneDNN's and cuDNN's fastest), synthetic data made once.
-Timed by the same `convjax.benchmark.time_steps` as convjax: median step after warm-up, p10, p90.
+Timed by the same `convjax.analysis.benchmark.time_steps` as convjax: median step after warm-up, p10, p90.
 Input shapes default to convjax's registry, so both sides build the same network.
 """
 
@@ -59,7 +59,9 @@ def train_step_fn(name: str, batch_size: int, input_shape, device: str = 'cpu', 
 def main(argv):
   del argv
   import torch
-  from convjax import benchmark, metrics, models
+  from convjax import models
+  from convjax.analysis import benchmark
+  from convjax.training import metrics
   from benchmarks import torch_models
   if _THREADS.value:
     torch.set_num_threads(_THREADS.value)

@@ -9,7 +9,7 @@
 
 Each model is built by torchvision with random weights. Its biases, batch-norm scales and running
 statistics are then randomised too, so that a tensor the mapping dropped or misplaced cannot hide
-behind an initial 0 or 1. Its state dict goes through convjax.weights.load_torch, and both
+behind an initial 0 or 1. Its state dict goes through convjax.models.torchvision_weights.load_torch, and both
 frameworks classify the same two random 224x224 images. The table gives the largest logit
 difference, and that difference relative to the largest logit (tests/test_weights.py requires it
 to be at most 1e-4).
@@ -22,7 +22,8 @@ import os
 from absl import flags
 
 from benchmarks import torchvision_reference
-from convjax import errors, weights
+from convjax import errors
+from convjax.models import torchvision_weights
 from experiments import cli
 
 _MODELS = flags.DEFINE_list('models', ['*'], 'fnmatch patterns over the models with a mapping.')
@@ -35,7 +36,7 @@ _LIBRARY = flags.DEFINE_enum('library', 'torchvision', torchvision_reference.LIB
 def main(argv):
   del argv
   library = _LIBRARY.value
-  mapped = (weights.TORCH_FAMILIES if library == 'torchvision' else
+  mapped = (torchvision_weights.TORCH_FAMILIES if library == 'torchvision' else
             torchvision_reference.TIMM_MODELS)
   names = sorted(name for name in mapped
                  if any(fnmatch.fnmatchcase(name, p) for p in _MODELS.value))
@@ -52,7 +53,7 @@ def main(argv):
     print(f"{name:12s} {report[name]['max_abs_difference']:17.3e} "
           f"{report[name]['max_abs_logit']:12.3e} {report[name]['relative']:10.2e}", flush=True)
   if _OUTPUT.value:  # Adds or replaces these models' entries; other models' stay.
-    from convjax import metrics  # pylint: disable=import-outside-toplevel
+    from convjax.training import metrics  # pylint: disable=import-outside-toplevel
     earlier = {}
     if os.path.exists(_OUTPUT.value):
       with open(_OUTPUT.value) as f:

@@ -6,7 +6,8 @@ import warnings
 
 import numpy as np
 
-from convjax import models, weights
+from convjax import models
+from convjax.models import torchvision_weights
 
 
 def randomise(module, seed: int) -> None:
@@ -54,7 +55,7 @@ def compare(name: str, batch: int = 2, seed: int = 0,
   # torchvision builds GoogLeNet with its auxiliary heads: import them too, to check their names
   # and shapes (evaluation runs neither framework's).
   fields = {'aux_logits': True} if name.startswith('googlenet') else {}
-  variables = weights.load_torch(name, reference.state_dict(), **fields)
+  variables = torchvision_weights.load_torch(name, reference.state_dict(), **fields)
   logits = np.asarray(models.create(name, **fields).apply(variables, images, train=False))
   difference = float(np.max(np.abs(logits - expected)))
   scale = float(np.max(np.abs(expected)))

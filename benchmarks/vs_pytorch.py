@@ -105,7 +105,7 @@ def main(argv):
     print(f'geometric mean of the ratios: {float(np.exp(np.mean(np.log(ratios)))):.2f}, '
           f'lowest {min(ratios):.2f}')
   if _OUTPUT.value:
-    from convjax import metrics
+    from convjax.training import metrics
     metrics.write_json(_OUTPUT.value, report, make_dirs=True)
 
 

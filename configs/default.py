@@ -29,7 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
   # identity: a run resumes only with the kwargs it started with.
   config.model_kwargs = ml_collections.ConfigDict()
 
-  # Data: a catalogue name (convjax.data.CATALOGUE documents each one's preprocessing).
+  # Data: a catalogue name (convjax.data.datasets.CATALOGUE documents each one's preprocessing).
   # In memory: digits, mnist, fashion_mnist, kmnist, cifar10, cifar100, svhn_cropped.
   # Streamed: imagenette, imagenet2012.
   config.dataset = 'fashion_mnist'
@@ -57,7 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
   # RandAugment (Cubuk et al. 2020): this many ops per image, drawn from rotate, shear, translate,
   # brightness, contrast, sharpness, solarize, posterize, autocontrast and equalize, at magnitude
   # randaugment_magnitude in [0, 10] (timm's scale; 0 = off). On the device for in-memory
-  # datasets, on the input threads for streamed ones (convjax/randaugment.py).
+  # datasets, on the input threads for streamed ones (convjax/data/randaugment.py).
   config.augment.randaugment_ops = 0
   config.augment.randaugment_magnitude = 9.0
 
@@ -117,7 +117,7 @@ def get_config() -> ml_collections.ConfigDict:
   # per example with probability drop_path_rate * l / L in training (the model's field).
   config.drop_path_rate = 0.0
 
-  # Fine-tuning (convjax/finetune.py). init_from: '' starts from the random initialisation; a
+  # Fine-tuning (convjax/training/finetune.py). init_from: '' starts from the random initialisation; a
   # convjax workdir (its newest checkpoint, such as one experiments.convert wrote) or a weights
   # file of torchvision's counterpart of `model` (.safetensors; .pth with torch installed) starts
   # from those weights. Read at step 0 only: a resumed run continues from its own checkpoints.

@@ -9,7 +9,7 @@ resnet18-f37072fd.pth (ResNet18_Weights.IMAGENET1K_V1), which
 (reading .pth needs torch; a .safetensors copy needs only NumPy). init_from defaults to that
 cache path.
 
-What the ImageNet weights need on 28x28 grayscale images (convjax/finetune.py):
+What the ImageNet weights need on 28x28 grayscale images (convjax/training/finetune.py):
   - image_size=64 (resized once, in memory) and small_inputs=False keep ResNet-18's ImageNet
     layers, the 7x7/2 stem and 3x3/2 max pool that the weights fit; 64x64 reaches layer4 as 2x2;
   - the stem's RGB kernel is summed over its colour channels for one-channel input;

@@ -16,7 +16,6 @@ import numpy as np
 from jax import lax
 from jax.experimental import multihost_utils
 
-import convjax
 from convjax import errors
 
 AXIS = 'batch'  # The named axis that gradients and metrics are averaged over.
@@ -69,6 +68,46 @@ class LaunchWindow:
 
 # One window per process: the permits belong to the devices, whichever DataParallel launches.
 _LAUNCHES = LaunchWindow(MAX_LAUNCHES_IN_FLIGHT)
+
+
+_DEVICE_COUNT_FLAG = '--xla_force_host_platform_device_count'
+# How the CPU device count was chosen, for the line a run logs about its devices (`describe`);
+# None until use_cpu_cores is called.
+_cpu_devices_source = None
+
+
+def use_cpu_cores(count: int | None = None) -> str:
+  """Makes XLA:CPU present `count` devices, so that data parallelism over them runs each device's
+  share of the batch on its own core; returns how the count was chosen, in words.
+
+  Call it before JAX computes anything: the experiment scripts do, and a library user who wants
+  one device per core calls it after `import jax`. The count is `count`, else CONVJAX_CPU_DEVICES,
+  else one per core this process may run on. --xla_force_host_platform_device_count in XLA_FLAGS
+  wins over all three. Configs may still train on fewer devices (`num_devices`). Once JAX has
+  started its backends the count is fixed, and this changes nothing.
+  """
+  global _cpu_devices_source
+  chosen = os.environ.get('CONVJAX_CPU_DEVICES')
+  if _DEVICE_COUNT_FLAG in os.environ.get('XLA_FLAGS', ''):
+    _cpu_devices_source = f'XLA_FLAGS sets {_DEVICE_COUNT_FLAG}'
+  elif count is not None or chosen:
+    _cpu_devices_source = (f'{count} requested' if count is not None
+                           else f'CONVJAX_CPU_DEVICES={chosen}')
+    _set_cpu_device_count(int(count or chosen))
+  else:
+    cores = len(os.sched_getaffinity(0))
+    _cpu_devices_source = f'one device per core of {cores}; CONVJAX_CPU_DEVICES=N changes it'
+    _set_cpu_device_count(cores)
+  return _cpu_devices_source
+
+
+def _set_cpu_device_count(count: int) -> None:
+  """Sets jax_num_cpu_devices, unless JAX's backends have started (then the count is fixed)."""
+  global _cpu_devices_source
+  try:
+    jax.config.update('jax_num_cpu_devices', count)
+  except RuntimeError:  # Raised once the backends are initialised.
+    _cpu_devices_source = 'JAX had started before parallel.use_cpu_cores, so XLA chose the count'
 
 
 def maybe_initialize_distributed(enabled: bool = False) -> None:
@@ -135,13 +174,16 @@ def most_devices_dividing(batch_size: int) -> int | None:
 
 
 def describe(dp: 'DataParallel') -> str:
-  """One line on the devices a run uses and, on CPU, where their count came from: `import convjax`
-  splits the CPU into one XLA device per core unless jax came first or the user chose."""
+  """Returns one line on the devices a run uses and, on CPU, how their count was chosen
+  (`use_cpu_cores`)."""
   line = (f'{dp.num_local_devices} {jax.default_backend()} device(s) in each of '
           f'{process_count()} process(es)' if process_count() > 1 else
           f'{dp.num_local_devices} {jax.default_backend()} device(s)')
   if jax.default_backend() == 'cpu':
-    line += f' of {jax.local_device_count()} ({convjax.CPU_DEVICES_SOURCE})'
+    source = _cpu_devices_source or (
+        f'XLA_FLAGS sets {_DEVICE_COUNT_FLAG}' if _DEVICE_COUNT_FLAG in os.environ.get('XLA_FLAGS', '')
+        else "XLA's default")
+    line += f' of {jax.local_device_count()} ({source})'
   return line
 
 
@@ -246,6 +288,16 @@ class DataParallel:
       yield queue.popleft()
       for batch in itertools.islice(iterator, 1):
         queue.append(self.shard(batch))
+
+
+def compiled_memory_bytes(compiled) -> int | None:
+  """Returns the per-device bytes a compiled XLA program needs: arguments + outputs + temporaries - donated aliases;
+  None where the backend does not report them."""
+  stats = compiled.memory_analysis()
+  if stats is None:
+    return None
+  return int(stats.argument_size_in_bytes + stats.output_size_in_bytes +
+             stats.temp_size_in_bytes - stats.alias_size_in_bytes)
 
 
 def preemption_sync_point(step: int) -> bool:

@@ -9,8 +9,7 @@ reaches on the same devices in the same run. A train step is counted as 3 forwar
 On a CPU, --num_devices=D splits the host into D XLA devices (set before JAX starts); without it,
 convjax's default applies: one device per core.
 """
-import os
-import sys
+
 
 from absl import flags
 
@@ -31,23 +30,17 @@ _OUTPUT = flags.DEFINE_string('output', None, 'Where to write the JSON results.'
 flags.mark_flags_as_required(['models', 'output'])
 
 
-def _split_cpu(num_devices: int | None) -> None:
-  """On a CPU, exactly num_devices XLA devices, or convjax's default of one per core.
-
-  Importing convjax applies the choice; it has to happen before JAX starts.
-  """
-  if num_devices and 'jax' not in sys.modules:
-    os.environ['CONVJAX_CPU_DEVICES'] = str(num_devices)
-  import convjax  # pylint: disable=import-outside-toplevel,unused-import
-
-
 def main(argv):
   del argv
-  _split_cpu(_NUM_DEVICES.value)
+  from convjax import parallel
+  parallel.use_cpu_cores(_NUM_DEVICES.value or None)  # Exactly the devices asked for, if any.
   import jax
   import jax.numpy as jnp
   from configs import default
-  from convjax import benchmark, lowering, metrics, models, parallel
+  from convjax import models
+  from convjax.analysis import benchmark
+  from convjax.nn import conv_backend
+  from convjax.training import metrics
   names = models.match(_MODELS.value)
   input_shape = cli.parse_shape(_INPUT_SHAPE.value)
   if _BATCH_SIZE.value <= 0:
@@ -56,14 +49,14 @@ def main(argv):
   if _BATCH_SIZE.value % dp.num_devices:
     raise errors.InvalidValueError(f'--batch_size={_BATCH_SIZE.value} is not divisible by the '
                                    f'{dp.num_devices} devices')
-  lowering.use_backend(_CONV_BACKEND.value, dp.num_local_devices)
+  conv_backend.use_backend(_CONV_BACKEND.value, dp.num_local_devices)
   dtype = jnp.bfloat16 if _HALF.value else jnp.float32
-  conv_backend = lowering.backend_name(dtype)
+  backend = conv_backend.backend_name(dtype)
   peak = benchmark.peak_matmul_flops(dp, dtype)
   bandwidth = benchmark.peak_memory_bandwidth(dp)
   print(f'{dp.num_devices} x {jax.devices()[0].device_kind}: matmul peak {peak / 1e9:,.1f} GFLOP/s '
         f'({jnp.dtype(dtype).name}), memory bandwidth {bandwidth / 1e9:,.1f} GB/s, convolutions: '
-        f'{conv_backend}', flush=True)
+        f'{backend}', flush=True)
   modes = benchmark.MODES if _MODE.value == 'both' else (_MODE.value,)
   results = []
   for name in names:
@@ -78,7 +71,7 @@ def main(argv):
             f"{100 * row['flops_utilization']:5.1f}% of peak", flush=True)
   report = {'device': jax.devices()[0].device_kind, 'platform': jax.default_backend(),
             'num_devices': dp.num_devices, 'dtype': jnp.dtype(dtype).name, 'peak_flops': peak,
-            'conv_backend': conv_backend,
+            'conv_backend': backend,
             'peak_bandwidth': bandwidth,
             'results': results}
   metrics.write_json(_OUTPUT.value, report, make_dirs=True)  # Never a half-written file over an older result.

@@ -140,7 +140,8 @@ def with_huge_pages() -> None:
 
 def run(main) -> None:
   """app.run(main) with quiet library logs and no tracebacks unless --show_traceback, in a
-  process whose malloc uses huge pages (`with_huge_pages`).
+  process whose malloc uses huge pages (`with_huge_pages`) and whose CPU is split into one XLA
+  device per core (parallel.use_cpu_cores).
 
   Expected errors print their message; anything else (a bug, a full disk) prints its type and
   message and points at --show_traceback. A run stopped by a signal after checkpointing exits
@@ -152,7 +153,10 @@ def run(main) -> None:
     if not flags.FLAGS['verbosity'].present:
       logging.set_verbosity(logging.WARNING)  # Orbax and JAX log a lot at INFO.
       _silence_orbax_failure_echoes()
-    from convjax import stopping  # After flag parsing, so --help is fast.
+    # After flag parsing, so --help is fast; before JAX starts, so the CPU count can still change.
+    from convjax import parallel
+    from convjax.training import stopping
+    parallel.use_cpu_cores()
     try:
       main(argv)
     except stopping.Stopped as e:

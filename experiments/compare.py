@@ -31,7 +31,9 @@ flags.mark_flags_as_required(['models', 'workdir'])
 
 def main(argv):
   del argv
-  from convjax import builder, compare, config as config_lib, models
+  from convjax import models
+  from convjax.analysis import compare
+  from convjax.training import builder, config as config_lib
   names = models.match(_MODELS.value)
   base = _CONFIG.value
   with base.unlocked():

@@ -3,7 +3,7 @@
   python -m experiments.convert --model=resnet50 --weights=resnet50.safetensors \
       --workdir=workdirs/resnet50_imagenet [--dataset=imagenet2012] [--num_classes=1000]
 
-The weights go through convjax.weights.load_torch (every tensor used exactly once; .pth files
+The weights go through convjax.models.torchvision_weights.load_torch (every tensor used exactly once; .pth files
 need torch). The workdir gets config.json (configs/default.py with the model, dataset and number
 of classes) and a step-0 checkpoint of the params and batch statistics. A workdir that already
 holds files is refused; a failure writes nothing.
@@ -24,13 +24,15 @@ def main(argv):
   del argv
   import jax
   from configs import default
-  from convjax import config as config_lib, models, weights
+  from convjax import models
+  from convjax.models import torchvision_weights
+  from convjax.training import config as config_lib, saved_run
   config = default.get_config()
   config.model, config.dataset = _MODEL.value, _DATASET.value
   config.num_classes = _NUM_CLASSES.value or models.get_spec(_MODEL.value).num_classes
   config_lib.validate(config, num_devices=1)
-  variables = weights.load_torch(config.model, _WEIGHTS.value, config.num_classes)
-  weights.write_workdir(_WORKDIR.value, config, variables, _WEIGHTS.value)
+  variables = torchvision_weights.load_torch(config.model, _WEIGHTS.value, config.num_classes)
+  saved_run.write_converted(_WORKDIR.value, config, variables, _WEIGHTS.value)
   count = sum(leaf.size for leaf in jax.tree.leaves(variables['params']))
   print(f'wrote {_WORKDIR.value}: {config.model} with {count:,} parameters from {_WEIGHTS.value}')
 

@@ -24,9 +24,10 @@ flags.mark_flags_as_required(['workdir', 'output'])
 def main(argv):
   del argv
   import os
-  from convjax import exporting, trained
-  saved = trained.load_model(_WORKDIR.value)
-  blob = exporting.export_model(saved, _PLATFORMS.value).serialize()
+  from convjax.deploy import export
+  from convjax.training import saved_run
+  saved = saved_run.load_model(_WORKDIR.value)
+  blob = export.export_model(saved, _PLATFORMS.value).serialize()
   temporary = _OUTPUT.value + '.tmp'
   with open(temporary, 'wb') as f:
     f.write(blob)

@@ -3,7 +3,7 @@
   python -m experiments.predict --workdir=DIR --images=a.png,b.jpg [--top_k=5] [--output=FILE.json]
 
 Images of any size or mode go through the dataset's evaluation preprocessing
-(convjax/inference.py); each line names an image and its top_k classes with their
+(convjax/deploy/inference.py); each line names an image and its top_k classes with their
 probabilities. --output also writes them as JSON. An unreadable image stops the run in one
 sentence before anything is written.
 """
@@ -21,10 +21,11 @@ flags.mark_flags_as_required(['workdir', 'images'])
 
 def main(argv):
   del argv
-  from convjax import inference, metrics, trained
+  from convjax.deploy import inference
+  from convjax.training import metrics, saved_run
   if _TOP_K.value < 1:
     raise errors.InvalidValueError(f'--top_k must be at least 1, got {_TOP_K.value}')
-  saved = trained.load_model(_WORKDIR.value)
+  saved = saved_run.load_model(_WORKDIR.value)
   predictions = inference.classify(saved, _IMAGES.value, _TOP_K.value)
   for prediction in predictions:
     best = ', '.join(f"{c['class']} {c['probability']:.3f}" for c in prediction['top_k'])

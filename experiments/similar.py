@@ -24,8 +24,9 @@ flags.mark_flags_as_required(['workdir'])
 def main(argv):
   del argv
   import numpy as np
-  from convjax import plots, similarity, trained
-  run = trained.load(_WORKDIR.value)
+  from convjax.analysis import plots, similarity
+  from convjax.training import saved_run
+  run = saved_run.load(_WORKDIR.value)
   n = len(run.test)
   cli.check_index('query', _QUERY.value, n, 'the test set')
   if not 1 <= _K.value < n:

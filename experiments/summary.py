@@ -20,7 +20,8 @@ flags.mark_flags_as_required(['model'])
 
 def main(argv):
   del argv
-  from convjax import models, summary
+  from convjax import models
+  from convjax.analysis import summary
   names = models.match(_MODEL.value)
   shape = cli.parse_shape(_INPUT_SHAPE.value)
   rows = []

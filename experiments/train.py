@@ -25,9 +25,10 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 def main(argv):
   del argv
-  from convjax import parallel, train  # After flag parsing, so --help is fast.
+  from convjax import parallel  # After flag parsing, so --help is fast.
+  from convjax.training import loop
   parallel.maybe_initialize_distributed(_CONFIG.value.distributed)
-  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, start_over=_START_OVER.value)
+  loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value, start_over=_START_OVER.value)
 
 
 if __name__ == '__main__':

@@ -8,7 +8,7 @@ image N, or the image file --image, after each conv, activation and pooling stag
 accuracy.png (train and test curves from metrics.jsonl), confusion.png, confidently_wrong.png.
 A workdir of a streamed dataset, such as one experiments.convert wrote for ImageNet weights,
 gets the plots that need no test split: the filters, --image's feature maps and the curves.
---kernels instead writes kernels.png: every classic kernel of convjax.convolution.KERNELS applied
+--kernels instead writes kernels.png: every classic kernel of convjax.nn.convolution_math.KERNELS applied
 to a photograph (scikit-image's bundled camera image); it needs no trained run.
 """
 import os
@@ -33,10 +33,11 @@ def main(argv):
   if _KERNELS.value:
     print(f'wrote {draw_kernels(out)}')
     return
-  from convjax import inference, trained
+  from convjax.deploy import inference
+  from convjax.training import saved_run
   if _NUM_WRONG.value < 1:
     raise errors.InvalidValueError(f'--num_wrong must be at least 1, got {_NUM_WRONG.value}')
-  saved = trained.load_model(_WORKDIR.value)
+  saved = saved_run.load_model(_WORKDIR.value)
   image = None
   if _IMAGE.value:  # Read before anything is drawn: an unreadable file writes nothing.
     image = (inference.read_image(_IMAGE.value, saved.input_shape, saved.info.streaming,
@@ -44,7 +45,7 @@ def main(argv):
   if saved.info.streaming:
     paths = draw_without_test_split(saved, image, out)
   else:
-    run = trained.with_test_split(saved)
+    run = saved_run.with_test_split(saved)
     cli.check_index('image_index', _IMAGE_INDEX.value, len(run.test), 'the test set')
     index = _IMAGE_INDEX.value
     label = run.label_names[run.test.labels[index]]
@@ -60,11 +61,11 @@ def main(argv):
 def draw_without_test_split(saved, image, out: str) -> list[str]:
   """A streamed dataset's workdir: the filters, the feature maps of `image` ((pixels, title) or
   None) and the curves, where training wrote any (a converted workdir has none)."""
-  from convjax import trained
+  from convjax.training import saved_run
   paths = [draw_filters(saved, out)]
   if image is not None:
     paths.append(draw_feature_maps(saved, *image, out))
-  if trained.read_curves(saved.workdir)['train_loss'][0]:
+  if saved_run.read_curves(saved.workdir)['train_loss'][0]:
     paths += draw_curves(saved, out)
   return paths
 
@@ -72,11 +73,12 @@ def draw_without_test_split(saved, image, out: str) -> list[str]:
 def draw_kernels(out: str) -> str:
   import numpy as np
   import skimage.data
-  from convjax import convolution, plots
+  from convjax.analysis import plots
+  from convjax.nn import convolution_math
   photo = skimage.data.camera().astype(np.float32) / 255  # 512x512 grayscale.
   images, titles = [photo], ['original']
-  for name, kernel in convolution.KERNELS.items():
-    filtered = np.asarray(convolution.apply_kernel(photo, kernel))
+  for name, kernel in convolution_math.KERNELS.items():
+    filtered = np.asarray(convolution_math.apply_kernel(photo, kernel))
     # Kernels summing to zero respond with signed edges: draw their magnitude, as the classic
     # tables do; the others are images in their own right.
     zero_sum = abs(float(np.sum(kernel))) < 1e-6
@@ -91,8 +93,8 @@ def draw_kernels(out: str) -> str:
 
 
 def draw_filters(saved, out: str) -> str:
-  """saved: a trained.SavedModel."""
-  from convjax import plots, visualize
+  """saved: a saved_run.SavedModel."""
+  from convjax.analysis import plots, visualize
   layer, kernel = visualize.first_conv_filters(saved.model, saved.variables, saved.input_shape)
   path = os.path.join(out, 'filters.png')
   plots.image_grid(visualize.filter_images(kernel),
@@ -105,7 +107,7 @@ def draw_filters(saved, out: str) -> str:
 
 def draw_feature_maps(saved, image, title: str, out: str) -> str:
   """image: uint8 [h, w, c] of saved.input_shape, preprocessed as for evaluation."""
-  from convjax import plots, visualize
+  from convjax.analysis import plots, visualize
   stages = visualize.feature_maps(saved.model, saved.variables, saved.normalize(image[None])[0])
   stages = [('input', image.astype('float32'))] + stages
   path = os.path.join(out, 'feature_maps.png')
@@ -115,8 +117,9 @@ def draw_feature_maps(saved, image, title: str, out: str) -> str:
 
 
 def draw_curves(saved, out: str) -> list[str]:
-  from convjax import plots, trained
-  curves = trained.read_curves(saved.workdir)
+  from convjax.analysis import plots
+  from convjax.training import saved_run
+  curves = saved_run.read_curves(saved.workdir)
   paths = [os.path.join(out, 'loss.png'), os.path.join(out, 'accuracy.png')]
   name = f'{saved.config.model} on {saved.config.dataset}'
   for path, metric in zip(paths, ('loss', 'accuracy')):
@@ -126,7 +129,7 @@ def draw_curves(saved, out: str) -> list[str]:
 
 
 def draw_predictions(run, num_wrong: int, out: str) -> list[str]:
-  from convjax import plots, visualize
+  from convjax.analysis import plots, visualize
   probabilities, _ = run.predict()
   labels, predictions = run.test.labels, probabilities.argmax(-1)
   names = run.label_names

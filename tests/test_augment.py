@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from convjax import augment
+from convjax.data import augment
 
 IMAGE = np.random.default_rng(0).integers(1, 256, (8, 10, 3), dtype=np.uint8)  # No zeros.
 KEYS = jax.random.split(jax.random.PRNGKey(0), 64)

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convjax import benchmark, compare, models, summary, train
+from convjax import models
+from convjax.analysis import benchmark, compare, summary
+from convjax.training import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--dataset=digits', '--config.image_size=28', '--config.batch_size=32',
@@ -160,11 +162,11 @@ def test_time_steps_times_finished_work_only():
 @pytest.mark.slow
 def test_a_training_budget_stops_early_and_a_rerun_does_not_train_more(tmp_path, digits_config):
   digits_config.train_budget_seconds = 1e-6  # Spent by the first timed step.
-  first = train.train_and_evaluate(digits_config, str(tmp_path))
-  assert first['step'] == 2 and first['train_seconds'] > 0
+  first = loop.train_and_evaluate(digits_config, str(tmp_path))
+  assert first.step == 2 and first.metrics['train_seconds'] > 0
   records = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl')]
   assert records[-1]['step'] == 2 and 'test_accuracy' in records[-1]
-  again = train.train_and_evaluate(digits_config, str(tmp_path))
-  assert again['step'] == 2 and again['test_accuracy'] == first['test_accuracy']
+  again = loop.train_and_evaluate(digits_config, str(tmp_path))
+  assert again.step == 2 and again.metrics['test_accuracy'] == first.metrics['test_accuracy']
   results = lambda: [r for r in map(json.loads, open(tmp_path / 'metrics.jsonl')) if 'event' not in r]
   assert results() == [r for r in records if 'event' not in r]  # Nothing trained or written.

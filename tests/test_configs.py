@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from convjax import builder, config as config_lib, models
+from convjax import models
+from convjax.training import builder, config as config_lib
 from experiments import cli
 
 CONFIG_FILES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), '..', 'configs', '*.py')))

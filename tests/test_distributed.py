@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from convjax import metrics
+from convjax.training import metrics
 
 pytestmark = pytest.mark.slow  # Every test here starts processes.
 

@@ -10,8 +10,11 @@ from flax import traverse_util
 from safetensors.numpy import save_file
 
 from configs import default
-from convjax import (builder, checkpoint, config as config_lib, finetune, metrics, models, optim,
-                     parallel, train, weights)
+from convjax import models, parallel
+from convjax.models import torchvision_weights
+from convjax.training import (builder, checkpoint, config as config_lib, finetune, loop, metrics,
+                              optimizer, saved_run)
+from tests import test_models
 from tests.test_weights import TINY, random_state
 
 TINY_RESNET = TINY['resnet18']
@@ -24,7 +27,7 @@ def flat_params(tree):
 # ------------------------------------------------------------------------------------------------
 # The registry's heads.
 
-@pytest.mark.parametrize('name', models.list_models())
+@pytest.mark.parametrize('name', test_models.by_family(models.list_models()))
 def test_the_head_is_exactly_what_the_number_of_classes_shapes(name):
   """ModelSpec.head names the layers whose shapes follow num_classes, no more and no fewer (for
   a model with parameter-free class scores, none)."""
@@ -70,7 +73,7 @@ def test_a_torchvision_file_starts_the_run_with_a_new_head_and_a_grayscale_stem(
   config = tiny_config(init_from=torch_file)
   fresh = fresh_variables(config)
   variables, line = finetune.initial_variables(config, fresh)
-  source = weights.load_torch('resnet18', torch_file, 7, **TINY_RESNET)
+  source = torchvision_weights.load_torch('resnet18', torch_file, 7, **TINY_RESNET)
   assert line.endswith(f'from {torch_file}, head re-initialised')
   got, want, new = map(flat_params, (variables, source, fresh))
   assert set(got) == set(new)
@@ -89,7 +92,7 @@ def test_a_converted_workdir_starts_a_run_as_its_weights_file_does(tmp_path, tor
   converted.update(model='resnet18', dataset='imagenet2012', num_classes=7)
   converted.model_kwargs.update(TINY_RESNET)
   workdir = str(tmp_path / 'converted')
-  weights.write_workdir(workdir, converted, weights.load_torch('resnet18', torch_file, 7,
+  saved_run.write_converted(workdir, converted, torchvision_weights.load_torch('resnet18', torch_file, 7,
                                                                **TINY_RESNET), torch_file)
   fresh = fresh_variables(tiny_config())
   from_file, _ = finetune.initial_variables(tiny_config(init_from=torch_file), fresh)
@@ -123,7 +126,7 @@ def test_weights_that_do_not_fit_are_named(torch_file, fields, message):
 def test_weights_of_another_width_are_named(torch_file):
   config = tiny_config(init_from=torch_file)
   config.model_kwargs.widths = (4, 6, 8, 16)
-  with pytest.raises(weights.WeightsError, match="'layer4.0.bn1.running_mean' has shape 8, but resnet18's"):
+  with pytest.raises(torchvision_weights.WeightsError, match="'layer4.0.bn1.running_mean' has shape 8, but resnet18's"):
     finetune.initial_variables(config, fresh_variables(config))
 
 
@@ -133,7 +136,7 @@ def lenet_on_digits(tmp_path_factory):
   config = default.get_config()
   config.update(dataset='digits', image_size=28, num_train_steps=1, batch_size=64)
   workdir = str(tmp_path_factory.mktemp('lenet') / 'run')
-  train.train_and_evaluate(config, workdir)
+  loop.train_and_evaluate(config, workdir)
   return workdir, config
 
 
@@ -159,9 +162,9 @@ def test_a_workdir_of_another_dataset_gets_a_new_head_even_with_as_many_classes(
 
 
 def test_torch_num_classes_reads_the_classifier():
-  assert weights.torch_num_classes('resnet18', random_state('resnet18', 7, **TINY_RESNET)) == 7
-  with pytest.raises(weights.WeightsError, match="no 'classifier.6.weight'"):
-    weights.torch_num_classes('vgg11', {'fc.weight': np.zeros((3, 2))})
+  assert torchvision_weights.torch_num_classes('resnet18', random_state('resnet18', 7, **TINY_RESNET)) == 7
+  with pytest.raises(torchvision_weights.WeightsError, match="no 'classifier.6.weight'"):
+    torchvision_weights.torch_num_classes('vgg11', {'fc.weight': np.zeros((3, 2))})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -176,7 +179,7 @@ def restored(workdir):
 
 def test_a_frozen_backbone_keeps_its_weights_and_batch_statistics(tmp_path, torch_file):
   workdir = str(tmp_path / 'probe')
-  train.train_and_evaluate(tiny_config(init_from=torch_file, freeze='backbone'), workdir)
+  loop.train_and_evaluate(tiny_config(init_from=torch_file, freeze='backbone'), workdir)
   start, _ = finetune.initial_variables(tiny_config(init_from=torch_file),
                                         fresh_variables(tiny_config()))
   end = restored(workdir)
@@ -187,12 +190,13 @@ def test_a_frozen_backbone_keeps_its_weights_and_batch_statistics(tmp_path, torc
   assert 'head re-initialised' in metrics.read_metrics(workdir)[0]['initialised_from']
 
 
+@pytest.mark.slow  # Starts processes or trains a real run.
 def test_a_resumed_fine_tune_continues_from_its_own_checkpoint(tmp_path, torch_file):
   workdir = str(tmp_path / 'run')
-  train.train_and_evaluate(tiny_config(init_from=torch_file), workdir)
+  loop.train_and_evaluate(tiny_config(init_from=torch_file), workdir)
   os.remove(torch_file)  # Read at step 0 only: resuming never needs it again.
-  final = train.train_and_evaluate(tiny_config(init_from=torch_file, num_train_steps=4), workdir)
-  assert final['step'] == 4
+  final = loop.train_and_evaluate(tiny_config(init_from=torch_file, num_train_steps=4), workdir)
+  assert final.step == 4
   starts = [r for r in metrics.read_metrics(workdir) if r.get('event') == 'start']
   assert ['initialised_from' in r for r in starts] == [True, False]
 
@@ -204,7 +208,7 @@ def test_backbone_lr_scale_and_freeze_split_the_updates():
                                 (dict(freeze='backbone'), 0.0), ({}, -0.1)):
     config = default.get_config()
     config.update(model='lenet5', optimizer='sgd', **fields)
-    tx = optim.create_optimizer(config, optax.constant_schedule(0.1))
+    tx = optimizer.create_optimizer(config, optax.constant_schedule(0.1))
     updates, _ = tx.update(grads, tx.init(params), params)
     np.testing.assert_allclose(updates['classifier']['kernel'], -0.1)
     np.testing.assert_allclose(updates['Conv_0']['kernel'], backbone_step)
@@ -227,12 +231,12 @@ def test_fine_tuning_fields_are_checked(fields, message):
 
 def test_without_fine_tuning_fields_the_optimiser_is_unchanged():
   config = default.get_config()
-  tx = optim.create_optimizer(config, optax.constant_schedule(0.1))
+  tx = optimizer.create_optimizer(config, optax.constant_schedule(0.1))
   assert not isinstance(tx.init({'a': jnp.zeros(2)}), optax.MultiTransformState)
 
 
 def test_the_workdir_is_untouched_when_the_weights_do_not_fit(tmp_path, torch_file):
   workdir = tmp_path / 'run'
   with pytest.raises(finetune.InitFromError):
-    train.train_and_evaluate(tiny_config(init_from=torch_file, reinit_head=False), str(workdir))
+    loop.train_and_evaluate(tiny_config(init_from=torch_file, reinit_head=False), str(workdir))
   assert not workdir.exists()

@@ -10,7 +10,10 @@ import pytest
 from PIL import Image
 
 from configs import default
-from convjax import data, inference, streaming, trained, weights
+from convjax.data import datasets, streaming
+from convjax.deploy import inference
+from convjax.models import torchvision_weights
+from convjax.training import saved_run
 from tests import test_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,34 +50,34 @@ def test_top_classes_are_the_likeliest_in_order():
 
 
 def test_imagenet_ships_its_class_names():
-  names = data.label_names('imagenet2012')
+  names = datasets.label_names('imagenet2012')
   assert len(names) == 1000 and names[0] == 'tench' and names[-1] == 'toilet tissue'
-  assert set(data.label_names('imagenette')) <= set(names)
+  assert set(datasets.label_names('imagenette')) <= set(names)
 
 
 @pytest.fixture(scope='module')
 def converted(tmp_path_factory):
   """A tiny ResNet-18 for ImageNet's 1000 classes, converted from a torchvision-shaped state."""
   name, fields = 'resnet18', test_weights.TINY['resnet18']
-  variables = weights.load_torch(name, test_weights.random_state(name, 1000, **fields), 1000,
+  variables = torchvision_weights.load_torch(name, test_weights.random_state(name, 1000, **fields), 1000,
                                  **fields)
   config = default.get_config()
   config.model, config.dataset, config.num_classes = name, 'imagenet2012', 1000
   config.model_kwargs.update(fields)
   workdir = str(tmp_path_factory.mktemp('converted') / 'resnet18')
-  weights.write_workdir(workdir, config, variables, 'resnet18.safetensors')
+  saved_run.write_converted(workdir, config, variables, 'resnet18.safetensors')
   return workdir
 
 
 def test_classify_names_imagenet_classes(converted, tmp_path):
-  saved = trained.load_model(converted)
+  saved = saved_run.load_model(converted)
   paths = [save(tmp_path / f'{i}.png', RNG.integers(0, 256, (90 + i, 120, 3), dtype=np.uint8))
            for i in range(2)]
   predictions = inference.classify(saved, paths, top_k=4)
   assert [p['image'] for p in predictions] == paths
   for prediction in predictions:
     top = prediction['top_k']
-    assert [c['class'] for c in top] == [data.label_names('imagenet2012')[c['index']] for c in top]
+    assert [c['class'] for c in top] == [datasets.label_names('imagenet2012')[c['index']] for c in top]
     assert all(a['probability'] >= b['probability'] for a, b in zip(top, top[1:]))
 
 
@@ -83,6 +86,7 @@ def run_predict(*flags):
                         capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # Starts processes or trains a real run.
 def test_predict_script_prints_and_writes_json(converted, tmp_path):
   image = save(tmp_path / 'a.png', RNG.integers(0, 256, (60, 60), dtype=np.uint8), 'L')
   output = tmp_path / 'predictions.json'
@@ -94,6 +98,7 @@ def test_predict_script_prints_and_writes_json(converted, tmp_path):
   assert result.stdout.startswith(f"{image}: {written[0]['top_k'][0]['class']} ")
 
 
+@pytest.mark.slow  # Starts processes or trains a real run.
 def test_predict_script_refuses_an_unreadable_image_and_writes_nothing(converted, tmp_path):
   good = save(tmp_path / 'a.png', RNG.integers(0, 256, (60, 60, 3), dtype=np.uint8))
   bad = tmp_path / 'b.png'
@@ -106,8 +111,8 @@ def test_predict_script_refuses_an_unreadable_image_and_writes_nothing(converted
 
 
 def test_a_workdir_without_a_checkpoint_is_refused(tmp_path):
-  with pytest.raises(trained.NoCheckpointError, match='holds no checkpoint'):
-    trained.load_model(str(tmp_path))
+  with pytest.raises(saved_run.NoCheckpointError, match='holds no checkpoint'):
+    saved_run.load_model(str(tmp_path))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -115,11 +120,12 @@ def test_a_workdir_without_a_checkpoint_is_refused(tmp_path):
 
 def test_exported_artifact_gives_convjaxs_logits_for_any_batch(converted):
   import jax  # pylint: disable=import-outside-toplevel
-  from convjax import exporting, lowering  # pylint: disable=import-outside-toplevel
-  saved = trained.load_model(converted)
-  before = lowering.backend_setting()
-  blob = exporting.export_model(saved, ('cpu', 'cuda')).serialize()
-  assert lowering.backend_setting() == before  # Exporting leaves the backend as it was.
+  from convjax.deploy import export  # pylint: disable=import-outside-toplevel
+  from convjax.nn import conv_backend
+  saved = saved_run.load_model(converted)
+  before = conv_backend.backend_setting()
+  blob = export.export_model(saved, ('cpu', 'cuda')).serialize()
+  assert conv_backend.backend_setting() == before  # Exporting leaves the backend as it was.
   loaded = jax.export.deserialize(blob)
   assert loaded.platforms == ('cpu', 'cuda')
   for batch in (1, 3):
@@ -131,6 +137,7 @@ def test_exported_artifact_gives_convjaxs_logits_for_any_batch(converted):
     assert difference <= 1e-5 * np.max(np.abs(expected))
 
 
+@pytest.mark.slow  # Starts processes or trains a real run.
 def test_export_script_writes_an_artifact_and_refuses_a_workdir_without_checkpoint(converted,
                                                                                    tmp_path):
   output = tmp_path / 'model.jaxexport'
@@ -150,6 +157,7 @@ def test_export_script_writes_an_artifact_and_refuses_a_workdir_without_checkpoi
 # ------------------------------------------------------------------------------------------------
 # Visualising a converted workdir, whose dataset is streamed.
 
+@pytest.mark.slow  # Starts processes or trains a real run.
 def test_visualize_draws_a_converted_workdirs_filters_and_an_images_feature_maps(converted,
                                                                                   tmp_path):
   image = save(tmp_path / 'photo.png', RNG.integers(0, 256, (150, 200, 3), dtype=np.uint8))
@@ -166,6 +174,7 @@ def test_visualize_draws_a_converted_workdirs_filters_and_an_images_feature_maps
                                                 (('',), 'no platform given'),
                                                 (('cpu', 'tpuu'), "unknown platform 'tpuu'")])
 def test_export_names_what_is_wrong_with_the_platforms(converted, platforms, message):
-  from convjax import errors, exporting  # pylint: disable=import-outside-toplevel
+  from convjax import errors  # pylint: disable=import-outside-toplevel
+  from convjax.deploy import export
   with pytest.raises(errors.InvalidValueError, match=message):
-    exporting.export_model(trained.load_model(converted), platforms)
+    export.export_model(saved_run.load_model(converted), platforms)

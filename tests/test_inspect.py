@@ -10,7 +10,8 @@ import sklearn.decomposition
 import sklearn.metrics
 from PIL import Image
 
-from convjax import similarity, train, trained, visualize
+from convjax.analysis import similarity, visualize
+from convjax.training import loop, saved_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,7 +24,7 @@ def workdir(tmp_path_factory):
   config.update(dataset='digits', image_size=28, batch_size=64, eval_batch_size=120,
                 num_train_steps=12, eval_every_steps=6, log_every_steps=4)
   directory = str(tmp_path_factory.mktemp('trained'))
-  train.train_and_evaluate(config, directory)
+  loop.train_and_evaluate(config, directory)
   return directory
 
 
@@ -34,7 +35,7 @@ def run(module, *args):
 
 @pytest.mark.slow
 def test_a_reopened_run_predicts_what_training_evaluated(workdir):
-  run_ = trained.load(workdir)
+  run_ = saved_run.load(workdir)
   assert run_.step == 12 and len(run_.test) == 359
   probabilities, features = run_.predict(batch_size=100)
   assert probabilities.shape == (359, 10) and features.shape == (359, 84)
@@ -46,7 +47,7 @@ def test_a_reopened_run_predicts_what_training_evaluated(workdir):
 
 @pytest.mark.slow
 def test_feature_maps_follow_conv_activation_and_pooling(workdir):
-  run_ = trained.load(workdir)
+  run_ = saved_run.load(workdir)
   image = run_.normalize(run_.test.images[:1])[0]
   stages = visualize.feature_maps(run_.model, run_.variables, image)
   assert [(label.split(' (')[0], maps.shape) for label, maps in stages] == [
@@ -122,7 +123,7 @@ def test_kernels_table_needs_no_trained_run(tmp_path):
 def test_similar_writes_neighbours_and_projection_and_reports_precision(workdir):
   result = run('experiments.similar', f'--workdir={workdir}', '--query=5', '--k=4')
   assert result.returncode == 0, result.stderr
-  run_ = trained.load(workdir)
+  run_ = saved_run.load(workdir)
   _, features = run_.predict()
   precision = similarity.precision_at_k(features, run_.test.labels, 4)
   assert f'precision@4 over all 359 test images: {precision:.4f}' in result.stdout

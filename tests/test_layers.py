@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from convjax import layers
+from convjax.nn import layers
 from convjax.models import resnet
 
 

@@ -1,8 +1,6 @@
 """Faster formulations compute the same numbers: row-GEMM convolutions, the 2x2 max pool, the
 materialised conv input, and the CPU device split."""
 import os
-import subprocess
-import sys
 
 import flax.linen as nn
 import jax
@@ -11,14 +9,14 @@ import numpy as np
 import pytest
 from jax import lax
 
-from convjax import layers, lowering
+from convjax.nn import conv_backend, layers
 from tests import test_models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _lax_conv(x, kernel, strides, padding):
-  return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=lowering.NHWC)
+  return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=conv_backend.NHWC)
 
 
 @pytest.mark.parametrize('shape,kernel,strides,padding', [
@@ -33,7 +31,7 @@ def test_row_gemm_conv_matches_lax_in_value_and_both_gradients(shape, kernel, st
   x = jnp.asarray(rng.normal(size=shape), jnp.float32)
   w = jnp.asarray(rng.normal(size=kernel), jnp.float32)
   expected, expected_vjp = jax.vjp(lambda x, w: _lax_conv(x, w, strides, padding), x, w)
-  got, got_vjp = jax.vjp(lambda x, w: lowering.conv2d_rows(x, w, strides, padding), x, w)
+  got, got_vjp = jax.vjp(lambda x, w: conv_backend.conv2d_rows(x, w, strides, padding), x, w)
   assert got.shape == expected.shape
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
   dy = jnp.asarray(rng.normal(size=expected.shape), jnp.float32)
@@ -43,7 +41,7 @@ def test_row_gemm_conv_matches_lax_in_value_and_both_gradients(shape, kernel, st
 
 def test_band_matrix_is_the_kernel_shifted_along_the_width():
   kernel = jnp.arange(1, 1 + 2 * 3, dtype=jnp.float32).reshape(2, 3, 1, 1)  # kh=2, kw=3.
-  band = np.asarray(lowering.band_matrix(kernel, padded_width=5, out_width=2, stride=2))
+  band = np.asarray(conv_backend.band_matrix(kernel, padded_width=5, out_width=2, stride=2))
   # Rows: (kernel row i, input column p); columns: output column q. Output column q starts at 2q.
   expected = np.zeros((2, 5, 2))
   expected[:, 0:3, 0] = [[1, 2, 3], [4, 5, 6]]
@@ -52,11 +50,11 @@ def test_band_matrix_is_the_kernel_shifted_along_the_width():
 
 
 def test_the_rule_takes_rows_for_narrow_convs_on_cpu_only():
-  assert lowering.prefers_rows((5, 5, 1, 6), padded_width=32, backend='cpu')       # LeNet C1.
-  assert lowering.prefers_rows((5, 5, 6, 16), padded_width=14, backend='cpu')      # LeNet C3.
-  assert not lowering.prefers_rows((3, 3, 3, 16), padded_width=34, backend='cpu')  # Sparse band.
-  assert not lowering.prefers_rows((3, 3, 16, 16), padded_width=34, backend='cpu')  # Wide.
-  assert not lowering.prefers_rows((5, 5, 1, 6), padded_width=32, backend='gpu')
+  assert conv_backend.prefers_rows((5, 5, 1, 6), padded_width=32, backend='cpu')       # LeNet C1.
+  assert conv_backend.prefers_rows((5, 5, 6, 16), padded_width=14, backend='cpu')      # LeNet C3.
+  assert not conv_backend.prefers_rows((3, 3, 3, 16), padded_width=34, backend='cpu')  # Sparse band.
+  assert not conv_backend.prefers_rows((3, 3, 16, 16), padded_width=34, backend='cpu')  # Wide.
+  assert not conv_backend.prefers_rows((5, 5, 1, 6), padded_width=32, backend='gpu')
 
 
 def test_conv_layers_compute_the_same_function_whichever_lowering_runs():
@@ -73,8 +71,8 @@ def test_conv_layers_compute_the_same_function_whichever_lowering_runs():
 
 def test_materialize_is_the_identity_in_value_and_gradient():
   x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 3, 3, 2)), jnp.float32)
-  np.testing.assert_array_equal(jax.jit(lowering.materialize)(x), x)
-  np.testing.assert_array_equal(jax.grad(lambda x: jnp.sum(lowering.materialize(x) ** 2))(x), 2 * x)
+  np.testing.assert_array_equal(jax.jit(conv_backend.materialize)(x), x)
+  np.testing.assert_array_equal(jax.grad(lambda x: jnp.sum(conv_backend.materialize(x) ** 2))(x), 2 * x)
 
 
 @pytest.mark.parametrize('shape', [(3, 6, 6, 2), (2, 7, 5, 3)])
@@ -130,21 +128,3 @@ def test_max_pool_gradients_survive_xla_recomputing_the_pool_input(monkeypatch):
   monkeypatch.setattr(layers, 'max_pool_taps', lambda x, *args: nn.max_pool(x, *args))
   for got, expected in zip(jax.tree.leaves(ours), jax.tree.leaves(grads())):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
-
-
-def _local_devices(**env) -> int:
-  environ = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'CONVJAX_CPU_DEVICES')}
-  code = 'import convjax, jax; print(jax.local_device_count())'
-  result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env={**environ, **env},
-                          capture_output=True, text=True, timeout=120, check=True)
-  return int(result.stdout.split()[-1])
-
-
-@pytest.mark.slow
-def test_convjax_splits_the_cpu_into_one_device_per_core_unless_told_otherwise():
-  assert _local_devices() == len(os.sched_getaffinity(0))
-  assert _local_devices(CONVJAX_CPU_DEVICES='3') == 3
-  assert _local_devices(CONVJAX_CPU_DEVICES='1') == 1
-  # An explicit XLA flag wins.
-  assert _local_devices(XLA_FLAGS='--xla_force_host_platform_device_count=5',
-                        CONVJAX_CPU_DEVICES='3') == 5

@@ -9,7 +9,11 @@ import numpy as np
 import optax
 import pytest
 
-from convjax import layers, models, parallel, steps, summary
+from convjax import models, parallel
+from convjax.analysis import summary
+from convjax.models import input_shapes
+from convjax.nn import layers
+from convjax.training import steps
 from convjax.models import lenet
 
 
@@ -118,6 +122,16 @@ def by_family(names):
   """names, with those that only repeat a family's blocks at another depth marked slow: the edit
   loop (-m "not slow") compiles each construction once."""
   return [n if n in FAMILIES else pytest.param(n, marks=pytest.mark.slow) for n in names]
+
+
+# The models whose training the edit loop compiles: convolution, pooling, dense, batch norm and
+# residual blocks, in seconds. Every other family trains in the full suite (`edit_loop`).
+EDIT_LOOP = ('lenet5', 'lenet5_1998', 'lenet5_elu', 'resnet20', 'vgg11')
+
+
+def edit_loop(names):
+  """names, with all but EDIT_LOOP's marked slow: tests that train each model."""
+  return [n if n in EDIT_LOOP else pytest.param(n, marks=pytest.mark.slow) for n in names]
 
 
 @pytest.mark.parametrize('name', sorted(EXPECTED_PARAMS))
@@ -230,13 +244,13 @@ def test_small_image_stem_is_chosen_by_input_size_and_can_be_forced():
 
 
 def test_too_small_input_names_the_layer_whose_output_would_be_empty():
-  with pytest.raises(summary.InputShapeError, match=r'layer Conv_1 \(Conv\).*4x4x6 -> 0x0x16'):
-    summary.check_input_shape(models.create('lenet5'), (8, 8, 1))
+  with pytest.raises(input_shapes.InputShapeError, match=r'layer Conv_1 \(Conv\).*4x4x6 -> 0x0x16'):
+    input_shapes.check(models.create('lenet5'), (8, 8, 1))
   alexnet = models.create('alexnet', input_shape=(28, 28, 1), small_inputs=False)
-  with pytest.raises(summary.InputShapeError, match=r'layer Pool_1 \(Pool\).*2x2x192 -> 0x0x192'):
-    summary.check_input_shape(alexnet, (28, 28, 1))
-  with pytest.raises(summary.InputShapeError, match='up to 32x32'):
-    summary.check_input_shape(models.create('lenet5_1998'), (40, 40, 1))
+  with pytest.raises(input_shapes.InputShapeError, match=r'layer Pool_1 \(Pool\).*2x2x192 -> 0x0x192'):
+    input_shapes.check(alexnet, (28, 28, 1))
+  with pytest.raises(input_shapes.InputShapeError, match='up to 32x32'):
+    input_shapes.check(models.create('lenet5_1998'), (40, 40, 1))
 
 
 def test_registry_lists_gets_and_rejects():
@@ -302,7 +316,7 @@ def tiny_model(name, input_shape):
   return models.create(name, num_classes=5, input_shape=input_shape, **TINY.get(name, {}))
 
 
-@pytest.mark.parametrize('name', by_family(sorted(EXPECTED_PARAMS)))
+@pytest.mark.parametrize('name', edit_loop(sorted(EXPECTED_PARAMS)))
 def test_model_is_pure_returns_features_and_learns(name):
   """Per model, on a tiny variant (same blocks; narrower, and one block per stage):"""
   shape = (28, 28, 1) if name.startswith('lenet') else (16, 16, 3)
@@ -445,9 +459,9 @@ def test_group_norm_and_no_norm_resnets_run_and_differ():
 
 def test_googlenet_transform_input_rescales_imagenet_normalised_pixels_to_unit_range():
   """torchvision's ported GoogLeNet weights expect (p - 0.5) / 0.5 for pixels p in [0, 1]."""
-  from convjax import data
+  from convjax.data import datasets
   from convjax.models import googlenet
   pixels = jax.random.uniform(jax.random.PRNGKey(0), (2, 4, 4, 3))
-  normalised = (pixels - jnp.asarray(data.IMAGENET_MEAN)) / jnp.asarray(data.IMAGENET_STD)
+  normalised = (pixels - jnp.asarray(datasets.IMAGENET_MEAN)) / jnp.asarray(datasets.IMAGENET_STD)
   np.testing.assert_allclose(googlenet._to_unit_range(normalised), (pixels - 0.5) / 0.5,
                              atol=1e-6)

@@ -1,6 +1,6 @@
 """convjax's oneDNN convolutions against lax.conv_general_dilated: values and both gradients.
 
-These need the extension (python -m convjax.native.build, run by .ci/setup). Without it they
+These need the extension (python -m convjax.nn.native.build, run by .ci/setup). Without it they
 skip and say why, except where CONVJAX_REQUIRE_ONEDNN=1 (set by .ci/run), where a missing
 extension is a failure: CI must build it.
 """
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from convjax import lowering, onednn
+from convjax.nn import conv_backend, onednn
 from tests import test_models
 
 needs_onednn = pytest.mark.skipif(not onednn.available(),
@@ -31,7 +31,7 @@ def test_ci_builds_the_extension():
 
 def _xla(x, kernel, strides, padding, dilation, groups):
   return lax.conv_general_dilated(x, kernel, strides, padding, rhs_dilation=dilation,
-                                  dimension_numbers=lowering.NHWC, feature_group_count=groups,
+                                  dimension_numbers=conv_backend.NHWC, feature_group_count=groups,
                                   precision=lax.Precision.HIGHEST)
 
 
@@ -80,7 +80,7 @@ def test_values_and_gradients_match_xla(n, h, w, c, o, k, s, padding, d, g):
 # A ResNet-18 shortcut at test width: 1x1, stride 2, 4 -> 6 channels, on one thread per call.
 _POINTWISE_CRASH = """
 import jax, jax.numpy as jnp
-from convjax import onednn
+from convjax.nn import onednn
 x, kernel = jnp.ones((16, 8, 8, 4)), jnp.ones((1, 1, 4, 6))
 step = jax.jit(jax.grad(lambda k: onednn.conv2d(x, k, (2, 2), ((0, 0), (0, 0)), threads=1).sum()))
 for _ in range(20):
@@ -109,21 +109,21 @@ def test_lowering_routes_layers_through_onednn_and_back():
   kernel = jnp.ones((3, 3, 3, 4))
 
   def loss(x, kernel):
-    return jnp.sum(lowering.conv_general_dilated(x, kernel, (1, 1), 'SAME',
-                                                 dimension_numbers=lowering.NHWC) ** 2)
+    return jnp.sum(conv_backend.conv_general_dilated(x, kernel, (1, 1), 'SAME',
+                                                 dimension_numbers=conv_backend.NHWC) ** 2)
 
   try:
-    assert lowering.use_backend('onednn') == 'onednn'
+    assert conv_backend.use_backend('onednn') == 'onednn'
     text = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, kernel).as_text()
     for target in ('convjax_conv_forward', 'convjax_conv_backward_data',
                    'convjax_conv_backward_weights'):
       assert target in text
-    assert lowering.use_backend('xla') == 'xla'
+    assert conv_backend.use_backend('xla') == 'xla'
     text = jax.jit(jax.grad(lambda x, k: loss(x, k) * 1.0, argnums=(0, 1))).lower(
         x, kernel).as_text()
     assert 'convjax_conv' not in text
   finally:
-    lowering.use_backend('auto')
+    conv_backend.use_backend('auto')
 
 
 @needs_onednn
@@ -145,26 +145,26 @@ def test_bfloat16_goes_to_xla_where_onednn_has_no_bfloat16_kernels(monkeypatch):
   monkeypatch.setattr(onednn, 'convolves_bfloat16', lambda: False)
   assert onednn.supports((2, 8, 8, 16), (3, 3, 16, 16), jnp.float32)
   assert not onednn.supports((2, 8, 8, 16), (3, 3, 16, 16), jnp.bfloat16)
-  conv = lambda x, k: lowering.conv_general_dilated(x, k, (1, 1), 'SAME',
-                                                    dimension_numbers=lowering.NHWC)
+  conv = lambda x, k: conv_backend.conv_general_dilated(x, k, (1, 1), 'SAME',
+                                                    dimension_numbers=conv_backend.NHWC)
   try:
-    lowering.use_backend('onednn')
+    conv_backend.use_backend('onednn')
     for dtype, custom_calls in ((jnp.float32, True), (jnp.bfloat16, False)):
       x, kernel = jnp.ones((2, 8, 8, 16), dtype), jnp.ones((3, 3, 16, 16), dtype)
       text = jax.jit(conv).lower(x, kernel).as_text()
       assert ('convjax_conv_forward' in text) == custom_calls, dtype
       # What a run reports is what ran.
-      assert lowering.backend_name(dtype) == ('onednn' if custom_calls else 'xla'), dtype
-    assert lowering.backend_note(jnp.float32) == ''
-    assert lowering.backend_note(jnp.bfloat16).startswith(
+      assert conv_backend.backend_name(dtype) == ('onednn' if custom_calls else 'xla'), dtype
+    assert conv_backend.backend_note(jnp.float32) == ''
+    assert conv_backend.backend_note(jnp.bfloat16).startswith(
         "this processor's oneDNN has no bfloat16 convolutions, so XLA computes them")
     monkeypatch.setattr(onednn, 'convolves_bfloat16', lambda: True)
-    assert lowering.backend_name(jnp.bfloat16) == 'onednn'
-    assert lowering.backend_note(jnp.bfloat16) == ''
-    lowering.use_backend('xla')  # Asked for XLA: nothing left oneDNN, so nothing to explain.
-    assert lowering.backend_note(jnp.bfloat16) == ''
+    assert conv_backend.backend_name(jnp.bfloat16) == 'onednn'
+    assert conv_backend.backend_note(jnp.bfloat16) == ''
+    conv_backend.use_backend('xla')  # Asked for XLA: nothing left oneDNN, so nothing to explain.
+    assert conv_backend.backend_note(jnp.bfloat16) == ''
   finally:
-    lowering.use_backend('auto')
+    conv_backend.use_backend('auto')
 
 
 @needs_onednn
@@ -184,15 +184,15 @@ def test_vmap_and_jit_with_donation():
 
 
 def test_unknown_or_impossible_backend_is_one_sentence(monkeypatch):
-  with pytest.raises(lowering.BackendError, match="conv_backend must be one of auto, xla, onednn"):
-    lowering.use_backend('mkl')
+  with pytest.raises(conv_backend.BackendError, match="conv_backend must be one of auto, xla, onednn"):
+    conv_backend.use_backend('mkl')
   monkeypatch.setattr(onednn, 'LIBRARY', '/nonexistent/_onednn_conv.so')
   onednn._load.cache_clear()  # pylint: disable=protected-access
   try:
-    with pytest.raises(lowering.BackendError, match='needs convjax.s oneDNN extension, and '
+    with pytest.raises(conv_backend.BackendError, match='needs convjax.s oneDNN extension, and '
                                                     '/nonexistent/_onednn_conv.so is not built'):
-      lowering.use_backend('onednn')
-    assert lowering.backend_name() == 'xla'  # 'auto' falls back.
+      conv_backend.use_backend('onednn')
+    assert conv_backend.backend_name() == 'xla'  # 'auto' falls back.
   finally:
     monkeypatch.undo()
     onednn._load.cache_clear()  # pylint: disable=protected-access
@@ -217,7 +217,7 @@ def test_families_cover_every_registry_model():
 
 
 @needs_onednn
-@pytest.mark.parametrize('name', FAMILIES)
+@pytest.mark.parametrize('name', test_models.edit_loop(FAMILIES))
 def test_every_model_trains_the_same_with_onednn_and_xla(name):
   shape = (28, 28, 1) if name.startswith('lenet') else (16, 16, 3)
   model = test_models.tiny_model(name, shape)
@@ -227,10 +227,10 @@ def test_every_model_trains_the_same_with_onednn_and_xla(name):
   results = {}
   try:
     for backend in ('xla', 'onednn'):
-      lowering.use_backend(backend)
+      conv_backend.use_backend(backend)
       results[backend] = _loss_and_grads(model, variables, images, labels)
   finally:
-    lowering.use_backend('auto')
+    conv_backend.use_backend('auto')
   (xla_loss, xla_grads), (ours_loss, our_grads) = results['xla'], results['onednn']
   np.testing.assert_allclose(ours_loss, xla_loss, rtol=1e-5)
   # Rounding differs between the libraries, so compare against the largest gradient anywhere:
@@ -249,7 +249,7 @@ def _at(tree, path):
 
 
 def test_a_failed_build_warns_in_one_line_and_keeps_the_last_good_library(monkeypatch, capsys):
-  from convjax.native import build
+  from convjax.nn.native import build
   before = os.path.getmtime(build.OUTPUT) if os.path.exists(build.OUTPUT) else None
   monkeypatch.setattr(build, 'COMPILER', '/nonexistent/g++')
   assert not build.build(force=True)

@@ -128,3 +128,31 @@ def test_unreplicate_copies_device_zeros_shard_without_launching_programs(monkey
 def test_the_most_devices_that_split_a_batch(batch_size, count):
   assert parallel.local_device_count() == 4
   assert parallel.most_devices_dividing(batch_size) == count
+
+
+def _cpu_devices(args: str = '', before: str = '', **env) -> list[str]:
+  """In a fresh process: `before`, then parallel.use_cpu_cores(ARGS); returns the device count
+  and the description of how it was chosen."""
+  environ = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'CONVJAX_CPU_DEVICES')}
+  code = (f'import jax\nfrom convjax import parallel\n{before}\n'
+          f'source = parallel.use_cpu_cores({args})\n'
+          'print(jax.local_device_count(), source, sep="|")\n')
+  result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env={**environ, **env},
+                          capture_output=True, text=True, timeout=120, check=True)
+  return result.stdout.strip().split('|')
+
+
+@pytest.mark.slow
+def test_use_cpu_cores_splits_the_cpu_into_one_device_per_core_unless_told_otherwise():
+  cores = len(os.sched_getaffinity(0))
+  assert _cpu_devices() == [str(cores), f'one device per core of {cores}; '
+                                        'CONVJAX_CPU_DEVICES=N changes it']
+  assert _cpu_devices('3') == ['3', '3 requested']
+  assert _cpu_devices(CONVJAX_CPU_DEVICES='1') == ['1', 'CONVJAX_CPU_DEVICES=1']
+  # An explicit XLA flag wins over both.
+  assert _cpu_devices('3', XLA_FLAGS='--xla_force_host_platform_device_count=5',
+                      CONVJAX_CPU_DEVICES='2') == ['5', 'XLA_FLAGS sets '
+                                                   '--xla_force_host_platform_device_count']
+  # Once JAX has computed something the count is fixed, and the description says so.
+  started = _cpu_devices('2', before='parallel.use_cpu_cores(3); jax.numpy.zeros(1).block_until_ready()')
+  assert started == ['3', 'JAX had started before parallel.use_cpu_cores, so XLA chose the count']

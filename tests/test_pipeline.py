@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from configs import default
-from convjax import augment, data, parallel, pipeline, sampling
+from convjax import parallel
+from convjax.data import augment, datasets, pipeline, sampling
+from convjax.training import inputs
 from tests.conftest import NUM_TEST_DEVICES
 
 
@@ -16,8 +18,8 @@ def make_dataset(num_train=40, num_test=10, shape=(6, 6, 1)):
   def split(n, offset):
     images = np.broadcast_to(((np.arange(n) + offset) % 256).astype(np.uint8)[:, None, None, None],
                              (n,) + shape).copy()
-    return data.Split(images, np.arange(offset, offset + n, dtype=np.int32))
-  return data.Dataset(data.CATALOGUE['fashion_mnist'], split(num_train, 0), split(num_test, 100))
+    return datasets.Split(images, np.arange(offset, offset + n, dtype=np.int32))
+  return datasets.Dataset(datasets.CATALOGUE['fashion_mnist'], split(num_train, 0), split(num_test, 100))
 
 
 def host(batch):
@@ -71,7 +73,7 @@ def test_resuming_continues_at_the_exact_example_with_the_same_augmentation():
 def test_augmentation_does_not_depend_on_the_device_count():
   augmentation = augment.Augmentation(crop_padding=2, flip=True, cutout=3)
   dataset = make_dataset(shape=(6, 6, 3))
-  dataset = data.Dataset(dataset.info, data.Split(
+  dataset = datasets.Dataset(dataset.info, datasets.Split(
       np.random.default_rng(0).integers(0, 256, (40, 6, 6, 3), dtype=np.uint8),
       dataset.train.labels), dataset.test)
   one, four = (make_pipeline(n, augmentation, dataset=dataset) for n in (1, NUM_TEST_DEVICES))
@@ -106,23 +108,23 @@ def test_eval_indices_of_every_part_cover_the_split_once(n, batch_size, parts):
 
 
 def test_create_picks_the_pipeline_from_the_catalogue(digits_config):
-  source = pipeline.create(digits_config, parallel.DataParallel())
+  source = inputs.create_pipeline(digits_config, parallel.DataParallel())
   assert isinstance(source, pipeline.InMemoryPipeline)
   assert source.image_shape == (28, 28, 1) and source.num_train_examples == 1438
 
 
 def test_the_config_defaults_are_the_augmentation_defaults():
   config = default.get_config()
-  assert pipeline.augmentation_from_config(config) == augment.Augmentation()
-  assert not pipeline.augmentation_from_config(config).enabled
+  assert inputs.augmentation(config) == augment.Augmentation()
+  assert not inputs.augmentation(config).enabled
 
 
-def test_augmentation_from_config_takes_every_field_and_makes_lists_tuples():
+def test_augmentation_takes_every_field_and_makes_lists_tuples():
   # Built from plain data, as trained.load_model builds a workdir's config: sequences stay lists.
   config = ml_collections.ConfigDict(json.loads(default.get_config().to_json()))
   config.augment.update(crop_padding=2, flip=True, cutout=3, random_erasing=0.5,
                         erasing_scale=[0.1, 0.2], erasing_ratio=[0.5, 2.0], randaugment_ops=2,
                         randaugment_magnitude=5.0)
-  assert pipeline.augmentation_from_config(config) == augment.Augmentation(
+  assert inputs.augmentation(config) == augment.Augmentation(
       crop_padding=2, flip=True, cutout=3, random_erasing=0.5, erasing_scale=(0.1, 0.2),
       erasing_ratio=(0.5, 2.0), randaugment_ops=2, randaugment_magnitude=5.0)

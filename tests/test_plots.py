@@ -3,7 +3,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
-from convjax import plots
+from convjax.analysis import plots
 
 
 def _longest_blank_band(path) -> int:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
-from convjax import augment, randaugment
+from convjax.data import augment, randaugment
 
 RNG = np.random.default_rng(0)
 IMAGES = {'grey': RNG.integers(20, 200, (12, 10, 1), dtype=np.uint8),

@@ -8,7 +8,10 @@ import numpy as np
 import optax
 import pytest
 
-from convjax import builder, checkpoint, config as config_lib, layers, mixing, optim, parallel, steps, train
+from convjax import parallel
+from convjax.data import mixing
+from convjax.nn import layers
+from convjax.training import builder, checkpoint, config as config_lib, loop, optimizer, steps
 
 
 def test_label_smoothing_loss_at_a_known_logit():
@@ -73,7 +76,7 @@ def test_tta_averages_the_logits_of_the_image_and_its_mirror():
 
 def schedule_of(digits_config, **fields):
   digits_config.update(learning_rate=0.4, **fields)
-  return optim.create_schedule(digits_config, steps_per_epoch=10, total_steps=100)
+  return optimizer.create_schedule(digits_config, steps_per_epoch=10, total_steps=100)
 
 
 def test_linear_decays_to_zero_after_warmup(digits_config):
@@ -125,11 +128,12 @@ def test_a_recipe_run_trains_and_logs(tmp_path, digits_config):
   run = builder.build(digits_config, parallel.DataParallel(),
                       builder.DataSpec((28, 28, 1), 10, (0.3,), (0.4,), 1438))
   assert run.recipe == steps.Recipe(label_smoothing=0.1, grad_accum_steps=2, head=('classifier',))
-  final = train.train_and_evaluate(digits_config, str(tmp_path))
+  final = loop.train_and_evaluate(digits_config, str(tmp_path)).metrics
   assert final['num_test_examples'] == 359 and np.isfinite(final['test_loss'])
   assert 'tta_test_accuracy' not in final
 
 
+@pytest.mark.slow  # Starts processes or trains a real run.
 def test_every_part_trains_and_a_resumed_run_ends_bitwise_where_a_straight_one_does(
     tmp_path, digits_config):
   """Mixup, CutMix, EMA, random erasing and RandAugment together; the EMA is checkpointed."""
@@ -137,12 +141,12 @@ def test_every_part_trains_and_a_resumed_run_ends_bitwise_where_a_straight_one_d
                        learning_rate=3e-3)
   digits_config.augment.update(random_erasing=0.5, randaugment_ops=2, randaugment_magnitude=5.0)
   straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
-  final = train.train_and_evaluate(digits_config, straight)
+  final = loop.train_and_evaluate(digits_config, straight).metrics
   assert 0 <= final['ema_test_accuracy'] <= 1 and np.isfinite(final['ema_test_loss'])
   digits_config.num_train_steps = 6
-  train.train_and_evaluate(digits_config, resumed)
+  loop.train_and_evaluate(digits_config, resumed)
   digits_config.num_train_steps = 12
-  train.train_and_evaluate(digits_config, resumed)
+  loop.train_and_evaluate(digits_config, resumed)
   restore = lambda workdir: checkpoint.Checkpointer(workdir, None, create=False).restore(12)
   a, b = restore(straight), restore(resumed)
   assert set(a['ema']) == {'params', 'batch_stats'}

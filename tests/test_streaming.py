@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from convjax import data, parallel, sampling, streaming, train
+from convjax import parallel
+from convjax.data import datasets, sampling, streaming
+from convjax.training import loop
 
 
 def gradient(height, width):
@@ -18,7 +20,7 @@ def fake_dataset(num_train=20, num_test=7):
     return [{'image': rng.integers(0, 256, (int(rng.integers(20, 60)), int(rng.integers(20, 60)),
                                             3), dtype=np.uint8), 'label': i + offset}
             for i in range(n)]
-  return data.StreamingDataset(data.CATALOGUE['imagenette'], split(num_train, 0), split(num_test, 100))
+  return datasets.StreamingDataset(datasets.CATALOGUE['imagenette'], split(num_train, 0), split(num_test, 100))
 
 
 def make_pipeline(num_devices=2, num_workers=3, dataset=None, **kwargs):
@@ -100,7 +102,7 @@ def test_training_runs_on_mock_tfds_data(tmp_path, digits_config, name):
   config.batch_size, config.eval_batch_size, config.num_train_steps = 8, 8, 2
   config.augment.flip = True
   with tfds.testing.mock_data(num_examples=12):
-    final = train.train_and_evaluate(config, str(tmp_path))
+    final = loop.train_and_evaluate(config, str(tmp_path)).metrics
   assert final['num_test_examples'] == 12 and np.isfinite(final['test_loss'])
 
 

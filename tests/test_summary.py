@@ -7,7 +7,9 @@ import sys
 import flax.linen as nn
 import pytest
 
-from convjax import layers, models, summary
+from convjax import models
+from convjax.analysis import summary
+from convjax.nn import layers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -10,8 +10,11 @@ import numpy as np
 import optax
 import pytest
 
-from convjax import (builder, checkpoint, config as config_lib, data, metrics, parallel, pipeline,
-                     steps, stopping, summary, train)
+from convjax import parallel
+from convjax.models import input_shapes
+from convjax.data import datasets, pipeline
+from convjax.training import (builder, checkpoint, config as config_lib, loop, metrics,
+                              run_identity, steps, stopping)
 from tests.conftest import NUM_TEST_DEVICES
 
 
@@ -34,7 +37,7 @@ def assert_trees_equal(a, b):
 
 def test_end_to_end_writes_the_workdir(tmp_path, digits_config):
   workdir = str(tmp_path / 'run')
-  final = train.train_and_evaluate(digits_config, workdir)
+  result = loop.train_and_evaluate(digits_config, workdir)
   records = metrics.read_metrics(workdir)
   first = records[0]
   assert first['num_devices'] == NUM_TEST_DEVICES and first['num_processes'] == 1
@@ -46,9 +49,18 @@ def test_end_to_end_writes_the_workdir(tmp_path, digits_config):
   eval_lines = read_lines(workdir, 'test_accuracy')
   assert [r['step'] for r in eval_lines] == [6, 12]
   assert all(r['num_test_examples'] == 359 for r in eval_lines)
+  final = result.metrics
   assert final['num_test_examples'] == 359 and 0 <= final['test_top5_accuracy'] <= 1
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['12', '6']
-  assert json.load(open(os.path.join(workdir, 'config.json')))['num_classes'] == 10
+  # One identity, in the result, config.json and every checkpoint's meta.
+  assert result.step == 12 and result.identity == run_identity.RunIdentity(
+      model='lenet5', dataset='digits', num_classes=10, input_shape=(28, 28, 1),
+      commit=run_identity.checkout_commit())
+  identity, config = run_identity.read(workdir)
+  assert identity == result.identity  # The config's own fields, with the classes resolved:
+  assert config_lib.flat(config) == {**config_lib.flat(digits_config), 'num_classes': 10}
+  meta = checkpoint.newest_meta(workdir)[1]
+  assert {k: meta[k] for k in result.identity.as_json()} == result.identity.as_json()
   assert os.listdir(os.path.join(workdir, 'tensorboard'))
 
 
@@ -57,20 +69,20 @@ def test_evaluation_counts_every_example_for_any_batch_and_device_count(tmp_path
   digits_config.eval_batch_size = 12  # 359 = 29 * 12 + 11: the last batch is padded.
   digits_config.num_devices = 3
   digits_config.batch_size = 63
-  final = train.train_and_evaluate(digits_config, str(tmp_path))
+  final = loop.train_and_evaluate(digits_config, str(tmp_path)).metrics
   assert final['num_test_examples'] == 359
 
 
 def test_all_devices_means_the_most_the_batch_splits_over(tmp_path, digits_config, capsys):
   digits_config.update(num_train_steps=1, batch_size=66, eval_batch_size=100)  # 66 = 3 * 22.
-  final = train.train_and_evaluate(digits_config, str(tmp_path))
+  result = loop.train_and_evaluate(digits_config, str(tmp_path))
   assert metrics.read_metrics(str(tmp_path))[0]['num_devices'] == 3
-  assert final['num_test_examples'] == 359 and final['meta']['input_shape'] == [28, 28, 1]
+  assert result.metrics['num_test_examples'] == 359 and result.identity.input_shape == (28, 28, 1)
   out = capsys.readouterr().out
   assert 'batch_size=66 does not split over all 4, so num_devices=-1 uses 3' in out
   assert 'evaluating in batches of 102' in out
-  assert final['peak_memory_bytes'] > 0  # From the step training compiled (compare's column).
-  assert metrics.read_metrics(str(tmp_path))[-1]['peak_memory_bytes'] == final['peak_memory_bytes']
+  assert result.peak_memory_bytes > 0  # From the step training compiled (compare's column).
+  assert metrics.read_metrics(str(tmp_path))[-1]['peak_memory_bytes'] == result.peak_memory_bytes
 
 
 def test_one_and_four_devices_give_the_same_losses(tmp_path, digits_config):
@@ -79,7 +91,7 @@ def test_one_and_four_devices_give_the_same_losses(tmp_path, digits_config):
   for num_devices in (1, NUM_TEST_DEVICES):
     digits_config.num_devices = num_devices
     workdir = str(tmp_path / str(num_devices))
-    train.train_and_evaluate(digits_config, workdir)
+    loop.train_and_evaluate(digits_config, workdir)
     losses[num_devices] = [r['train_loss'] for r in read_lines(workdir, 'train_loss')]
   assert len(losses[1]) == 12
   np.testing.assert_allclose(losses[1], losses[NUM_TEST_DEVICES], rtol=2e-5)
@@ -87,7 +99,7 @@ def test_one_and_four_devices_give_the_same_losses(tmp_path, digits_config):
 
 def test_crash_and_rerun_ends_exactly_where_a_straight_run_ends(tmp_path, digits_config, monkeypatch):
   straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
-  train.train_and_evaluate(digits_config, straight)
+  loop.train_and_evaluate(digits_config, straight)
 
   real_train_batches = pipeline.InMemoryPipeline.train_batches
   def crash_at_step_9(self, start_step, stop_step):
@@ -97,9 +109,9 @@ def test_crash_and_rerun_ends_exactly_where_a_straight_run_ends(tmp_path, digits
       yield batch
   monkeypatch.setattr(pipeline.InMemoryPipeline, 'train_batches', crash_at_step_9)
   with pytest.raises(KeyboardInterrupt):
-    train.train_and_evaluate(digits_config, resumed)
+    loop.train_and_evaluate(digits_config, resumed)
   monkeypatch.setattr(pipeline.InMemoryPipeline, 'train_batches', real_train_batches)
-  train.train_and_evaluate(digits_config, resumed)  # Resumes from the step-6 checkpoint.
+  loop.train_and_evaluate(digits_config, resumed)  # Resumes from the step-6 checkpoint.
 
   assert_trees_equal(restore_params(straight), restore_params(resumed))
   steps = [r['step'] for r in read_lines(resumed, 'train_loss')]
@@ -111,11 +123,11 @@ def test_crash_and_rerun_ends_exactly_where_a_straight_run_ends(tmp_path, digits
 def test_extending_a_finished_run_matches_a_longer_straight_run(tmp_path, digits_config):
   digits_config.lr_schedule = 'constant'  # Cosine's shape depends on the total step count.
   straight, extended = str(tmp_path / 'straight'), str(tmp_path / 'extended')
-  train.train_and_evaluate(digits_config, straight)
+  loop.train_and_evaluate(digits_config, straight)
   digits_config.num_train_steps = 6
-  train.train_and_evaluate(digits_config, extended)
+  loop.train_and_evaluate(digits_config, extended)
   digits_config.num_train_steps = 12
-  train.train_and_evaluate(digits_config, extended)
+  loop.train_and_evaluate(digits_config, extended)
   assert_trees_equal(restore_params(straight), restore_params(extended))
 
 
@@ -125,10 +137,10 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
   digits_config.lr_decay_factor = 1e12
   good, diverged = str(tmp_path / 'good'), str(tmp_path / 'diverged')
   digits_config.num_train_steps = 6
-  train.train_and_evaluate(digits_config, good)
+  loop.train_and_evaluate(digits_config, good)
   digits_config.num_train_steps = 12
-  with pytest.raises(train.NonFiniteLossError, match=r'at step (7|8)\b'):
-    train.train_and_evaluate(digits_config, diverged)
+  with pytest.raises(loop.NonFiniteLossError, match=r'at step (7|8)\b'):
+    loop.train_and_evaluate(digits_config, diverged)
   assert_trees_equal(restore_params(diverged), restore_params(good))
   assert sorted(os.listdir(os.path.join(diverged, 'checkpoints'))) == ['6']
 
@@ -136,21 +148,21 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
 def test_a_workdir_of_another_model_is_refused_untouched(tmp_path, digits_config):
   workdir = str(tmp_path)
   digits_config.num_train_steps = 6
-  train.train_and_evaluate(digits_config, workdir)
+  loop.train_and_evaluate(digits_config, workdir)
   metrics_before = open(os.path.join(workdir, 'metrics.jsonl')).read()
   saver = checkpoint.Checkpointer(workdir, max_to_keep=3)
   step, state = 7, {'w': np.zeros(3)}
   saver.save(step, state, {'model': 'vgg16', 'num_classes': 10, 'input_shape': [28, 28, 1]})
   saver.wait(), saver.close()
   with pytest.raises(checkpoint.IncompatibleCheckpointError, match="model='vgg16'"):
-    train.train_and_evaluate(digits_config, workdir)
+    loop.train_and_evaluate(digits_config, workdir)
   assert open(os.path.join(workdir, 'metrics.jsonl')).read() == metrics_before
 
 
 def test_the_built_step_lowers_the_loss_on_a_fixed_batch(digits_config):
   digits_config.update(batch_size=32, learning_rate=3e-3, lr_schedule='constant')
   dp = parallel.DataParallel()
-  split = data.load('digits', image_size=28).train
+  split = datasets.load('digits', image_size=28).train
   run = builder.build(digits_config, dp, builder.DataSpec((28, 28, 1), 10, (0.3,), (0.4,),
                                                          len(split)))
   batch = dp.shard({'image': split.images[:32], 'label': split.labels[:32]})
@@ -186,7 +198,7 @@ def test_batch_stats_are_averaged_so_every_replica_holds_the_same_state():
   images = (np.arange(NUM_TEST_DEVICES * 4)[:, None, None, None] * np.ones((1, 8, 8, 1)) * 15)
   batch = dp.shard({'image': images.astype(np.uint8),
                     'label': np.zeros(NUM_TEST_DEVICES * 4, np.int32)})
-  normalize = functools.partial(data.normalize, mean=(0.,), std=(1.,))
+  normalize = functools.partial(datasets.normalize, mean=(0.,), std=(1.,))
   step = dp.pmap(functools.partial(steps.train_step, normalize=normalize,
                                    schedule=optax.constant_schedule(0.1)))
   new_state, _ = step(dp.replicate(state), batch)
@@ -199,12 +211,12 @@ def test_batch_stats_are_averaged_so_every_replica_holds_the_same_state():
 def test_resuming_with_settings_that_shape_training_is_refused_naming_each(tmp_path, digits_config):
   workdir = str(tmp_path)
   digits_config.num_train_steps = 6
-  train.train_and_evaluate(digits_config, workdir)
+  loop.train_and_evaluate(digits_config, workdir)
   before = {name: open(os.path.join(workdir, name)).read() for name in ('config.json', 'metrics.jsonl')}
   digits_config.optimizer, digits_config.learning_rate = 'sgd', 0.01
   digits_config.augment.crop_padding = 2
   with pytest.raises(config_lib.ResumeError) as refused:
-    train.train_and_evaluate(digits_config, workdir)
+    loop.train_and_evaluate(digits_config, workdir)
   message = str(refused.value)
   for change in ("optimizer 'adam' -> 'sgd'", 'learning_rate 0.001 -> 0.01',
                  'augment.crop_padding 0 -> 2', '--start_over'):
@@ -216,10 +228,10 @@ def test_resuming_with_settings_that_shape_training_is_refused_naming_each(tmp_p
 def test_resumable_changes_are_accepted_and_recorded_per_segment(tmp_path, digits_config):
   workdir = str(tmp_path)
   digits_config.num_train_steps = 6
-  train.train_and_evaluate(digits_config, workdir)
+  loop.train_and_evaluate(digits_config, workdir)
   digits_config.num_train_steps, digits_config.num_devices = 12, 2
   digits_config.eval_batch_size = 50
-  train.train_and_evaluate(digits_config, workdir)
+  loop.train_and_evaluate(digits_config, workdir)
   starts = [r for r in metrics.read_metrics(workdir) if r.get('event') == 'start']
   assert [(r['step'], r['num_devices']) for r in starts] == [(0, NUM_TEST_DEVICES), (6, 2)]
   assert starts[0]['config_changes'] == {}
@@ -232,7 +244,7 @@ def test_resumable_changes_are_accepted_and_recorded_per_segment(tmp_path, digit
 def test_half_precision_trains_with_float32_master_weights(tmp_path, digits_config):
   digits_config.half_precision = True
   digits_config.num_train_steps = 6
-  final = train.train_and_evaluate(digits_config, str(tmp_path))
+  final = loop.train_and_evaluate(digits_config, str(tmp_path)).metrics
   assert np.isfinite(final['test_loss']) and final['num_test_examples'] == 359
   _, params = restore_params(str(tmp_path))
   assert {p.dtype for p in jax.tree.leaves(params)} == {np.dtype('float32')}
@@ -242,9 +254,9 @@ def test_half_precision_trains_with_float32_master_weights(tmp_path, digits_conf
 
 def test_rerunning_a_finished_run_reevaluates_without_duplicating_metrics(tmp_path, digits_config):
   digits_config.num_train_steps = 6
-  first = train.train_and_evaluate(digits_config, str(tmp_path))
-  again = train.train_and_evaluate(digits_config, str(tmp_path))
-  assert again['test_accuracy'] == first['test_accuracy']
+  first = loop.train_and_evaluate(digits_config, str(tmp_path))
+  again = loop.train_and_evaluate(digits_config, str(tmp_path))
+  assert again.metrics['test_accuracy'] == first.metrics['test_accuracy']
   eval_steps = [r['step'] for r in read_lines(str(tmp_path), 'test_accuracy')]
   assert eval_steps == [6]
 
@@ -253,21 +265,21 @@ def test_an_input_too_small_for_the_model_stops_before_any_file(tmp_path, digits
   digits_config.model = 'alexnet'
   digits_config.image_size = None  # digits are 8x8: AlexNet's pools leave nothing.
   workdir = str(tmp_path / 'run')
-  with pytest.raises(summary.InputShapeError, match=r'layer Pool_2 \(Pool\) would output an empty map: 1x1x256 -> 0x0x256; .*too small for this model \(--config.image_size=15 or larger fits\)$'):
-    train.train_and_evaluate(digits_config, workdir)
+  with pytest.raises(input_shapes.InputShapeError, match=r'layer Pool_2 \(Pool\) would output an empty map: 1x1x256 -> 0x0x256; .*too small for this model \(--config.image_size=15 or larger fits\)$'):
+    loop.train_and_evaluate(digits_config, workdir)
   assert not os.path.exists(workdir)
 
 
 def test_aux_loss_weight_needs_a_model_with_auxiliary_heads(tmp_path, digits_config):
   digits_config.aux_loss_weight = 0.3
   with pytest.raises(config_lib.ConfigError, match="'lenet5' has none"):
-    train.train_and_evaluate(digits_config, str(tmp_path / 'run'))
+    loop.train_and_evaluate(digits_config, str(tmp_path / 'run'))
 
 
 def test_metrics_hold_strict_json_when_a_rate_cannot_be_measured(tmp_path, digits_config):
   digits_config.eval_batch_size = 400  # One batch holds all 359 test images: no rate to time.
   digits_config.num_train_steps = 6
-  final = train.train_and_evaluate(digits_config, str(tmp_path))
+  final = loop.train_and_evaluate(digits_config, str(tmp_path)).metrics
   assert 'eval_images_per_sec' not in final
 
   def refuse(constant):
@@ -289,7 +301,7 @@ def test_the_suggested_image_size_is_the_smallest_that_fits(digits_config):
     try:
       builder.create_model(digits_config, 10, (size, size, 1))
       assert fits, size
-    except summary.InputShapeError:
+    except input_shapes.InputShapeError:
       assert not fits, size
 
 
@@ -313,7 +325,7 @@ def test_a_stop_at_an_evaluation_step_still_evaluates_it(tmp_path, digits_config
     return signals.received is not None
   monkeypatch.setattr(stopping.StopSignals, 'requested', requested)
   with pytest.raises(stopping.Stopped):
-    train.train_and_evaluate(digits_config, str(tmp_path))
+    loop.train_and_evaluate(digits_config, str(tmp_path))
   monkeypatch.undo()
-  train.train_and_evaluate(digits_config, str(tmp_path))
+  loop.train_and_evaluate(digits_config, str(tmp_path))
   assert [r['step'] for r in read_lines(str(tmp_path), 'test_accuracy')] == [6, 12]

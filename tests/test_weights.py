@@ -4,7 +4,6 @@ CI has no PyTorch: state dicts are built with torchvision's names and shapes as 
 torch, torchvision and timm import (benchmarks/requirements-torchvision.txt), the last tests check
 every supported model's logits against torchvision's own, and timm's ResNets' and DenseNet's.
 """
-import json
 import os
 import subprocess
 import sys
@@ -17,7 +16,9 @@ from safetensors.numpy import save_file
 
 from benchmarks import torchvision_reference
 from configs import default
-from convjax import checkpoint, models, weights
+from convjax import models
+from convjax.models import torchvision_weights
+from convjax.training import checkpoint, run_identity, saved_run, workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,7 +37,7 @@ TINY = {
 def random_state(model_name, num_classes=7, seed=0, **overrides):
   """A state dict with torchvision's names and shapes, random values, and batch norm's counters."""
   rng = np.random.default_rng(seed)
-  shapes = weights.torch_state_shapes(model_name, num_classes, **overrides)
+  shapes = torchvision_weights.torch_state_shapes(model_name, num_classes, **overrides)
   state = {key: rng.standard_normal(shape).astype(np.float32) for key, shape in shapes.items()}
   for key in [k for k in state if k.endswith('running_var')]:
     state[key] = np.abs(state[key]) + 0.5
@@ -49,7 +50,7 @@ def tiny_state(model_name, **kwargs):
 
 
 def load_tiny(model_name, state, **fields):
-  return weights.load_torch(model_name, state, num_classes=7, **{**TINY[model_name], **fields})
+  return torchvision_weights.load_torch(model_name, state, num_classes=7, **{**TINY[model_name], **fields})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -62,7 +63,7 @@ TORCHVISION_STATE_SIZES = {'alexnet': 16, 'vgg11_bn': 62, 'vgg16': 32, 'resnet18
 
 @pytest.mark.parametrize('name', sorted(TORCHVISION_STATE_SIZES))
 def test_state_dict_sizes_match_torchvision(name):
-  shapes = weights.torch_state_shapes(name)
+  shapes = torchvision_weights.torch_state_shapes(name)
   counters = sum(key.endswith('running_mean') for key in shapes)
   assert len(shapes) + counters == TORCHVISION_STATE_SIZES[name]
 
@@ -91,7 +92,7 @@ def test_state_dict_sizes_match_torchvision(name):
     ('googlenet_torchvision', 'fc.weight', (1000, 1024)),
 ])
 def test_torchvision_names_and_shapes(name, key, shape):
-  assert weights.torch_state_shapes(name)[key] == shape
+  assert torchvision_weights.torch_state_shapes(name)[key] == shape
 
 
 # ------------------------------------------------------------------------------------------------
@@ -154,7 +155,7 @@ def test_googlenet_auxiliary_heads_load_or_are_dropped_by_rule():
   assert not any(name.startswith('aux') for name in without['params'])
   assert 'aux1.conv.bn.running_var' in state
   state['aux3.fc1.weight'] = state['aux2.fc1.weight']  # Not a dropped name: refused.
-  with pytest.raises(weights.WeightsError, match='aux3.fc1.weight'):
+  with pytest.raises(torchvision_weights.WeightsError, match='aux3.fc1.weight'):
     load_tiny('googlenet_torchvision', state, aux_logits=False)
 
 
@@ -181,7 +182,7 @@ def test_truncated_safetensors_file_is_one_sentence(tmp_path):
   path = tmp_path / 'resnet.safetensors'
   save_file(tiny_state('resnet18'), str(path))
   path.write_bytes(path.read_bytes()[:-100])
-  with pytest.raises(weights.WeightsError, match='not a readable safetensors file'):
+  with pytest.raises(torchvision_weights.WeightsError, match='not a readable safetensors file'):
     load_tiny('resnet18', str(path))
 
 
@@ -189,7 +190,7 @@ def test_pth_without_torch_says_so(tmp_path, monkeypatch):
   path = tmp_path / 'resnet.pth'
   path.write_bytes(b'not read')
   monkeypatch.setitem(sys.modules, 'torch', None)  # `import torch` raises ImportError.
-  with pytest.raises(weights.WeightsError, match='needs PyTorch, which is not installed'):
+  with pytest.raises(torchvision_weights.WeightsError, match='needs PyTorch, which is not installed'):
     load_tiny('resnet18', str(path))
 
 
@@ -200,7 +201,7 @@ def test_pth_without_torch_says_so(tmp_path, monkeypatch):
 def test_bad_paths(tmp_path, filename, message):
   if filename.endswith('.npz'):
     (tmp_path / filename).write_bytes(b'')
-  with pytest.raises(weights.WeightsError, match=message):
+  with pytest.raises(torchvision_weights.WeightsError, match=message):
     load_tiny('resnet18', str(tmp_path / filename))
 
 
@@ -210,33 +211,33 @@ def test_bad_paths(tmp_path, filename, message):
 def test_missing_tensor_is_named():
   state = tiny_state('resnet18')
   del state['layer3.1.bn1.running_mean']
-  with pytest.raises(weights.WeightsError, match=r"no 'layer3\.1\.bn1\.running_mean'"):
+  with pytest.raises(torchvision_weights.WeightsError, match=r"no 'layer3\.1\.bn1\.running_mean'"):
     load_tiny('resnet18', state)
 
 
 def test_extra_tensor_is_named():
   state = tiny_state('resnet18')
   state['layer5.0.conv1.weight'] = np.zeros((1,), np.float32)
-  with pytest.raises(weights.WeightsError, match=r"1 tensor\(s\).*'layer5\.0\.conv1\.weight'"):
+  with pytest.raises(torchvision_weights.WeightsError, match=r"1 tensor\(s\).*'layer5\.0\.conv1\.weight'"):
     load_tiny('resnet18', state)
 
 
 def test_another_architecture_is_refused():
   """ResNet-18's weights for ResNet-50: the first missing or misshapen tensor is named."""
-  with pytest.raises(weights.WeightsError, match=r"'layer1\.0\.[a-z0-9._]+'"):
+  with pytest.raises(torchvision_weights.WeightsError, match=r"'layer1\.0\.[a-z0-9._]+'"):
     load_tiny('resnet50', tiny_state('resnet18'))
 
 
 def test_another_number_of_classes_is_refused():
-  with pytest.raises(weights.WeightsError, match=r"'fc\.(weight|bias)' has shape 7.*needs 10"):
-    weights.load_torch('resnet18', tiny_state('resnet18'), num_classes=10, **TINY['resnet18'])
+  with pytest.raises(torchvision_weights.WeightsError, match=r"'fc\.(weight|bias)' has shape 7.*needs 10"):
+    torchvision_weights.load_torch('resnet18', tiny_state('resnet18'), num_classes=10, **TINY['resnet18'])
 
 
 def test_models_without_a_mapping_are_refused():
-  with pytest.raises(weights.WeightsError, match="no torchvision mapping for 'lenet5'"):
-    weights.load_torch('lenet5', {})
+  with pytest.raises(torchvision_weights.WeightsError, match="no torchvision mapping for 'lenet5'"):
+    torchvision_weights.load_torch('lenet5', {})
   with pytest.raises(models.UnknownModelError):
-    weights.load_torch('resnet19', {})
+    torchvision_weights.load_torch('resnet19', {})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -252,7 +253,7 @@ def tiny_config(name):
 def test_converted_workdir_holds_the_variables_and_the_config(tmp_path):
   variables = load_tiny('resnet18', tiny_state('resnet18'))
   workdir = str(tmp_path / 'converted')
-  weights.write_workdir(workdir, tiny_config('resnet18'), variables, 'resnet18.safetensors')
+  saved_run.write_converted(workdir, tiny_config('resnet18'), variables, 'resnet18.safetensors')
   assert sorted(os.listdir(tmp_path)) == ['converted']  # No staging directory left behind.
   checkpointer = checkpoint.Checkpointer(workdir, max_to_keep=None, create=False)
   step, state, meta = checkpointer.restore_latest()
@@ -260,10 +261,13 @@ def test_converted_workdir_holds_the_variables_and_the_config(tmp_path):
   assert step == 0 and meta['model'] == 'resnet18' and meta['input_shape'] == [224, 224, 3]
   jax.tree.map(np.testing.assert_array_equal,
                {k: state[k] for k in ('params', 'batch_stats')}, variables)
-  with open(os.path.join(workdir, 'config.json')) as f:
-    saved = json.load(f)
-  assert (saved['model'], saved['num_classes'], tuple(saved['model_kwargs']['widths'])) == (
-      'resnet18', 7, TINY['resnet18']['widths'])
+  identity, config = run_identity.read(workdir)
+  assert (identity.model, identity.num_classes, identity.input_shape, identity.dataset) == (
+      'resnet18', 7, (224, 224, 3), config.dataset)
+  assert identity.converted_from == os.path.abspath('resnet18.safetensors')
+  assert identity.commit == run_identity.checkout_commit()
+  assert tuple(config.model_kwargs.widths) == TINY['resnet18']['widths']
+  assert 'input_shape' not in config and 'commit' not in config
 
 
 def test_conversion_never_writes_over_a_run(tmp_path):
@@ -271,11 +275,12 @@ def test_conversion_never_writes_over_a_run(tmp_path):
   workdir.mkdir()
   (workdir / 'metrics.jsonl').write_text('{"step": 1}\n')
   variables = load_tiny('resnet18', tiny_state('resnet18'))
-  with pytest.raises(weights.WeightsError, match='already holds files'):
-    weights.write_workdir(str(workdir), tiny_config('resnet18'), variables, 'x.safetensors')
+  with pytest.raises(workdir_lib.WorkdirError, match='already holds files'):
+    saved_run.write_converted(str(workdir), tiny_config('resnet18'), variables, 'x.safetensors')
   assert os.listdir(workdir) == ['metrics.jsonl']
 
 
+@pytest.mark.slow  # Starts processes or trains a real run.
 def test_convert_script_refuses_bad_weights_in_one_sentence_and_writes_nothing(tmp_path):
   (tmp_path / 'alexnet.safetensors').write_bytes(b'\x08\x00\x00\x00\x00\x00\x00\x00{}')
   save_file({'fc.weight': np.zeros((2, 2), np.float32)}, str(tmp_path / 'other.safetensors'))
@@ -293,7 +298,7 @@ def test_convert_script_refuses_bad_weights_in_one_sentence_and_writes_nothing(t
 # ------------------------------------------------------------------------------------------------
 # Against torchvision itself, where it is installed.
 
-@pytest.mark.parametrize('name', sorted(weights.TORCH_FAMILIES))
+@pytest.mark.parametrize('name', sorted(torchvision_weights.TORCH_FAMILIES))
 def test_logits_equal_torchvisions(name):
   pytest.importorskip('torch')
   pytest.importorskip('torchvision')

@@ -11,7 +11,8 @@ from typing import Any, Callable, Mapping
 import flax.linen as nn
 import jax
 
-from convjax import errors, layers, suggest
+from convjax import errors
+from convjax.nn import layers
 from convjax.models import alexnet, densenet, googlenet, lenet, nin, resnet, speednet, vgg
 
 # ImageNet-size models switch to their small-image variant (spec.small_inputs) below this size.
@@ -31,7 +32,7 @@ class ModelSpec:
     paper: the publication the model follows.
     head: fnmatch patterns of the top-level modules whose outputs are the classes, which
       fine-tuning re-initialises for another number of classes and trains above a frozen
-      backbone (convjax/finetune.py); empty for a model whose class layer has no parameters.
+      backbone (convjax/training/finetune.py); empty for a model whose class layer has no parameters.
   """
   constructor: Callable[..., nn.Module]
   input_shape: tuple[int, int, int]
@@ -143,7 +144,7 @@ def get_spec(name: str) -> ModelSpec:
   try:
     return _REGISTRY[name]
   except KeyError:
-    raise UnknownModelError(f"unknown model '{name}'{suggest.did_you_mean(name, _REGISTRY)}; "
+    raise UnknownModelError(f"unknown model '{name}'{errors.did_you_mean(name, _REGISTRY)}; "
                             f"valid models are: {', '.join(list_models())}") from None
 
 

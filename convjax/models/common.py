@@ -11,7 +11,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
-from convjax import layers
+from convjax.nn import layers
 
 
 def classify(features: jnp.ndarray, num_classes: int, return_features: bool,

@@ -23,7 +23,8 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from convjax import errors, layers
+from convjax import errors
+from convjax.nn import layers
 from convjax.models import common
 
 

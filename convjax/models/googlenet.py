@@ -27,7 +27,7 @@ config.aux_loss_weight (0.3 in the paper).
 
 googlenet_bn: batch norm after every conv (conv bias dropped), and no LRN, which batch norm replaces.
 
-googlenet_torchvision: torchvision's GoogLeNet, whose ImageNet weights convjax.weights imports.
+googlenet_torchvision: torchvision's GoogLeNet, whose ImageNet weights convjax.models.torchvision_weights imports.
 It is googlenet_bn with three differences from the paper, kept for compatibility with weights
 ported from an older implementation: 3x3 convolutions in the third ("5x5") branch, batch-norm
 epsilon 1e-3, and a 2x2/2 max pool (ceil) before inception 5a; its final dropout is 0.2.
@@ -44,7 +44,8 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from convjax import data, errors, layers
+from convjax import errors
+from convjax.nn import layers
 from convjax.models import common
 
 ModuleDef = Any
@@ -55,10 +56,16 @@ INCEPTION_4 = ((192, 96, 208, 16, 48, 64), (160, 112, 224, 24, 64, 64), (128, 12
 INCEPTION_5 = ((256, 160, 320, 32, 128, 128), (384, 192, 384, 48, 128, 128))
 
 
+# The per-channel mean and std that torchvision's ImageNet weights expect their inputs normalised
+# by; GoogLeNet's ported weights undo it (`transform_input`). A property of the weights, not of
+# any dataset convjax loads.
+TORCHVISION_INPUT_MEAN, TORCHVISION_INPUT_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
 def _to_unit_range(x: jnp.ndarray) -> jnp.ndarray:
-  """[b, h, w, 3] normalised by ImageNet's mean and std -> the same pixels as (p - 0.5) / 0.5."""
-  mean = jnp.asarray(data.IMAGENET_MEAN, x.dtype)
-  std = jnp.asarray(data.IMAGENET_STD, x.dtype)
+  """Returns [b, h, w, 3] normalised by TORCHVISION_INPUT_MEAN and _STD as (p - 0.5) / 0.5."""
+  mean = jnp.asarray(TORCHVISION_INPUT_MEAN, x.dtype)
+  std = jnp.asarray(TORCHVISION_INPUT_STD, x.dtype)
   return (x * std + mean - 0.5) / 0.5
 
 

@@ -38,7 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convjax import errors, layers
+from convjax import errors
+from convjax.nn import layers
 from convjax.models import common
 
 

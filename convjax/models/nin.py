@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from convjax import layers
+from convjax.nn import layers
 from convjax.models import common
 
 

@@ -12,7 +12,6 @@ import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-import convjax  # pylint: disable=g-import-not-at-top,unused-import  # Splits the CPU before JAX starts.
 from orbax.checkpoint._src.path import atomicity  # pylint: disable=g-import-not-at-top
 
 

@@ -15,7 +15,7 @@ import time
 import jax
 import numpy as np
 
-from convjax import checkpoint, metrics
+from convjax.training import checkpoint, metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NUM_DEVICES = 2

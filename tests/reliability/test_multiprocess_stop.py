@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from convjax import metrics
+from convjax.training import metrics
 from tests.reliability import harness
 from tests.test_distributed import free_port, launch
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from convjax import checkpoint, workdir as workdir_lib
+from convjax.training import checkpoint, workdir as workdir_lib
 
 
 def test_digest_ignores_containers_and_leaf_order_but_not_a_single_bit():

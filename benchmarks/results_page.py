@@ -1,0 +1,172 @@
+"""docs/results.md, generated from the result files in benchmarks/results/: never edit it by hand.
+
+  python -m benchmarks.results_page           # rewrites docs/results.md
+  python -m benchmarks.results_page --check   # exits 1 when docs/results.md is out of date
+
+Every figure on the page comes from a file here: fashion_mnist.csv (training runs, written by
+benchmarks.fashion_mnist_results), comparisons.csv (one line per experiments.compare run, whose
+tables are DIRECTORY/comparison.csv), finetune_digits.csv, the parity and PyTorch JSON files of
+benchmarks.torchvision_parity and benchmarks.vs_pytorch, and test_suite.csv. To add history, add
+rows to those files and rerun the command.
+"""
+import csv
+import json
+import os
+import statistics
+import sys
+
+from absl import app, flags
+
+from benchmarks import fashion_mnist_results
+from convjax.analysis import compare
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, 'benchmarks', 'results')
+PAGE = os.path.join(ROOT, 'docs', 'results.md')
+# The PyTorch comparisons: file, and where and how it was measured.
+SPEED_FILES = (
+    ('vs_pytorch_224_xeon_onednn.json', '224x224 ImageNet-size models, fp32, train step, 2 cores '
+     'of the Intel Xeon (Emerald Rapids), oneDNN convolutions, torchvision 0.29.1 on torch 2.14.1'),
+    ('vs_pytorch_xeon_onednn.json', 'small models at their native input, fp32, train step, 2 '
+     'cores of the Intel Xeon (Emerald Rapids), oneDNN convolutions'),
+    ('vs_pytorch.json', "small models at their native input, fp32, train step, XLA's "
+     'convolutions, before the oneDNN extension (hardware not recorded)'),
+)
+
+_CHECK = flags.DEFINE_bool('check', False, 'Exit 1 if docs/results.md differs from what the '
+                           'result files give, instead of rewriting it.')
+
+
+def read_csv(name: str) -> list[dict]:
+  """Returns the rows of benchmarks/results/NAME as dicts of strings."""
+  with open(os.path.join(RESULTS, name), newline='') as f:
+    return list(csv.DictReader(f))
+
+
+def _number(text: str):
+  return None if text == '' else float(text)
+
+
+def fashion_mnist_section() -> str:
+  rows = read_csv('fashion_mnist.csv')
+  return '\n'.join([
+      '## Training runs on Fashion-MNIST',
+      '',
+      'One row per config, overrides and hardware (seeds pooled: mean ± sample std); the config',
+      'column is the whole command. Every figure is on the full 10,000-image test set; wall time',
+      'runs from start to the final figures. Source: `fashion_mnist.csv`, one row per run with its',
+      'seed and commit. The published rows are the benchmark table of',
+      '[zalandoresearch/fashion-mnist](https://github.com/zalandoresearch/fashion-mnist#benchmark).',
+      '',
+      fashion_mnist_results.markdown(rows)])
+
+
+def comparisons_section() -> str:
+  parts = ['## Architectures compared on Fashion-MNIST', '',
+           '`python -m experiments.compare` runs; each table is that run\'s `comparison.csv`.',
+           compare.NOTES]
+  for entry in read_csv('comparisons.csv'):
+    rows = read_csv(os.path.join(entry['directory'], 'comparison.csv'))
+    table = compare.markdown([{k: (v if k == 'model' else _number(v)) for k, v in row.items()}
+                              for row in rows])
+    hardware = entry['hardware'] or 'hardware not recorded'
+    parts += ['', f"### {entry['title']}", '', f"`{entry['command']}`", '',
+              f"{hardware}; {entry['note']}.", '', table]
+  return '\n'.join(parts)
+
+
+def finetune_section() -> str:
+  rows = read_csv('finetune_digits.csv')
+  lines = ['## Fine-tuning on scikit-learn\'s digits', '',
+           'LeNet-5 started from a Fashion-MNIST workdir (`--config.init_from`) or at random, then',
+           'trained 10 epochs on digits at 28x28 (1,438 training, 359 test images), as',
+           '`python -m experiments.train --config=configs/default.py --config.dataset=digits',
+           '--config.image_size=28 --config.model=MODEL [--config.init_from=WORKDIR]',
+           '[--config.freeze=backbone --config.learning_rate=LR]`. Source: `finetune_digits.csv`.',
+           '', '| start | layers trained | learning rate | test accuracy by seed | hardware |',
+           '|---|---|---|---|---|']
+  groups = dict.fromkeys((r['start'], r['freeze'], r['learning_rate'], r['hardware']) for r in rows)
+  for start, freeze, rate, hardware in groups:
+    seeds = [r for r in rows if (r['start'], r['freeze'], r['learning_rate'], r['hardware']) ==
+             (start, freeze, rate, hardware)]
+    accuracies = ', '.join(f"{float(r['test_accuracy']):.4f} ({r['seed']})" for r in seeds)
+    trained = 'the head only' if freeze == 'backbone' else 'every layer'
+    lines.append(f'| {start} | {trained} | {float(rate):g} | {accuracies} | '
+                 f'{hardware or "not recorded"} |')
+  return '\n'.join(lines)
+
+
+def parity_section() -> str:
+  lines = ['## Imported torchvision and timm weights', '',
+           'Each model built by torchvision (or timm) with random weights, biases and batch-norm',
+           'statistics, imported with `models.torchvision_weights.load_torch`, and both frameworks',
+           'classifying the same two 224x224 images (`python -m benchmarks.torchvision_parity',
+           '[--library=timm]`). Relative: the largest logit difference over the largest logit.',
+           '', '| library | model | largest logit difference | largest logit | relative |',
+           '|---|---|---|---|---|']
+  for library, name in (('torchvision', 'torchvision_parity.json'), ('timm', 'timm_parity.json')):
+    with open(os.path.join(RESULTS, name)) as f:
+      for model, row in sorted(json.load(f).items()):
+        lines.append(f"| {library} | {model} | {row['max_abs_difference']:.1e} | "
+                     f"{row['max_abs_logit']:.1e} | {row['relative']:.1e} |")
+  return '\n'.join(lines)
+
+
+def speed_section() -> str:
+  lines = ['## Train-step speed against PyTorch', '',
+           'Images/s of the same train step in convjax and in PyTorch, measured in alternating',
+           'processes (`python -m benchmarks.vs_pytorch`); the median round of each, and their',
+           'ratio (above 1: convjax is faster).']
+  for name, setting in SPEED_FILES:
+    with open(os.path.join(RESULTS, name)) as f:
+      results = json.load(f)
+    lines += ['', f'`{name}`: {setting}.', '',
+              '| model | batch | convjax images/s | PyTorch images/s | ratio |', '|---|---|---|---|---|']
+    for model, row in results.items():
+      lines.append(f"| {model} | {row['batch_size']} | {row['convjax']:,.0f} | "
+                   f"{row['pytorch']:,.0f} | {row['ratio']:.2f} |")
+    ratios = [row['ratio'] for row in results.values()]
+    if len(ratios) > 1:
+      lines.append(f'| geometric mean | | | | {statistics.geometric_mean(ratios):.2f} |')
+  return '\n'.join(lines)
+
+
+def test_suite_section() -> str:
+  lines = ['## The test suite', '',
+           'Wall time of the test commands (first run, and a rerun that finds the compilation cache',
+           'warm). Source: `test_suite.csv`.', '',
+           '| command | tests | first run | rerun | hardware | commit | note |',
+           '|---|---|---|---|---|---|---|']
+  for row in read_csv('test_suite.csv'):
+    rerun = f"{float(row['rerun_seconds']):.0f} s" if row['rerun_seconds'] else ''
+    lines.append(f"| `{row['command']}` | {row['tests']} | {float(row['first_run_seconds']):.0f} s "
+                 f"| {rerun} | {row['hardware']} | {row['commit']} | {row['note']} |")
+  return '\n'.join(lines)
+
+
+def render() -> str:
+  """Returns docs/results.md as the result files give it."""
+  sections = [fashion_mnist_section(), comparisons_section(), finetune_section(),
+              parity_section(), speed_section(), test_suite_section()]
+  header = ('# Results\n\nGenerated by `python -m benchmarks.results_page` from the files in '
+            '`benchmarks/results/`;\ndo not edit it by hand. Hardware is named on every row; '
+            '"2 cores" is a 2-core\nvirtual machine with 24 GiB of memory and no GPU.\n')
+  return '\n\n'.join([header.rstrip()] + sections) + '\n'
+
+
+def main(argv):
+  del argv
+  page = render()
+  if _CHECK.value:
+    with open(PAGE) as f:
+      if f.read() != page:
+        sys.exit('error: docs/results.md is out of date; run python -m benchmarks.results_page')
+    return
+  with open(PAGE + '.tmp', 'w') as f:
+    f.write(page)
+  os.replace(PAGE + '.tmp', PAGE)
+  print(f'wrote {os.path.relpath(PAGE, ROOT)}')
+
+
+if __name__ == '__main__':
+  app.run(main)

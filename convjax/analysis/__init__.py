@@ -1,0 +1,1 @@
+"""Looking at models and runs: summaries, benchmarks, comparisons, visualisation, search."""

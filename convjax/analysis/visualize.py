@@ -1,0 +1,83 @@
+"""What a trained network computes, as arrays ready to draw: its first layer's filters, the feature
+maps one image produces stage by stage, its confusions and its most confident mistakes."""
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from convjax import errors
+from convjax.analysis import summary
+from convjax.nn import layers
+
+
+def first_conv_filters(model: nn.Module, variables: dict, input_shape) -> tuple[str, np.ndarray]:
+  """(path, kernel [kh, kw, in_channels, filters]) of the first convolution the model calls."""
+  for layer in summary.layers(model, input_shape):
+    if layer.kind == 'Conv':
+      params = variables['params']
+      for name in layer.path.split('/'):
+        params = params[name]
+      return layer.path, np.asarray(params['kernel'])
+  raise errors.InvalidValueError(f'{type(model).__name__} has no convolution layer to draw')
+
+
+def filter_images(kernel: np.ndarray) -> list[np.ndarray]:
+  """One image per filter: [kh, kw] for one input channel, else [kh, kw, 3] for RGB-like input
+  (the first three channels), so colour filters are seen as colours."""
+  if kernel.shape[2] == 1:
+    return [kernel[:, :, 0, f] for f in range(kernel.shape[3])]
+  return [kernel[:, :, :3, f] for f in range(kernel.shape[3])]
+
+
+def feature_maps(model: nn.Module, variables: dict, image: jnp.ndarray) -> list[tuple[str, Any]]:
+  """The maps one image [h, w, c] (already normalised) produces, stage by stage.
+
+  Returns (label, maps [h', w', channels]) for every convolution and pooling output in call
+  order, with the activation between stages where one is applied: a stage whose input is not the
+  previous stage's output gets that input drawn first, labelled as the activation feeding it.
+  """
+  stages, last = [], [None]
+
+  def interceptor(next_fun, args, kwargs, context):
+    module = context.module
+    # Stages are the sliding-window layers, convolutions and pooling, as the summary sees them.
+    if context.method_name != '__call__' or summary.window(module, image.ndim - 1) is None:
+      return next_fun(*args, **kwargs)
+    path = '/'.join(module.scope.path)
+    if last[0] is not None and args[0] is not last[0] and args[0].ndim == 4:
+      stages.append((f'activation into {path}', args[0]))
+    output = next_fun(*args, **kwargs)
+    stages.append((f'{path} ({_describe(module)})', output))
+    last[0] = output
+    return output
+
+  with nn.intercept_methods(interceptor):
+    model.apply(variables, image[None], train=False)
+  return [(label, np.asarray(maps[0])) for label, maps in stages]
+
+
+def _describe(module: nn.Module) -> str:
+  if isinstance(module, nn.Conv):
+    return f"conv {'x'.join(map(str, module.kernel_size))}"
+  if isinstance(module, layers.Pool):
+    return f'{module.kind} pool'
+  if isinstance(module, layers.MaxPool2x2):
+    return 'max pool 2x2'
+  return type(module).__name__
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+  """counts [true class, predicted class]."""
+  counts = np.zeros((num_classes, num_classes), np.int64)
+  np.add.at(counts, (labels, predictions), 1)
+  return counts
+
+
+def confidently_wrong(probabilities: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
+  """Indices of the `count` misclassified examples whose wrong prediction had the highest
+  probability, most confident first."""
+  predictions = probabilities.argmax(-1)
+  wrong = np.flatnonzero(predictions != labels)
+  confidence = probabilities[wrong, predictions[wrong]]
+  return wrong[np.argsort(-confidence, kind='stable')[:count]]

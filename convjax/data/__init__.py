@@ -1,0 +1,1 @@
+"""Datasets and input pipelines: the catalogue, loading, sampling, augmentation, batching."""

@@ -1,0 +1,1 @@
+"""Using a trained run elsewhere: jax.export artifacts and classifying image files."""

@@ -1,0 +1,1 @@
+"""Layers, convolution from first principles, and the backends that compute convolutions."""
