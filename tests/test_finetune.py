@@ -27,7 +27,7 @@ def flat_params(tree):
 # ------------------------------------------------------------------------------------------------
 # The registry's heads.
 
-@pytest.mark.parametrize('name', test_models.by_family(models.list_models()))
+@pytest.mark.parametrize('name', test_models.edit_loop(models.list_models()))
 def test_the_head_is_exactly_what_the_number_of_classes_shapes(name):
   """ModelSpec.head names the layers whose shapes follow num_classes, no more and no fewer (for
   a model with parameter-free class scores, none)."""

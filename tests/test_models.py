@@ -430,7 +430,7 @@ def test_lenet5_1998_centres_28x28_images_in_the_32x32_field():
   np.testing.assert_allclose(model.apply(variables, x), model.apply(variables, padded))
 
 
-@pytest.mark.parametrize('name', ['resnet18', 'resnet20', 'densenet121'])
+@pytest.mark.parametrize('name', edit_loop(['resnet18', 'resnet20', 'densenet121']))
 def test_normalization_and_activation_are_constructor_fields(name):
   shape = (32, 32, 3)
   bn = num_params(models.create(name, input_shape=shape), shape)

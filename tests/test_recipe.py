@@ -12,6 +12,7 @@ from convjax import parallel
 from convjax.data import mixing
 from convjax.nn import layers
 from convjax.training import builder, checkpoint, config as config_lib, loop, optimizer, steps
+from tests import test_models
 
 
 def test_label_smoothing_loss_at_a_known_logit():
@@ -275,7 +276,7 @@ def test_drop_path_drops_whole_examples_and_is_the_identity_at_rate_0_and_in_eva
   np.testing.assert_allclose(layers.depth_rates(0.2, 4), [0.05, 0.1, 0.15, 0.2])
 
 
-@pytest.mark.parametrize('name', ['resnet20', 'densenet121'])
+@pytest.mark.parametrize('name', test_models.edit_loop(['resnet20', 'densenet121']))
 def test_drop_path_rate_changes_training_only(name):
   from convjax import models
   shape = (1, 32, 32, 3)
