@@ -9,8 +9,8 @@ keyed by config file, overrides, hardware and seed, read from the workdir's own 
 evaluation of metrics.jsonl (plain, EMA and flip-TTA accuracy; train and wall seconds) and
 config.json (model, seed, and every field). `overrides` are the run's changes to the config file
 as it is in this checkout, written as the `--config.FIELD=VALUE` flags that make them, so a row
-says the whole command. The commit is the checkout's HEAD, so collect right after training, or
-name the commit the runs trained at with --commit. The command then prints the README's table:
+says the whole command. The commit is the one the run recorded (run_identity), or --commit for
+runs trained before runs recorded one. The command then prints the README's table:
 per config, overrides and hardware, the mean and spread over seeds, then the published rows of
 the Fashion-MNIST benchmark table (PUBLISHED), which are kept here, in the repository. Each run
 evaluated more than once also gets its curve beside the CSV, fashion_mnist_<config name>.png
@@ -30,7 +30,7 @@ import ml_collections
 from absl import app, flags
 
 from convjax.analysis import plots, summary
-from convjax.training import builder, config as config_lib, metrics
+from convjax.training import builder, config as config_lib, metrics, run_identity
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUTPUT = os.path.join(ROOT, 'benchmarks', 'results', 'fashion_mnist.csv')
@@ -47,7 +47,8 @@ PUBLISHED = (
 flags.DEFINE_list('runs', [], 'CONFIG_FILE=WORKDIR pairs of finished runs to add.')
 flags.DEFINE_string('hardware', '', 'Where the runs trained, in words.')
 flags.DEFINE_string('output', OUTPUT, 'The CSV to update.')
-flags.DEFINE_string('commit', None, 'The commit the runs trained at; default: the checkout\'s HEAD.')
+flags.DEFINE_string('commit', None, 'The commit the runs trained at; default: the one each run '
+                    'recorded in its config.json.')
 FLAGS = flags.FLAGS
 
 
@@ -87,20 +88,22 @@ def _flag_value(value) -> str:
   return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
 
-def row_of(config_file: str, workdir: str, hardware: str, commit: str) -> dict:
-  """One CSV row from a finished workdir."""
+def row_of(config_file: str, workdir: str, hardware: str, commit: str | None) -> dict:
+  """Returns one CSV row from a finished workdir; `commit` None takes the one its run recorded."""
   records = metrics.read_metrics(workdir)
   evaluations = [r for r in records if 'test_accuracy' in r]
   if not evaluations or 'wall_seconds' not in evaluations[-1]:
     raise ResultError(f'{workdir} holds no finished run (no final evaluation with wall_seconds '
                       'in metrics.jsonl)')
   final = evaluations[-1]
-  with open(os.path.join(workdir, 'config.json')) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  identity, config = run_identity.read(workdir)
+  if commit is None and not identity.commit:
+    raise ResultError(f'{workdir} records no commit (trained before runs recorded one); name it '
+                      'with --commit')
   starts = [r for r in records if r.get('event') == 'start']
   completed = bool(starts) and final['step'] >= starts[-1]['total_steps']
-  shape = tuple(config.input_shape)
-  model = builder.create_model(config, config.num_classes, shape)  # As training built it.
+  shape = identity.input_shape
+  model = builder.create_model(config, identity.num_classes, shape)  # As training built it.
   return {'config': config_file, 'overrides': overrides_of(config_file, config, completed),
           'model': config.model,
           'params': summary.count_params(model, shape),
@@ -109,7 +112,8 @@ def row_of(config_file: str, workdir: str, hardware: str, commit: str) -> dict:
           'ema_test_accuracy': final.get('ema_test_accuracy', ''),
           'tta_test_accuracy': final.get('tta_test_accuracy', ''),
           'train_seconds': round(final['train_seconds'], 1),
-          'wall_seconds': round(final['wall_seconds'], 1), 'hardware': hardware, 'commit': commit}
+          'wall_seconds': round(final['wall_seconds'], 1), 'hardware': hardware,
+          'commit': commit or identity.commit}
 
 
 def read_rows(path: str) -> list[dict]:
@@ -208,7 +212,7 @@ def main(argv):
     pairs = [run.split('=', 1) for run in FLAGS.runs]
     if any(len(pair) != 2 for pair in pairs):
       raise ResultError(f'--runs takes CONFIG_FILE=WORKDIR pairs, got {FLAGS.runs}')
-    commit = _commit(FLAGS.commit or 'HEAD') if pairs else ''
+    commit = _commit(FLAGS.commit) if FLAGS.commit else None
     new = [row_of(config, workdir, FLAGS.hardware, commit) for config, workdir in pairs]
   except (ResultError, OSError) as e:
     sys.exit(f'error: {e}')

@@ -138,9 +138,10 @@ def test_suite_section() -> str:
            '| command | tests | first run | rerun | hardware | commit | note |',
            '|---|---|---|---|---|---|---|']
   for row in read_csv('test_suite.csv'):
-    rerun = f"{float(row['rerun_seconds']):.0f} s" if row['rerun_seconds'] else ''
-    lines.append(f"| `{row['command']}` | {row['tests']} | {float(row['first_run_seconds']):.0f} s "
-                 f"| {rerun} | {row['hardware']} | {row['commit']} | {row['note']} |")
+    first, rerun = (f'{float(row[k]):.0f} s' if row[k] else '' for k in ('first_run_seconds',
+                                                                       'rerun_seconds'))
+    lines.append(f"| `{row['command']}` | {row['tests']} | {first} | {rerun} | {row['hardware']} "
+                 f"| {row['commit']} | {row['note']} |")
   return '\n'.join(lines)
 
 

@@ -123,8 +123,8 @@ def with_huge_pages() -> None:
   """Restarts this process once, with glibc's malloc asking for transparent huge pages.
 
   XLA:CPU allocates each execution's buffers afresh. Above 32 MB glibc maps them with mmap, and
-  the first touch of every 4 KiB page faults and zeroes it: 74,000 faults per ResNet-20 train step
-  at batch 128, about 15% of the step (PERFORMANCE.md). With huge pages one fault covers 2 MiB.
+  the first touch of every 4 KiB page faults and zeroes it, a sizeable share of a ResNet-20 train
+  step (measured in PERFORMANCE.md). With huge pages one fault covers 2 MiB.
   glibc reads the setting only at start-up, hence the restart: the same process id, interpreter
   and arguments. CONVJAX_HUGE_PAGES=0 turns it off; elsewhere than Linux it does nothing.
   """

@@ -151,8 +151,8 @@ def test_a_conv_layer_computes_cross_correlation():
 
 def test_classic_kernels():
   assert set(convolution_math.KERNELS) >= {'identity', 'box_blur', 'gaussian_blur', 'sharpen',
-                                      'edge_detect', 'sobel_x', 'sobel_y', 'vertical_line',
-                                      'horizontal_line', 'emboss'}
+                                           'edge_detect', 'sobel_x', 'sobel_y', 'vertical_line',
+                                           'horizontal_line', 'emboss'}
   flat = jnp.full((6, 6), 0.5)
   for name in ('edge_detect', 'sobel_x', 'sobel_y', 'vertical_line', 'horizontal_line'):
     assert abs(convolution_math.KERNELS[name].sum()) < 1e-6, name  # Flat regions give 0.

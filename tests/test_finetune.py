@@ -92,8 +92,8 @@ def test_a_converted_workdir_starts_a_run_as_its_weights_file_does(tmp_path, tor
   converted.update(model='resnet18', dataset='imagenet2012', num_classes=7)
   converted.model_kwargs.update(TINY_RESNET)
   workdir = str(tmp_path / 'converted')
-  saved_run.write_converted(workdir, converted, torchvision_weights.load_torch('resnet18', torch_file, 7,
-                                                               **TINY_RESNET), torch_file)
+  variables = torchvision_weights.load_torch('resnet18', torch_file, 7, **TINY_RESNET)
+  saved_run.write_converted(workdir, converted, variables, torch_file)
   fresh = fresh_variables(tiny_config())
   from_file, _ = finetune.initial_variables(tiny_config(init_from=torch_file), fresh)
   from_workdir, line = finetune.initial_variables(tiny_config(init_from=workdir), fresh)

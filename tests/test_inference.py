@@ -59,8 +59,8 @@ def test_imagenet_ships_its_class_names():
 def converted(tmp_path_factory):
   """A tiny ResNet-18 for ImageNet's 1000 classes, converted from a torchvision-shaped state."""
   name, fields = 'resnet18', test_weights.TINY['resnet18']
-  variables = torchvision_weights.load_torch(name, test_weights.random_state(name, 1000, **fields), 1000,
-                                 **fields)
+  state = test_weights.random_state(name, 1000, **fields)
+  variables = torchvision_weights.load_torch(name, state, 1000, **fields)
   config = default.get_config()
   config.model, config.dataset, config.num_classes = name, 'imagenet2012', 1000
   config.model_kwargs.update(fields)

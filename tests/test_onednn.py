@@ -110,7 +110,7 @@ def test_lowering_routes_layers_through_onednn_and_back():
 
   def loss(x, kernel):
     return jnp.sum(conv_backend.conv_general_dilated(x, kernel, (1, 1), 'SAME',
-                                                 dimension_numbers=conv_backend.NHWC) ** 2)
+                                                     dimension_numbers=conv_backend.NHWC) ** 2)
 
   try:
     assert conv_backend.use_backend('onednn') == 'onednn'
@@ -146,7 +146,7 @@ def test_bfloat16_goes_to_xla_where_onednn_has_no_bfloat16_kernels(monkeypatch):
   assert onednn.supports((2, 8, 8, 16), (3, 3, 16, 16), jnp.float32)
   assert not onednn.supports((2, 8, 8, 16), (3, 3, 16, 16), jnp.bfloat16)
   conv = lambda x, k: conv_backend.conv_general_dilated(x, k, (1, 1), 'SAME',
-                                                    dimension_numbers=conv_backend.NHWC)
+                                                        dimension_numbers=conv_backend.NHWC)
   try:
     conv_backend.use_backend('onednn')
     for dtype, custom_calls in ((jnp.float32, True), (jnp.bfloat16, False)):

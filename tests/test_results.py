@@ -105,3 +105,13 @@ def test_curve_is_drawn_beside_the_csv_named_by_config_and_overrides(tmp_path):
 def test_unknown_commit_is_refused():
   with pytest.raises(results.ResultError, match='names no commit'):
     results._commit('no-such-revision')  # pylint: disable=protected-access
+
+
+def test_a_row_takes_the_commit_its_run_recorded_unless_told(tmp_path):
+  recorded = finished_workdir(tmp_path / 'recorded')
+  saved = json.load(open(os.path.join(recorded, 'config.json')))
+  json.dump({**saved, 'commit': '0123456789ab'}, open(os.path.join(recorded, 'config.json'), 'w'))
+  assert results.row_of(CONFIG, recorded, 'here', None)['commit'] == '0123456789ab'
+  assert results.row_of(CONFIG, recorded, 'here', 'abc')['commit'] == 'abc'
+  with pytest.raises(results.ResultError, match='records no commit'):
+    results.row_of(CONFIG, finished_workdir(tmp_path / 'older'), 'here', None)

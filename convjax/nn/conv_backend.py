@@ -38,10 +38,9 @@ from convjax.nn import onednn
 NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1),
                                 out_spec=(0, 3, 1, 2))
 # On CPU, the row GEMM is used while in_channels * out_channels is at most ROWS_MAX_CHANNELS and
-# T's zeros cost at most ROWS_MAX_REDUNDANCY times the direct multiply-adds (Wp / kw). Measured on
-# the 2-core AVX-512 machine of PERFORMANCE.md (forward + both gradients): LeNet-5's 1 -> 6
-# (Wp / kw = 6.4) and 6 -> 16 (2.8) convs run 2.8x and 1.7x faster as row GEMMs; ResNet-20's 3 -> 16
-# stem (11.3) runs 1.5x slower, and its 16 -> 16 and wider convs 1.4x to 5x slower.
+# T's zeros cost at most ROWS_MAX_REDUNDANCY times the direct multiply-adds (Wp / kw): the row GEMM
+# wins on convolutions with few channels, such as LeNet-5's, and loses on wider ones, such as
+# ResNet-20's (the timings that set both limits are in PERFORMANCE.md).
 ROWS_MAX_CHANNELS = 96
 ROWS_MAX_REDUNDANCY = 8
 

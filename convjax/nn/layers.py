@@ -54,9 +54,8 @@ def elu(x: jnp.ndarray) -> jnp.ndarray:
   gradient (e^x), so no unit dies, and mean activations sit nearer zero.
 
   Same values as `jax.nn.elu` (to float32 rounding) and the same gradient, taken from the output:
-  f'(x) = 1 where f(x) > 0, else f(x) + 1, so the backward pass needs no exponential of its own.
-  LeNet-5's main job, with the activation before the pool, trained in 62.7 s with this against
-  73.6 s with `jax.nn.elu` on 2 cores (configs/lenet5_fashion_mnist.py).
+  f'(x) = 1 where f(x) > 0, else f(x) + 1, so the backward pass needs no exponential of its own
+  (what that saves the main job is measured in PERFORMANCE.md).
   """
   # e^x - 1 rather than expm1: its absolute error near 0 is float32's epsilon, at half the cost.
   return jnp.where(x > 0, x, jnp.exp(jnp.minimum(x, 0)) - 1)
@@ -282,8 +281,8 @@ def max_pool_taps(x: jnp.ndarray, window: tuple[int, ...], strides: tuple[int, .
   first maximum), computed from the window's strided taps: [b, *spatial, c] -> [b, *pooled, c].
 
   Why: XLA:CPU differentiates reduce_window's max through a variadic reduce_window that carries
-  an int32 index per spatial axis, built from full-size iotas. On AlexNet's 3x3/2 pools that took
-  about 110 ms of a 625 ms train step. Here the forward is one elementwise loop over the
+  an int32 index per spatial axis, built from full-size iotas: a large share of AlexNet's train
+  step (PERFORMANCE.md). Here the forward is one elementwise loop over the
   prod(window) strided slices that also notes the winning slice, and the backward one loop that
   routes each gradient by it; XLA fuses both with their neighbours.
   """
@@ -319,8 +318,8 @@ def _max_pool_2x2_backward(residuals, g):
   """Each window's gradient goes to its first maximum in row-major order, as reduce_window's
   select-and-scatter does, by four elementwise selects instead of a scatter.
 
-  This compares x with the saved maximum, which is 8 to 10% faster on LeNet-5's step than
-  `max_pool_taps`'s saved index, but is only right where XLA does not recompute x inside the
+  This compares x with the saved maximum, which is faster on LeNet-5's step than
+  `max_pool_taps`'s saved index (PERFORMANCE.md), but is only right where XLA does not recompute x inside the
   backward pass with other rounding: after a convolution and ReLU, as in LeNet-5, not after
   batch norm (see `_max_pool_taps_backward`)."""
   x, y = residuals

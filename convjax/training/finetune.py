@@ -107,8 +107,9 @@ def _read_weights_file(config, path: str) -> dict[str, Any]:
   """A torchvision state dict of config.model's counterpart, at the file's own number of
   classes, as convjax variables."""
   state = torchvision_weights.read_state_dict(path)
-  return torchvision_weights.load_torch(config.model, state, torchvision_weights.torch_num_classes(config.model, state),
-                            **builder.model_overrides(config))
+  num_classes = torchvision_weights.torch_num_classes(config.model, state)
+  return torchvision_weights.load_torch(config.model, state, num_classes,
+                                        **builder.model_overrides(config))
 
 
 def _fit(config, array: np.ndarray, shape: tuple[int, ...], path: Path) -> np.ndarray:

@@ -11,7 +11,7 @@ from convjax.training import config as config_lib
 
 
 def augmentation(config) -> augment.Augmentation:
-  """Returns the in-memory augmentation: each of augment.Augmentation's fields from config.augment.
+  """Returns the in-memory augmentation, each of augment.Augmentation's fields from the config's.
 
   Field by field, so a field added to Augmentation but not to the config fails here, by name. A
   config built from plain data (JSON) holds lists where the dataclass's fields are tuples.
@@ -35,7 +35,7 @@ def create_pipeline(config, dp: parallel.DataParallel) -> pipeline.Pipeline:
   if info.streaming:
     from convjax.data import streaming  # Imported here: only large datasets need PIL and threads.
     dataset = datasets.open_streaming(config.dataset, config.data_dir, config.download,
-                                  config.manual_dir)
+                                      config.manual_dir)
     return streaming.StreamingPipeline(
         dataset, dp, config.batch_size, eval_batch_size, config.seed,
         image_size=config.image_size or streaming.DEFAULT_IMAGE_SIZE, flip=config.augment.flip,
@@ -43,6 +43,6 @@ def create_pipeline(config, dp: parallel.DataParallel) -> pipeline.Pipeline:
         min_crop_scale=config.augment.min_crop_scale, eval_crop_ratio=config.eval_crop_ratio,
         num_workers=config.input_workers, prefetch=config.prefetch_batches)
   dataset = datasets.load(config.dataset, config.data_dir, config.data_source, config.download,
-                      config.image_size)
+                          config.image_size)
   return pipeline.InMemoryPipeline(dataset, dp, config.batch_size, eval_batch_size, config.seed,
-                          augmentation(config))
+                                   augmentation(config))

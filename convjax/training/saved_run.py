@@ -106,7 +106,7 @@ def with_test_split(saved: SavedModel) -> TrainedRun:
     raise config_lib.ConfigError(f"inspecting runs on streamed datasets ('{config.dataset}') is "
                                  'not supported; the tools read in-memory test splits')
   dataset = datasets.load(config.dataset, config.data_dir, config.data_source,
-                      image_size=config.image_size)
+                          image_size=config.image_size)
   fields = {field.name: getattr(saved, field.name) for field in dataclasses.fields(saved)}
   return TrainedRun(**fields, test=dataset.test)
 
