@@ -59,12 +59,16 @@ def test_launches_far_ahead_finish_through_the_window():
 def test_the_same_launches_without_the_window_abort():
   """The conditions above really deadlock XLA:CPU (if this starts passing, a jaxlib has fixed
   the client and the window may go). The deadlock needs the host to get far enough ahead, which
-  about one run in four on a 2-core machine does not: up to three tries, one must abort."""
-  for _ in range(3):
+  depends on the machine's timing: on the AMD EPYC most runs abort, on an Intel Xeon eight in a
+  row have finished. Up to eight tries; a machine where none aborts skips, saying so, and an
+  abort must be the deadlock's."""
+  for _ in range(8):
     result = _flood('raw')
     if result.returncode == -signal.SIGABRT:
       break
-  assert result.returncode == -signal.SIGABRT, result.stdout + result.stderr[-2000:]
+    assert result.returncode == 0, result.stderr[-2000:]
+  else:
+    pytest.skip('the unbounded launches did not deadlock XLA:CPU in 8 tries on this machine')
   assert 'Termination timeout' in result.stderr and 'all reduce' in result.stderr
 
 

@@ -1,6 +1,6 @@
 """A workdir's inference function, weights included, as a jax.export artifact that JAX alone loads.
 
-  exported = exporting.export_model(saved_run.load_model(workdir), platforms=('cpu',))
+  exported = export.export_model(saved_run.load_model(workdir), platforms=('cpu',))
   blob = exported.serialize()
   # Elsewhere, without convjax:
   logits = jax.export.deserialize(blob).call(images)  # uint8 [b, h, w, c] -> float32 [b, classes]

@@ -1,6 +1,6 @@
 """Pretrained weights from PyTorch: torchvision's state dicts mapped onto convjax's variables.
 
-  variables = weights.load_torch('resnet50', 'resnet50.safetensors')
+  variables = torchvision_weights.load_torch('resnet50', 'resnet50.safetensors')
   logits = models.create('resnet50').apply(variables, images, train=False)  # [b, 224, 224, 3]
 
 convjax's AlexNet, VGG, ResNet, DenseNet and googlenet_torchvision lay out their layers as
