@@ -18,7 +18,7 @@ import sys
 from absl import app, flags
 
 from benchmarks import fashion_mnist_results
-from convjax.analysis import compare
+from convjax.analysis import compare, summary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, 'benchmarks', 'results')
@@ -83,17 +83,16 @@ def finetune_section() -> str:
            '`python -m experiments.train --config=configs/default.py --config.dataset=digits',
            '--config.image_size=28 --config.model=MODEL [--config.init_from=WORKDIR]',
            '[--config.freeze=backbone --config.learning_rate=LR]`. Source: `finetune_digits.csv`.',
-           '', '| start | layers trained | learning rate | test accuracy by seed | hardware |',
-           '|---|---|---|---|---|']
-  groups = dict.fromkeys((r['start'], r['freeze'], r['learning_rate'], r['hardware']) for r in rows)
-  for start, freeze, rate, hardware in groups:
-    seeds = [r for r in rows if (r['start'], r['freeze'], r['learning_rate'], r['hardware']) ==
-             (start, freeze, rate, hardware)]
+           '']
+  group = lambda r: (r['start'], r['freeze'], r['learning_rate'], r['hardware'])
+  table = []
+  for start, freeze, rate, hardware in dict.fromkeys(map(group, rows)):
+    seeds = [r for r in rows if group(r) == (start, freeze, rate, hardware)]
     accuracies = ', '.join(f"{float(r['test_accuracy']):.4f} ({r['seed']})" for r in seeds)
     trained = 'the head only' if freeze == 'backbone' else 'every layer'
-    lines.append(f'| {start} | {trained} | {float(rate):g} | {accuracies} | '
-                 f'{hardware or "not recorded"} |')
-  return '\n'.join(lines)
+    table.append([start, trained, f'{float(rate):g}', accuracies, hardware or 'not recorded'])
+  header = ['start', 'layers trained', 'learning rate', 'test accuracy by seed', 'hardware']
+  return '\n'.join(lines + [summary.markdown_table(header, table)])
 
 
 def parity_section() -> str:
@@ -102,14 +101,15 @@ def parity_section() -> str:
            'statistics, imported with `models.torchvision_weights.load_torch`, and both frameworks',
            'classifying the same two 224x224 images (`python -m benchmarks.torchvision_parity',
            '[--library=timm]`). Relative: the largest logit difference over the largest logit.',
-           '', '| library | model | largest logit difference | largest logit | relative |',
-           '|---|---|---|---|---|']
+           '']
+  table = []
   for library, name in (('torchvision', 'torchvision_parity.json'), ('timm', 'timm_parity.json')):
     with open(os.path.join(RESULTS, name)) as f:
-      for model, row in sorted(json.load(f).items()):
-        lines.append(f"| {library} | {model} | {row['max_abs_difference']:.1e} | "
-                     f"{row['max_abs_logit']:.1e} | {row['relative']:.1e} |")
-  return '\n'.join(lines)
+      table += [[library, model] + [f'{row[k]:.1e}' for k in
+                                    ('max_abs_difference', 'max_abs_logit', 'relative')]
+                for model, row in sorted(json.load(f).items())]
+  header = ['library', 'model', 'largest logit difference', 'largest logit', 'relative']
+  return '\n'.join(lines + [summary.markdown_table(header, table)])
 
 
 def speed_section() -> str:
@@ -120,29 +120,26 @@ def speed_section() -> str:
   for name, setting in SPEED_FILES:
     with open(os.path.join(RESULTS, name)) as f:
       results = json.load(f)
-    lines += ['', f'`{name}`: {setting}.', '',
-              '| model | batch | convjax images/s | PyTorch images/s | ratio |', '|---|---|---|---|---|']
-    for model, row in results.items():
-      lines.append(f"| {model} | {row['batch_size']} | {row['convjax']:,.0f} | "
-                   f"{row['pytorch']:,.0f} | {row['ratio']:.2f} |")
+    table = [[model, str(row['batch_size']), f"{row['convjax']:,.0f}", f"{row['pytorch']:,.0f}",
+              f"{row['ratio']:.2f}"] for model, row in results.items()]
     ratios = [row['ratio'] for row in results.values()]
     if len(ratios) > 1:
-      lines.append(f'| geometric mean | | | | {statistics.geometric_mean(ratios):.2f} |')
+      table.append(['geometric mean', '', '', '', f'{statistics.geometric_mean(ratios):.2f}'])
+    header = ['model', 'batch', 'convjax images/s', 'PyTorch images/s', 'ratio']
+    lines += ['', f'`{name}`: {setting}.', '', summary.markdown_table(header, table)]
   return '\n'.join(lines)
 
 
 def test_suite_section() -> str:
   lines = ['## The test suite', '',
            'Wall time of the test commands (first run, and a rerun that finds the compilation cache',
-           'warm). Source: `test_suite.csv`.', '',
-           '| command | tests | first run | rerun | hardware | commit | note |',
-           '|---|---|---|---|---|---|---|']
-  for row in read_csv('test_suite.csv'):
-    first, rerun = (f'{float(row[k]):.0f} s' if row[k] else '' for k in ('first_run_seconds',
-                                                                       'rerun_seconds'))
-    lines.append(f"| `{row['command']}` | {row['tests']} | {first} | {rerun} | {row['hardware']} "
-                 f"| {row['commit']} | {row['note']} |")
-  return '\n'.join(lines)
+           'warm). Source: `test_suite.csv`.', '']
+  seconds = lambda text: f'{float(text):.0f} s' if text else ''
+  table = [[f"`{row['command']}`", row['tests'], seconds(row['first_run_seconds']),
+            seconds(row['rerun_seconds']), row['hardware'], row['commit'], row['note']]
+           for row in read_csv('test_suite.csv')]
+  header = ['command', 'tests', 'first run', 'rerun', 'hardware', 'commit', 'note']
+  return '\n'.join(lines + [summary.markdown_table(header, table)])
 
 
 def render() -> str:

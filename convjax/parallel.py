@@ -88,8 +88,8 @@ def use_cpu_cores(count: int | None = None) -> str:
   """
   global _cpu_devices_source
   chosen = os.environ.get('CONVJAX_CPU_DEVICES')
-  if _DEVICE_COUNT_FLAG in os.environ.get('XLA_FLAGS', ''):
-    _cpu_devices_source = f'XLA_FLAGS sets {_DEVICE_COUNT_FLAG}'
+  if _xla_flags_source():
+    _cpu_devices_source = _xla_flags_source()
   elif count is not None or chosen:
     _cpu_devices_source = (f'{count} requested' if count is not None
                            else f'CONVJAX_CPU_DEVICES={chosen}')
@@ -99,6 +99,12 @@ def use_cpu_cores(count: int | None = None) -> str:
     _cpu_devices_source = f'one device per core of {cores}; CONVJAX_CPU_DEVICES=N changes it'
     _set_cpu_device_count(cores)
   return _cpu_devices_source
+
+
+def _xla_flags_source() -> str:
+  """Returns 'XLA_FLAGS sets --xla_force_host_platform_device_count' when it does, else ''."""
+  return (f'XLA_FLAGS sets {_DEVICE_COUNT_FLAG}'
+          if _DEVICE_COUNT_FLAG in os.environ.get('XLA_FLAGS', '') else '')
 
 
 def _set_cpu_device_count(count: int) -> None:
@@ -180,9 +186,7 @@ def describe(dp: 'DataParallel') -> str:
           f'{process_count()} process(es)' if process_count() > 1 else
           f'{dp.num_local_devices} {jax.default_backend()} device(s)')
   if jax.default_backend() == 'cpu':
-    source = _cpu_devices_source or (
-        f'XLA_FLAGS sets {_DEVICE_COUNT_FLAG}' if _DEVICE_COUNT_FLAG in os.environ.get('XLA_FLAGS', '')
-        else "XLA's default")
+    source = _cpu_devices_source or _xla_flags_source() or "XLA's default"
     line += f' of {jax.local_device_count()} ({source})'
   return line
 

@@ -33,7 +33,8 @@ flags.mark_flags_as_required(['models', 'output'])
 def main(argv):
   del argv
   from convjax import parallel
-  parallel.use_cpu_cores(_NUM_DEVICES.value or None)  # Exactly the devices asked for, if any.
+  if _NUM_DEVICES.value:  # cli.run gave one device per core; exactly the devices asked for.
+    parallel.use_cpu_cores(_NUM_DEVICES.value)
   import jax
   import jax.numpy as jnp
   from configs import default

@@ -5,6 +5,7 @@ sees replicated states and sharded batches, never devices.
 """
 import contextlib
 import dataclasses
+import functools
 import math
 import time
 from typing import Callable
@@ -74,6 +75,11 @@ class _Loop:
   @property
   def config(self):
     return self.run.config
+
+  @functools.cached_property
+  def checkpoint_meta(self) -> dict:
+    """What every checkpoint of this run holds besides its unlogged steps (computed once)."""
+    return self.identity.checkpoint_meta(self.config)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,7 +319,7 @@ def _train(loop: _Loop, state: steps.TrainState, start_step: int,
         # from it writes the same whole-interval line as a run that never stopped.
         unlogged = [(s, {k: float(m[k][0]) for k in _LOGGED}, bool(ok)) for s, m, ok in checked]
         loop.checkpointer.save(step, loop.run.dp.unreplicate(state),
-                               {**loop.identity.checkpoint_meta(config), _UNLOGGED: unlogged})
+                               {**loop.checkpoint_meta, _UNLOGGED: unlogged})
     if is_last:
       break
   return _Trained(state, step, timer)
