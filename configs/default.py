@@ -31,10 +31,13 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Data: a catalogue name (convjax.data.datasets.CATALOGUE documents each one's preprocessing).
   # In memory: digits, mnist, fashion_mnist, kmnist, cifar10, cifar100, svhn_cropped.
-  # Streamed: imagenette, imagenet2012.
+  # Streamed: imagenette, imagenet2012. Audio: spoken_digit (data_dir: a folder of FSDD's WAV files).
   config.dataset = 'fashion_mnist'
   config.data_dir = config_dict.placeholder(str)  # IDX files, or TFDS's data_dir.
   config.data_source = 'auto'  # 'auto' (local IDX files, else TFDS), 'idx' or 'tfds'.
+  # How the dataset divides into train and test: 'default' is its standard split; spoken_digit
+  # also takes 'speaker:NAME', which tests on one speaker and trains on the other five.
+  config.data_split = 'default'
   config.download = False  # Let TFDS download a missing dataset (needs internet).
   config.manual_dir = config_dict.placeholder(str)  # imagenet2012: the downloaded ILSVRC tars.
   # In-memory datasets: resize both splits once, when set. Streamed ones: the crop size (224).

@@ -1,11 +1,15 @@
 """Draws what a trained network learned and does, from a workdir's latest checkpoint.
 
   python -m experiments.visualize --workdir=DIR [--image_index=N] [--image=FILE] [--num_wrong=16]
+  python -m experiments.visualize --workdir=DIR --audio=seven.wav   (a speech model's workdir)
   python -m experiments.visualize --workdir=DIR --kernels
 
-Writes PNGs to DIR/plots/: filters.png (the first conv layer's filters), feature_maps.png (test
-image N, or the image file --image, after each conv, activation and pooling stage), loss.png and
-accuracy.png (train and test curves from metrics.jsonl), confusion.png, confidently_wrong.png.
+Writes PNGs to DIR/plots/: filters.png (the first conv layer's filters: images for a 2-D net,
+waveforms ordered by the frequency each passes best for a 1-D net), feature_maps.png (test example
+N, or the file --image or --audio, after each conv, activation and pooling stage; sound as its
+waveform, then its spectrogram or 1-D maps with time across), loss.png and accuracy.png (train
+and test curves from metrics.jsonl), confusion.png, confidently_wrong.png (images, or the
+log-mel spectrograms of sounds).
 A workdir of a streamed dataset, such as one experiments.convert wrote for ImageNet weights,
 gets the plots that need no test split: the filters, --image's feature maps and the curves.
 --kernels instead writes kernels.png: every classic kernel of convjax.nn.convolution_math.KERNELS applied
@@ -13,6 +17,7 @@ to a photograph (scikit-image's bundled camera image); it needs no trained run.
 """
 import os
 
+import numpy as np
 from absl import flags
 
 from convjax import errors
@@ -22,6 +27,9 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'A training run directory.')
 _IMAGE_INDEX = flags.DEFINE_integer('image_index', 0, 'Test image whose feature maps to draw.')
 _IMAGE = flags.DEFINE_string('image', None,
                              'An image file whose feature maps to draw, instead of a test image.')
+_AUDIO = flags.DEFINE_string('audio', None,
+                             'A WAV file whose feature maps to draw (a speech model), instead of '
+                             'a test recording.')
 _NUM_WRONG = flags.DEFINE_integer('num_wrong', 16, 'How many confident mistakes to show.')
 _KERNELS = flags.DEFINE_bool('kernels', False, 'Draw the classic-kernels table on a photograph.')
 flags.mark_flags_as_required(['workdir'])
@@ -38,10 +46,7 @@ def main(argv):
   if _NUM_WRONG.value < 1:
     raise errors.InvalidValueError(f'--num_wrong must be at least 1, got {_NUM_WRONG.value}')
   saved = saved_run.load_model(_WORKDIR.value)
-  image = None
-  if _IMAGE.value:  # Read before anything is drawn: an unreadable file writes nothing.
-    image = (inference.read_image(_IMAGE.value, saved.input_shape, saved.info.streaming,
-                                  saved.config.eval_crop_ratio), os.path.basename(_IMAGE.value))
+  image = _read_example(saved)  # Before anything is drawn: an unreadable file writes nothing.
   if saved.info.streaming:
     paths = draw_without_test_split(saved, image, out)
   else:
@@ -49,13 +54,34 @@ def main(argv):
     cli.check_index('image_index', _IMAGE_INDEX.value, len(run.test), 'the test set')
     index = _IMAGE_INDEX.value
     label = run.label_names[run.test.labels[index]]
-    image = image or (run.test.images[index], f'test image {index} ({label})')
+    image = image or (run.test.images[index], f'test example {index} ({label})')
     paths = [draw_filters(saved, out), draw_feature_maps(saved, *image, out),
              *draw_curves(saved, out), *draw_predictions(run, _NUM_WRONG.value, out)]
   print('\n'.join(f'wrote {p}' for p in paths))
   if saved.info.streaming:
     print(f"'{saved.config.dataset}' is streamed, so the plots of its test split (a test image's "
           'feature maps, confusion, confident mistakes) are left out; --image draws feature maps')
+
+
+def _read_example(saved):
+  """(example, title) of the file --image or --audio names, preprocessed for evaluation; None
+  when neither is given. Refuses the flag that does not suit the model in one sentence."""
+  from convjax.deploy import inference
+  audio = saved.info.modality == 'audio'
+  wanted, other = (_AUDIO, _IMAGE) if audio else (_IMAGE, _AUDIO)
+  if other.value:
+    raise errors.InvalidValueError(f'this model takes {saved.info.modality}: pass its file as '
+                                   f'--{wanted.name}=FILE')
+  if not wanted.value:
+    return None
+  if audio:
+    example, note = inference.read_audio(wanted.value, saved.input_shape)
+    if note:
+      print(f'note: {note}')
+  else:
+    example = inference.read_image(wanted.value, saved.input_shape, saved.info.streaming,
+                                   saved.config.eval_crop_ratio)
+  return example, os.path.basename(wanted.value)
 
 
 def draw_without_test_split(saved, image, out: str) -> list[str]:
@@ -97,6 +123,16 @@ def draw_filters(saved, out: str) -> str:
   from convjax.analysis import plots, visualize
   layer, kernel = visualize.first_conv_filters(saved.model, saved.variables, saved.input_shape)
   path = os.path.join(out, 'filters.png')
+  if kernel.ndim == 3:  # A 1-D net's filters on the waveform: a learned filterbank.
+    from convjax.data import speech
+    peaks = visualize.peak_frequencies(kernel, speech.SAMPLE_RATE)
+    order = np.argsort(peaks, kind='stable')
+    plots.signal_grid([kernel[:, 0, f] for f in order],
+                      [f'{f}: {peaks[f]:.0f} Hz' for f in order], path, columns=16, size=1.0,
+                      suptitle=f'{saved.config.model} {layer}: {kernel.shape[-1]} learned '
+                               f'{kernel.shape[0]}-sample filters by the frequency each passes '
+                               f'best (step {saved.step})')
+    return path
   plots.image_grid(visualize.filter_images(kernel),
                    [f'{i}' for i in range(kernel.shape[-1])], path, columns=8,
                    symmetric=kernel.shape[2] == 1,
@@ -106,13 +142,14 @@ def draw_filters(saved, out: str) -> str:
 
 
 def draw_feature_maps(saved, image, title: str, out: str) -> str:
-  """image: uint8 [h, w, c] of saved.input_shape, preprocessed as for evaluation."""
+  """image: an example of saved.input_shape (uint8 [h, w, c], int16 [samples, 1]),
+  preprocessed as for evaluation."""
   from convjax.analysis import plots, visualize
   stages = visualize.feature_maps(saved.model, saved.variables, saved.normalize(image[None])[0])
   stages = [('input', image.astype('float32'))] + stages
   path = os.path.join(out, 'feature_maps.png')
-  plots.feature_rows(stages, path, suptitle=f'{saved.config.model}: {title}, '
-                                            'stage by stage (first 16 maps)')
+  plots.feature_rows(stages, path, time_across=saved.info.modality == 'audio',
+                     suptitle=f'{saved.config.model}: {title}, stage by stage (first 16 maps)')
   return path
 
 
@@ -137,14 +174,25 @@ def draw_predictions(run, num_wrong: int, out: str) -> list[str]:
   accuracy = float((labels == predictions).mean())
   paths = [os.path.join(out, 'confusion.png'), os.path.join(out, 'confidently_wrong.png')]
   plots.matrix(counts, names, 'predicted', 'true',
-               f'{run.config.model}: test accuracy {accuracy:.4f} ({len(labels)} images)', paths[0])
+               f'{run.config.model}: test accuracy {accuracy:.4f} ({len(labels)} examples)',
+               paths[0])
   wrong = visualize.confidently_wrong(probabilities, labels, num_wrong)
-  plots.image_grid([run.test.images[i].squeeze(-1) if run.test.images.shape[-1] == 1
-                    else run.test.images[i] for i in wrong],
+  plots.image_grid([_picture(run, run.test.images[i]) for i in wrong],
                    [f'#{i} {names[labels[i]]}\n-> {names[predictions[i]]} '
                     f'{probabilities[i, predictions[i]]:.2f}' for i in wrong], paths[1], columns=8,
                    size=1.6, suptitle='Most confidently wrong: true -> predicted, probability')
   return paths
+
+
+def _picture(run, example: np.ndarray) -> np.ndarray:
+  """A test example as a picture: an image as it is, a sound as its log-mel spectrogram
+  [mels, frames] (pitch up, time across)."""
+  if run.info.modality == 'audio':
+    from convjax.data import speech
+    from convjax.nn import spectrogram
+    waveform = example[None].astype(np.float32) / 32768
+    return np.asarray(spectrogram.log_mel(waveform, speech.SAMPLE_RATE, 256, 80, 40))[0, ..., 0].T[::-1]
+  return example.squeeze(-1) if example.shape[-1] == 1 else example
 
 
 if __name__ == '__main__':

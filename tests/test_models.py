@@ -96,6 +96,27 @@ def nin_count():
           conv(3, 192, 192) + conv(1, 192, 192) + conv(1, 192, 10))
 
 
+def raw_waveform_count(stem, stages, classes=10):
+  """Dai et al. 2017's nets: bias-free 1-D convs (a k-sample kernel holds k * c_in * c_out
+  weights), each with batch norm's scale and shift per channel; the classifier on the last width."""
+  features, kernel, _ = stem
+  total, c_in = kernel * 1 * features + 2 * features, features
+  for width, depth in stages:
+    for _ in range(depth):
+      total += 3 * c_in * width + 2 * width
+      c_in = width
+  return total + dense(c_in, classes)
+
+
+def logmel_cnn_count(widths=(32, 64, 128, 128)):
+  """Batch norm on the one-channel spectrogram, then bias-free 3x3 convs with batch norm."""
+  total, c_in = 2, 1
+  for width in widths:
+    total += conv(3, c_in, width, bias=False) + 2 * width
+    c_in = width
+  return total + dense(c_in, 10)
+
+
 EXPECTED_PARAMS = {
     **TORCHVISION,
     'lenet5': 61_706, 'lenet5_elu': 61_706, 'lenet5_1998': 60_000,
@@ -104,7 +125,15 @@ EXPECTED_PARAMS = {
     **{f'resnet{d}': cifar_resnet_count(d) for d in (20, 32, 44, 56, 110)},
     'nin': nin_count(),
     'speednet': speednet_count(),
+    'm3': raw_waveform_count((256, 80, 4), [(256, 1)]),
+    'm5': raw_waveform_count((128, 80, 4), [(128, 1), (256, 1), (512, 1)]),
+    'm11': raw_waveform_count((64, 80, 4), [(64, 2), (128, 2), (256, 3), (512, 2)]),
+    'm18': raw_waveform_count((64, 80, 4), [(64, 4), (128, 4), (256, 4), (512, 4)]),
+    'logmel_cnn': logmel_cnn_count(),
 }
+# Models of images [height, width, channels], and of waveforms [samples, 1].
+IMAGE_MODELS = sorted(n for n in EXPECTED_PARAMS if len(models.get_spec(n).input_shape) == 3)
+SPEECH_MODELS = sorted(n for n in EXPECTED_PARAMS if len(models.get_spec(n).input_shape) == 2)
 
 
 def test_registry_has_every_architecture_of_the_zoo():
@@ -115,7 +144,7 @@ def test_registry_has_every_architecture_of_the_zoo():
 # depths (resnet34-152, resnet32-110, vgg13-19).
 FAMILIES = ('alexnet', 'alexnet_2012', 'zfnet', 'lenet5', 'lenet5_elu', 'lenet5_1998', 'nin',
             'googlenet', 'googlenet_bn', 'googlenet_torchvision', 'densenet121', 'resnet18',
-            'resnet50', 'resnet20', 'vgg11', 'vgg11_bn', 'speednet')
+            'resnet50', 'resnet20', 'vgg11', 'vgg11_bn', 'speednet', 'm5', 'logmel_cnn')
 
 
 def by_family(names):
@@ -226,7 +255,22 @@ def test_layer_by_layer_flops_equal_the_compiled_program_for_a_valid_conv():
 # ------------------------------------------------------------------------------------------------
 # Inputs: native, small images, and inputs a model cannot take.
 
-@pytest.mark.parametrize('name', by_family(sorted(EXPECTED_PARAMS)))
+def test_hand_counts_match_dai_et_al_table_1():
+  """The paper's sizes, M3 0.2M, M5 0.5M, M11 1.8M, M18 3.7M, are ours (0.22M, 0.56M, 1.78M,
+  3.68M with batch norm and a 10-class classifier) to within 0.1M."""
+  paper = {'m3': 0.2, 'm5': 0.5, 'm11': 1.8, 'm18': 3.7}
+  assert all(abs(EXPECTED_PARAMS[n] / 1e6 - size) < 0.1 for n, size in paper.items())
+
+
+@pytest.mark.parametrize('name', SPEECH_MODELS)
+def test_every_speech_model_takes_a_second_of_8khz_audio(name):
+  model = models.create(name, num_classes=10)
+  logits = jax.eval_shape(lambda: model.init_with_output(
+      jax.random.PRNGKey(0), jnp.zeros((2, 8000, 1)))[0])
+  assert logits.shape == (2, 10) and logits.dtype == jnp.float32
+
+
+@pytest.mark.parametrize('name', by_family(IMAGE_MODELS))
 def test_every_model_takes_28x28_grayscale(name):
   model = models.create(name, num_classes=10, input_shape=(28, 28, 1))
   logits = jax.eval_shape(lambda: model.init_with_output(
@@ -297,7 +341,17 @@ TINY = {
                                                ((4, 4, 4, 2, 2, 2),) * 3, ((8, 4, 8, 2, 4, 4),))),
     'googlenet_bn': dict(stages=(((4, 4, 4, 2, 2, 2),), ((8, 4, 8, 2, 4, 4),))),
     'googlenet_torchvision': dict(stages=(((4, 4, 4, 2, 2, 2),), ((8, 4, 8, 2, 4, 4),))),
+    **{f'm{d}': dict(stem=(8, 80, 4), stages=((8, 1), (16, 1))) for d in (3, 5, 11, 18)},
+    'logmel_cnn': dict(widths=(4, 8)),
 }
+
+
+def tiny_input_shape(name):
+  """The input a model's tiny variant is tested on: LeNet's 28x28x1, a quarter second of audio
+  for speech models, else 16x16x3."""
+  if name in SPEECH_MODELS:
+    return (2000, 1)
+  return (28, 28, 1) if name.startswith('lenet') else (16, 16, 3)
 
 
 def trains_differently(model, variables, x) -> bool:
@@ -319,7 +373,7 @@ def tiny_model(name, input_shape):
 @pytest.mark.parametrize('name', edit_loop(sorted(EXPECTED_PARAMS)))
 def test_model_is_pure_returns_features_and_learns(name):
   """Per model, on a tiny variant (same blocks; narrower, and one block per stage):"""
-  shape = (28, 28, 1) if name.startswith('lenet') else (16, 16, 3)
+  shape = tiny_input_shape(name)
   model = tiny_model(name, shape)
   dp = parallel.DataParallel(1)
   state = steps.create_train_state(model, optax.adam(1e-3), shape, seed=0)

@@ -219,7 +219,7 @@ def test_families_cover_every_registry_model():
 @needs_onednn
 @pytest.mark.parametrize('name', test_models.edit_loop(FAMILIES))
 def test_every_model_trains_the_same_with_onednn_and_xla(name):
-  shape = (28, 28, 1) if name.startswith('lenet') else (16, 16, 3)
+  shape = test_models.tiny_input_shape(name)
   model = test_models.tiny_model(name, shape)
   images = jax.random.normal(jax.random.PRNGKey(0), (3,) + shape)
   labels = jnp.arange(3) % 5

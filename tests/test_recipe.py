@@ -98,7 +98,7 @@ def test_onecycle_is_a_triangle(digits_config):
     ({'grad_accum_steps': 0}, 'grad_accum_steps must be a whole number >= 1, got 0'),
     ({'grad_accum_steps': 3}, 'batch_size=64 does not split into grad_accum_steps=3 '
                               'micro-batches on each of the 4 devices; use a multiple of 12'),
-    ({'tta_flip': True}, "tta_flip would average 'digits' images with mirrors"),
+    ({'tta_flip': True}, "tta_flip would average 'digits' examples with mirrors"),
     ({'lr_schedule': 'onecycle', 'warmup_epochs': 1.0}, 'set warmup_epochs=0'),
     ({'lr_schedule': 'onecycle', 'onecycle_pct_start': 1.0}, 'onecycle_pct_start must be in (0, 1)'),
     ({'mixup_alpha': -0.2}, 'mixup_alpha must be >= 0 (0 turns it off), got -0.2'),

@@ -118,19 +118,66 @@ def matrix(values: np.ndarray, labels: Sequence[str], xlabel: str, ylabel: str, 
 
 
 def feature_rows(stages: Sequence[tuple[str, np.ndarray]], path: str, max_maps: int = 16,
-                 suptitle: str = '', size: float = 0.9):
-  """One row per stage, its first max_maps feature maps [h, w, c] side by side, labelled."""
-  columns = min(max_maps, max(maps.shape[-1] for _, maps in stages))
+                 suptitle: str = '', size: float = 0.9, time_across: bool = False):
+  """One row per stage, labelled with its shape. A 2-D stage's first max_maps feature maps
+  [h, w, c] sit side by side; a 1-D stage [t, c] spans the row, as a line for one channel (a
+  waveform) or as its first max_maps channels down against time across.
+
+  time_across: draw 2-D maps transposed with the origin low, as spectrograms are drawn (their
+  first axis is time, their second frequency).
+  """
+  columns = min(max_maps, max(maps.shape[-1] for _, maps in stages if maps.ndim == 3)
+                if any(maps.ndim == 3 for _, maps in stages) else max_maps)
   fig, axes = plt.subplots(len(stages), columns + 1, squeeze=False,
                            figsize=(size * (columns + 2.5), size * len(stages) + 0.4),
                            gridspec_kw={'width_ratios': [2.5] + [1] * columns})
-  for row, (label, maps) in zip(axes, stages):
+  grid = axes[0, 0].get_gridspec()
+  for index, (row, (label, maps)) in enumerate(zip(axes, stages)):
     for ax in row:
       ax.axis('off')
     row[0].text(1.0, 0.5, f'{label}\n{"x".join(map(str, maps.shape))}', ha='right',
                 va='center', fontsize=7, transform=row[0].transAxes)
+    if maps.ndim == 2 or (time_across and maps.shape[-1] == 1):  # A signal or a spectrogram.
+      for ax in row[1:]:
+        ax.remove()
+      _signal(fig.add_subplot(grid[index, 1:]), maps[:, :max_maps] if maps.ndim == 2
+              else maps[..., 0])
+      continue
     for ax, channel in zip(row[1:], range(min(columns, maps.shape[-1]))):
-      ax.imshow(maps[..., channel], cmap='viridis')
+      picture = maps[..., channel]
+      if time_across:
+        ax.imshow(picture.T, cmap='viridis', origin='lower', aspect='auto')
+      else:
+        ax.imshow(picture, cmap='viridis')
+  _title_margin(fig, suptitle)
+  return save(fig, path)
+
+
+def _signal(ax, maps: np.ndarray) -> None:
+  """A stage [t, c] against time: one channel as a line; several channels, or the frequency
+  bands of a spectrogram, as a heatmap with time across and the first channel low."""
+  if maps.shape[1] == 1:
+    ax.plot(maps[:, 0], linewidth=0.5)
+    ax.set_xlim(0, len(maps) - 1)
+  else:
+    ax.imshow(maps.T, cmap='viridis', aspect='auto', interpolation='nearest', origin='lower')
+  ax.set_xticks([])
+  ax.set_yticks([])
+
+
+def signal_grid(signals: Sequence[np.ndarray], titles: Sequence[str], path: str,
+                columns: int = 8, suptitle: str = '', size: float = 1.4):
+  """1-D signals [n] (learned 1-D filters, say) as small line plots in a grid, each titled."""
+  rows = max(1, -(-len(signals) // columns))
+  columns = min(columns, max(len(signals), 1))
+  fig, axes = plt.subplots(rows, columns, figsize=(size * columns, 0.7 * size * rows + 0.4),
+                           squeeze=False)
+  for ax in axes.flat:
+    ax.axis('off')
+  for ax, signal, title in zip(axes.flat, signals, titles):
+    ax.plot(np.asarray(signal, np.float32), linewidth=0.7)
+    ax.axhline(0, color='grey', linewidth=0.3)
+    ax.set_title(title, fontsize=7)
   _title_margin(fig, suptitle)
   return save(fig, path)
 

@@ -20,18 +20,21 @@ from convjax.nn import layers as layers_lib
 
 @dataclasses.dataclass(frozen=True)
 class Layer:
-  """One module call, for a batch of one image.
+  """One module call, for a batch of one example.
 
   Attributes:
     path: the module's path in the parameter tree.
     kind: the module's class name.
     output_shape: (*spatial, channels), or (features,).
     params: the module's own parameters (for leaf layers; 0 for containers and parameter-free ones).
-    multiply_adds: per image, of conv and dense layers; 0 for anything else.
-    receptive_field: per spatial axis, the input pixels one output position can see (theoretical:
-      padding counts); the whole input for dense and global-pool outputs.
-    stride: per spatial axis, input pixels between neighbouring output positions (the cumulative
-      stride, or "jump"); None once the spatial axes are gone.
+    multiply_adds: per example, of conv and dense layers; 0 for anything else.
+    receptive_field: per spatial axis, the input positions (pixels, samples) one output position
+      can see (theoretical: padding counts); the whole input for dense and global-pool outputs.
+    stride: per spatial axis, input positions between neighbouring output positions (the
+      cumulative stride, or "jump"); None once the spatial axes are gone.
+    counted_from: '' when both count positions of the model's input; else the path of the layer
+      that changed the number of spatial axes (a spectrogram front end turning samples into
+      frames x mel bands), whose output positions they count.
   """
   path: str
   kind: str
@@ -40,6 +43,7 @@ class Layer:
   multiply_adds: int
   receptive_field: tuple[int, ...]
   stride: tuple[int, ...] | None
+  counted_from: str = ''
 
   @property
   def flops(self) -> int:
@@ -112,6 +116,7 @@ class _GeometryTracker:
     spatial = len(input_shape) - 1
     self.image = tuple(input_shape[:-1])
     self.latest = Geometry((1,) * spatial, (1,) * spatial)
+    self.counted_from = ''
     self.records: list[Geometry] = []
     self._by_id: dict[int, tuple[Any, Geometry]] = {}
 
@@ -122,7 +127,13 @@ class _GeometryTracker:
   def output_of(self, module, inputs: Geometry, first_inner: int, output) -> Geometry:
     ndim = len(self.image)
     sliding = window(module, ndim)
-    if _is_global(module):
+    spatial = getattr(output, 'ndim', 0) - 2
+    if not _is_global(module) and spatial > 0 and spatial != ndim:
+      # A front end with other axes than its input (log-mel: samples -> frames x mels): count
+      # positions of its output from here on, as if it were the input.
+      self.image, self.counted_from = tuple(output.shape[1:-1]), module.name or type(module).__name__
+      geometry = Geometry((1,) * spatial, (1,) * spatial)
+    elif _is_global(module):
       geometry = Geometry(self.image, None)
     elif sliding is not None:
       kernel, dilation, strides = sliding
@@ -160,7 +171,8 @@ def layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[Layer]:
                      if not isinstance(v, Mapping))
     if path:  # The model itself is not one of its layers.
       calls.append(Layer(path, type(module).__name__, tuple(main.shape[1:]), own_params,
-                         _multiply_adds(module, main), geometry.receptive_field, geometry.stride))
+                         _multiply_adds(module, main), geometry.receptive_field, geometry.stride,
+                         tracker.counted_from))
     return output
 
   input_shapes.trace(model, input_shape, record)
@@ -189,8 +201,14 @@ def format_layers(rows: list[Layer]) -> str:
                  f'{row.flops:>15,d} {axes(row.receptive_field):>7s} {axes(row.stride):>6s}')
   lines.append(f"{'total':40s} {'':12s} {'':>12s} {sum(r.params for r in rows):>12,d} "
                f'{sum(r.flops for r in rows):>15,d}')
-  lines.append('FLOPs: forward pass per image, 1 multiply-add = 2 FLOPs, conv and dense layers. '
-               'RF: receptive field in input pixels; stride: cumulative, in input pixels.')
+  lines.append('FLOPs: forward pass per example, 1 multiply-add = 2 FLOPs, conv and dense '
+               'layers. RF: receptive field in input positions (pixels, samples); stride: '
+               'cumulative, in input positions.')
+  front_ends = dict.fromkeys(row.counted_from for row in rows if row.counted_from)
+  for name in front_ends:
+    first = next(row for row in rows if row.counted_from == name)
+    lines.append(f"From {name} on, RF and stride count positions of its output "
+                 f"({'x'.join(map(str, first.output_shape[:-1]))}), not of the input.")
   return '\n'.join(lines)
 
 

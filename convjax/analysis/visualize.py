@@ -1,5 +1,6 @@
 """What a trained network computes, as arrays ready to draw: its first layer's filters, the feature
-maps one image produces stage by stage, its confusions and its most confident mistakes."""
+maps one example (an image, a waveform) produces stage by stage, its confusions and its most
+confident mistakes."""
 from typing import Any
 
 import flax.linen as nn
@@ -12,7 +13,8 @@ from convjax.nn import layers
 
 
 def first_conv_filters(model: nn.Module, variables: dict, input_shape) -> tuple[str, np.ndarray]:
-  """(path, kernel [kh, kw, in_channels, filters]) of the first convolution the model calls."""
+  """(path, kernel [*window, in_channels, filters]) of the first convolution the model calls:
+  [kh, kw, in, filters] for a 2-D net, [k, in, filters] for a 1-D one."""
   for layer in summary.layers(model, input_shape):
     if layer.kind == 'Conv':
       params = variables['params']
@@ -30,22 +32,38 @@ def filter_images(kernel: np.ndarray) -> list[np.ndarray]:
   return [kernel[:, :, :3, f] for f in range(kernel.shape[3])]
 
 
-def feature_maps(model: nn.Module, variables: dict, image: jnp.ndarray) -> list[tuple[str, Any]]:
-  """The maps one image [h, w, c] (already normalised) produces, stage by stage.
+def peak_frequencies(kernel: np.ndarray, sample_rate: float) -> np.ndarray:
+  """float [filters]: the frequency (Hz) where each 1-D filter of kernel [k, 1, filters] has its
+  largest gain, from its zero-padded discrete Fourier transform; a filter applied to a
+  waveform is a band-pass filter around this frequency."""
+  size = max(1024, kernel.shape[0])
+  gains = np.abs(np.fft.rfft(kernel[:, 0, :], n=size, axis=0))
+  return np.argmax(gains, axis=0) * sample_rate / size
 
-  Returns (label, maps [h', w', channels]) for every convolution and pooling output in call
-  order, with the activation between stages where one is applied: a stage whose input is not the
-  previous stage's output gets that input drawn first, labelled as the activation feeding it.
+
+def feature_maps(model: nn.Module, variables: dict, image: jnp.ndarray) -> list[tuple[str, Any]]:
+  """The maps one example [*spatial, c] (already normalised) produces, stage by stage.
+
+  Returns (label, maps [*spatial', channels]) for every convolution and pooling output in call
+  order, and for any front end that changes the axes (a log-mel spectrogram), with the activation
+  between stages where one is applied: a stage whose input is not the previous stage's output
+  gets that input drawn first, labelled as the activation feeding it.
   """
   stages, last = [], [None]
 
   def interceptor(next_fun, args, kwargs, context):
     module = context.module
     # Stages are the sliding-window layers, convolutions and pooling, as the summary sees them.
-    if context.method_name != '__call__' or summary.window(module, image.ndim - 1) is None:
+    if context.method_name != '__call__':
       return next_fun(*args, **kwargs)
+    if summary.window(module, image.ndim - 1) is None:
+      output = next_fun(*args, **kwargs)
+      if getattr(output, 'ndim', 0) >= 3 and output.ndim != args[0].ndim:  # A front end.
+        stages.append(('/'.join(module.scope.path), output))
+        last[0] = output
+      return output
     path = '/'.join(module.scope.path)
-    if last[0] is not None and args[0] is not last[0] and args[0].ndim == 4:
+    if last[0] is not None and args[0] is not last[0] and args[0].ndim >= 3:
       stages.append((f'activation into {path}', args[0]))
     output = next_fun(*args, **kwargs)
     stages.append((f'{path} ({_describe(module)})', output))

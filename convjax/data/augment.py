@@ -39,15 +39,20 @@ class Augmentation:
 
 
 def random_crop(key: jax.Array, image: jnp.ndarray, padding: int) -> jnp.ndarray:
-  """Zero-pads [h, w, c] by `padding` on every side and crops an [h, w, c] window uniformly."""
-  padded = jnp.pad(image, ((padding, padding), (padding, padding), (0, 0)))
-  offset = jax.random.randint(key, (2,), 0, 2 * padding + 1)
-  return lax.dynamic_slice(padded, (offset[0], offset[1], 0), image.shape)
+  """Zero-pads [h, w, c] by `padding` on every side and crops an [h, w, c] window uniformly.
+
+  Any example [*axes, c] works alike: a waveform [samples, 1] is shifted in time by up to
+  `padding` samples, with silence (zero) moving in.
+  """
+  axes = image.ndim - 1
+  padded = jnp.pad(image, ((padding, padding),) * axes + ((0, 0),))
+  offset = jax.random.randint(key, (axes,), 0, 2 * padding + 1)
+  return lax.dynamic_slice(padded, (*offset, 0), image.shape)
 
 
 def random_flip(key: jax.Array, image: jnp.ndarray) -> jnp.ndarray:
-  """Mirrors [h, w, c] left-right with probability 1/2."""
-  return jnp.where(jax.random.bernoulli(key), image[:, ::-1], image)
+  """Mirrors [..., w, c] left-right (the width axis) with probability 1/2."""
+  return jnp.where(jax.random.bernoulli(key), jnp.flip(image, -2), image)
 
 
 def rectangle(shape: tuple[int, int], top, left, height, width) -> jnp.ndarray:

@@ -1,6 +1,8 @@
 """The dataset catalogue, and loading datasets into host memory or opening them for streaming.
 
-Every dataset is named as in tensorflow-datasets, except scikit-learn's bundled `digits`.
+Every dataset is named as in tensorflow-datasets, except scikit-learn's bundled `digits`. Each has
+a modality: images [h, w, c], or audio (waveforms [samples, 1], convjax/data/speech.py); the
+arrays called "images" below are those examples, whatever their modality.
 `CATALOGUE` documents each one's preprocessing: its normalisation statistics (per channel, in
 [0, 1] pixel units, of the training split), whether a horizontal flip keeps the class, and
 whether it is small enough to hold in memory.
@@ -37,13 +39,18 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 class DatasetInfo:
   """One catalogue entry.
 
-  image_shape: (height, width, channels) of every image; None where sizes vary (streaming).
-  mean, std: per-channel normalisation statistics in [0, 1] units; `stats` says where from.
+  image_shape: the shape of every example: (height, width, channels) of an image, (samples, 1)
+    of a waveform; None where sizes vary (streaming).
+  mean, std: per-channel normalisation statistics in [0, 1] units (of uint8 pixels / 255, or of
+    int16 samples / 32768); `stats` says where from.
   flip: True where a horizontal flip keeps the class (not for digits and characters).
   streaming: read from disk batch by batch instead of holding the dataset in memory.
   eval_split: the TFDS split used as the test set.
   idx: also readable from local MNIST-style IDX files.
   label_names: what each class index means, where the dataset documents it.
+  modality: 'image' or 'audio': what an example is, and which loader reads it.
+  splits: the ways the dataset divides into train and test that `load` takes; the first is the
+    default (spoken_digit also holds out each speaker in turn: 'speaker:NAME').
   """
   name: str
   num_classes: int
@@ -56,6 +63,8 @@ class DatasetInfo:
   eval_split: str = 'test'
   idx: bool = False
   label_names: tuple[str, ...] = ()
+  modality: str = 'image'
+  splits: tuple[str, ...] = ('default',)
 
 
 _DIGITS = tuple(str(i) for i in range(10))
@@ -63,6 +72,8 @@ _DIGITS = tuple(str(i) for i in range(10))
 # them), one short name per line; Imagenette's ten are ImageNet classes, in the same order.
 with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'imagenet_classes.txt')) as _f:
   _IMAGENET = tuple(_f.read().splitlines())
+_FASHION = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker',
+            'Bag', 'Ankle boot')
 _IMAGENETTE = ('tench', 'English springer', 'cassette player', 'chain saw', 'church',
                'French horn', 'garbage truck', 'gas pump', 'golf ball', 'parachute')
 
@@ -73,9 +84,7 @@ CATALOGUE = {info.name: info for info in [
     DatasetInfo('mnist', 10, (28, 28, 1), (0.1307,), (0.3081,),
                 'the 60,000 training images', flip=False, idx=True, label_names=_DIGITS),
     DatasetInfo('fashion_mnist', 10, (28, 28, 1), (0.2860,), (0.3530,),
-                'the 60,000 training images', flip=True, idx=True,
-                label_names=('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal',
-                             'Shirt', 'Sneaker', 'Bag', 'Ankle boot')),
+                'the 60,000 training images', flip=True, idx=True, label_names=_FASHION),
     DatasetInfo('kmnist', 10, (28, 28, 1), (0.1918,), (0.3483,),
                 'the 60,000 training images', flip=False, idx=True),
     DatasetInfo('cifar10', 10, (32, 32, 3), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
@@ -92,6 +101,11 @@ CATALOGUE = {info.name: info for info in [
     DatasetInfo('imagenet2012', 1000, None, IMAGENET_MEAN, IMAGENET_STD,
                 'the ImageNet training set (the torchvision convention)', flip=True,
                 streaming=True, eval_split='validation', label_names=_IMAGENET),
+    # The Free Spoken Digit Dataset (TFDS's name): 1 s of 8 kHz audio, int16, centred.
+    DatasetInfo('spoken_digit', 10, (8000, 1), (0.0,), (0.0403,),
+                "the official split's 2,700 training clips (mean -0.0004, taken as 0 so that "
+                'silence stays 0)', flip=False,
+                label_names=_DIGITS, modality='audio', splits=('official',)),
 ]}
 NUM_CLASSES = {name: info.num_classes for name, info in CATALOGUE.items()}
 DATA_SOURCES = ('auto', 'idx', 'tfds')
@@ -158,7 +172,7 @@ def get_info(name: str) -> DatasetInfo:
 
 
 def load(name: str, data_dir: str | None = None, source: str = 'auto', download: bool = False,
-         image_size: int | None = None) -> Dataset:
+         image_size: int | None = None, split: str = 'default') -> Dataset:
   """Loads a small dataset into host memory.
 
   Args:
@@ -168,14 +182,20 @@ def load(name: str, data_dir: str | None = None, source: str = 'auto', download:
       else TFDS).
     download: let TFDS download and prepare a missing dataset (needs internet and TensorFlow).
     image_size: when set, resize both splits once to [image_size, image_size] (bilinear).
+    split: one of the entry's `splits` ('default' is its first).
   """
   info = get_info(name)
+  split = check_split(info, split)
   if info.streaming:
     raise errors.InvalidValueError(
         f"dataset '{name}' is too large for memory; open it with data.open_streaming")
   if source not in DATA_SOURCES:
     raise errors.InvalidValueError(
         f"unknown data_source '{source}'; valid sources are: {', '.join(DATA_SOURCES)}")
+  if info.modality != 'image':
+    if image_size:
+      raise errors.InvalidValueError(f"image_size resizes images; '{name}' holds {info.modality}")
+    return _load_other_modality(info, data_dir, source, download, split)
   if name == 'digits':
     train, test = _load_digits()
   elif info.idx and source != 'tfds' and (idx_dir := _find_idx_dir(name, data_dir)):
@@ -201,6 +221,23 @@ def open_streaming(name: str, data_dir: str | None = None, download: bool = Fals
     raise errors.InvalidValueError(f"dataset '{name}' fits in memory; load it with data.load")
   train, test = _tfds_sources(info, data_dir, download, manual_dir)
   return StreamingDataset(info, train, test)
+
+
+def check_split(info: DatasetInfo, split: str) -> str:
+  """The split's name, 'default' resolved to the entry's first; raises InvalidValueError naming
+  the valid ones for a split the dataset does not have."""
+  split = info.splits[0] if split == 'default' else split
+  if split in info.splits or (info.name == 'spoken_digit' and split.startswith('speaker:')):
+    return split
+  extra = ', speaker:NAME (hold out one speaker)' if info.name == 'spoken_digit' else ''
+  raise errors.InvalidValueError(f"dataset '{info.name}' has no split '{split}'; valid splits "
+                                 f"are: default, {', '.join(info.splits)}{extra}")
+
+
+def _load_other_modality(info: DatasetInfo, data_dir, source, download, split) -> Dataset:
+  """Audio datasets, read by convjax/data/speech.py."""
+  from convjax.data import speech  # Imported here: speech builds on this module's Split and Dataset.
+  return speech.load_spoken_digit(info, data_dir, source, download, split)
 
 
 def _load_digits() -> tuple[Split, Split]:
@@ -258,8 +295,15 @@ def read_idx(path: str) -> np.ndarray:
   return np.frombuffer(content, np.uint8, offset=4 + 4 * rank).reshape(shape)
 
 
-def _tfds_sources(info: DatasetInfo, data_dir, download, manual_dir=None) -> list[Sequence]:
-  """The train and evaluation splits as TFDS array_record data sources (no TensorFlow needed).
+def tfds_source(info: DatasetInfo, split: str, data_dir, download: bool) -> Sequence:
+  """One TFDS split as an array_record data source; see `_tfds_sources`."""
+  return _tfds_sources(info, data_dir, download, splits=(split,))[0]
+
+
+def _tfds_sources(info: DatasetInfo, data_dir, download, manual_dir=None,
+                  splits: Sequence[str] | None = None) -> list[Sequence]:
+  """The train and evaluation splits (or `splits`) as TFDS array_record data sources (no
+  TensorFlow needed).
 
   Without `download`, a dataset that none of TFDS's folders holds is reported at once, without
   asking TFDS. With it, the download hosts are checked first, so a machine without internet hears
@@ -280,7 +324,7 @@ def _tfds_sources(info: DatasetInfo, data_dir, download, manual_dir=None) -> lis
   try:
     return [tfds.data_source(info.name, split=split, data_dir=data_dir, download=download,
                              download_and_prepare_kwargs=prepare)
-            for split in ('train', info.eval_split)]
+            for split in splits or ('train', info.eval_split)]
   except Exception as e:  # TFDS raises many types: not found, no network, no TensorFlow.
     _remove_new_entries(info.name, folders, existing)
     raise DatasetNotFoundError(f'{_how_to_get(info, folders, data_dir, download)} (TFDS said: '
@@ -379,12 +423,21 @@ def _resize(split: Split, size: int) -> Split:
 
 
 def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-  """Per-channel mean and std in [0, 1] units of uint8 images [n, h, w, c]."""
-  pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255
+  """Per-channel mean and std, in `unit_scale` units, of uint8 images [n, h, w, c] (or of any
+  examples [n, ..., c], such as int16 audio)."""
+  pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) * unit_scale(images.dtype)
   return tuple(pixels.mean(0).tolist()), tuple(pixels.std(0).tolist())
 
 
+def unit_scale(dtype) -> float:
+  """What one unit of a stored example is worth in [0, 1] (uint8 pixels) or [-1, 1] (int16
+  samples) units."""
+  return 1 / 32768 if jnp.dtype(dtype) == jnp.int16 else 1 / 255
+
+
 def normalize(images: jnp.ndarray, mean, std, dtype=jnp.float32) -> jnp.ndarray:
-  """uint8 [..., channels] -> (x / 255 - mean) / std in `dtype`. Runs on the device, inside jit."""
+  """uint8 [..., channels] -> (x / 255 - mean) / std in `dtype`; int16 audio likewise with
+  x / 32768. Runs on the device, inside jit."""
   mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
-  return ((images.astype(jnp.float32) / 255 - mean) / std).astype(dtype)
+  scaled = images.astype(jnp.float32) * unit_scale(images.dtype)
+  return ((scaled - mean) / std).astype(dtype)

@@ -1,9 +1,12 @@
-"""Classifying image files with a workdir's model: any size or mode in, the top classes by name out.
+"""Classifying files with a workdir's model: images of any size or mode, or WAV files, in; the top
+classes by name out.
 
-Each file goes through its dataset's evaluation preprocessing: greyscale or RGB to match the
+Each image goes through its dataset's evaluation preprocessing: greyscale or RGB to match the
 model's channels, then, for streamed (ImageNet-size) datasets, the shorter side resized to
 size / eval_crop_ratio and the central square cropped, as evaluation does; for in-memory datasets
-a resize to the training images' height and width. Then the dataset's normalisation.
+a resize to the training images' height and width. Each WAV file is read as mono, resampled to
+the model's rate where it differs (saying so) and centred in the clip length the model was trained
+on (convjax/data/speech.py). Then the dataset's normalisation.
 """
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -11,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 import jax
 
 from convjax import errors
-from convjax.data import streaming
+from convjax.data import speech, streaming
 from convjax.training import saved_run
 
 
@@ -44,15 +47,34 @@ def top_classes(probabilities: np.ndarray, names: tuple[str, ...], k: int) -> li
           for row, indices in zip(probabilities, order)]
 
 
-def classify(saved: saved_run.SavedModel, paths: list[str], top_k: int = 5) -> list[dict]:
-  """Every image file through `saved`'s model: [{'image': path, 'top_k': [...]}], best first.
-  Reads every file before classifying any, so one unreadable file stops the whole call."""
+def read_audio(path: str, input_shape: tuple[int, int]) -> tuple[np.ndarray, str]:
+  """A WAV file -> (int16 [samples, 1] of input_shape, a note: '' or why it was resampled)."""
+  waveform, note = speech.read_wav(path, speech.SAMPLE_RATE)
+  return speech.to_int16(speech.fit_length(waveform, input_shape[0]))[:, None], note
+
+
+def read_examples(saved: saved_run.SavedModel, paths: list[str]) -> tuple[np.ndarray, list[str]]:
+  """Every file as the model's example, stacked [n, *input_shape], and the notes made on the way.
+  Reads every file before returning, so one unreadable file stops the whole call."""
+  if saved.info.modality == 'audio':
+    read = [read_audio(p, saved.input_shape) for p in paths]
+    return np.stack([example for example, _ in read]), [note for _, note in read if note]
   streamed = saved.info.streaming
-  images = np.stack([read_image(p, saved.input_shape, streamed, saved.config.eval_crop_ratio)
-                     for p in paths])
+  return np.stack([read_image(p, saved.input_shape, streamed, saved.config.eval_crop_ratio)
+                   for p in paths]), []
+
+
+def classify(saved: saved_run.SavedModel, paths: list[str], top_k: int = 5,
+             notes: list | None = None) -> list[dict]:
+  """Every file through `saved`'s model: [{'image' or 'audio': path, 'top_k': [...]}], best
+  first. Appends to `notes` what reading changed (resampling)."""
+  images, read_notes = read_examples(saved, paths)
+  if notes is not None:
+    notes += read_notes
   probabilities = np.asarray(jax.nn.softmax(jax.jit(saved.apply)(images), axis=-1))
   names = saved.label_names
   if len(names) != probabilities.shape[1]:  # A model converted with another number of classes.
     names = tuple(str(i) for i in range(probabilities.shape[1]))
-  return [{'image': path, 'top_k': top}
+  key = 'audio' if saved.info.modality == 'audio' else 'image'
+  return [{key: path, 'top_k': top}
           for path, top in zip(paths, top_classes(probabilities, names, top_k))]

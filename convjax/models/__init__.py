@@ -13,7 +13,8 @@ import jax
 
 from convjax import errors
 from convjax.nn import layers
-from convjax.models import alexnet, densenet, googlenet, lenet, nin, resnet, speednet, vgg
+from convjax.models import (alexnet, densenet, googlenet, lenet, nin, resnet, speech, speednet,
+                            vgg)
 
 # ImageNet-size models switch to their small-image variant (spec.small_inputs) below this size.
 SMALL_INPUT_SIZE = 64
@@ -25,7 +26,7 @@ class ModelSpec:
 
   Attributes:
     constructor: a Flax module class (or a functools.partial of one).
-    input_shape: native input (height, width, channels).
+    input_shape: native input: (height, width, channels) of an image, (samples, 1) of a waveform.
     num_classes: native number of classes.
     small_inputs: constructor overrides for inputs smaller than SMALL_INPUT_SIZE (the small-image
       stem); empty for models native to small images.
@@ -46,6 +47,8 @@ _IMAGENET = dict(input_shape=(224, 224, 3), num_classes=1000)
 _CIFAR = dict(input_shape=(32, 32, 3), num_classes=10)
 _SMALL_STEM = {'stem': 'small'}
 _GOOGLENET_HEAD = ('classifier', 'aux_*')  # The auxiliary classifiers are heads too.
+_FSDD = dict(input_shape=(8000, 1), num_classes=10)  # One second of 8 kHz audio (FSDD's digits).
+_DAI = 'Dai et al. 2017, Very Deep Convolutional Neural Networks for Raw Waveforms'
 _RESNET = 'He et al. 2015, Deep Residual Learning for Image Recognition'
 _VGG = 'Simonyan & Zisserman 2014, Very Deep Convolutional Networks'
 
@@ -114,6 +117,14 @@ _REGISTRY: dict[str, ModelSpec] = {
     'speednet': ModelSpec(speednet.SpeedNet, input_shape=(28, 28, 1), num_classes=10,
                           paper="convjax's Fashion-MNIST speed-run network, after Page 2018 "
                                 '(ResNet-9) and Jordan 2024 (airbench)'),
+    # Speech (1-D input: waveforms [samples, 1]).
+    'm3': ModelSpec(speech.M3, **_FSDD, paper=_DAI + ', M3'),
+    'm5': ModelSpec(speech.M5, **_FSDD, paper=_DAI + ', M5'),
+    'm11': ModelSpec(speech.M11, **_FSDD, paper=_DAI + ', M11'),
+    'm18': ModelSpec(speech.M18, **_FSDD, paper=_DAI + ', M18'),
+    'logmel_cnn': ModelSpec(speech.LogMelNet, **_FSDD,
+                            paper='log-mel spectrogram + VGG-style 2-D convnet, after Sainath & '
+                                  'Parada 2015 and Tang & Lin 2018'),
 }
 
 

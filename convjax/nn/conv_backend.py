@@ -37,6 +37,8 @@ from convjax.nn import onednn
 # Flax's dimension numbers for 2-D channels-last convolutions: NHWC inputs, HWIO kernels.
 NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1),
                                 out_spec=(0, 3, 1, 2))
+# And for 1-D: NWC inputs, WIO kernels.
+NWC = lax.ConvDimensionNumbers(lhs_spec=(0, 2, 1), rhs_spec=(2, 1, 0), out_spec=(0, 2, 1))
 # On CPU, the row GEMM is used while in_channels * out_channels is at most ROWS_MAX_CHANNELS and
 # T's zeros cost at most ROWS_MAX_REDUNDANCY times the direct multiply-adds (Wp / kw): the row GEMM
 # wins on convolutions with few channels, such as LeNet-5's, and loses on wider ones, such as
@@ -162,7 +164,12 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                          dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
   """lax.conv_general_dilated's signature (what flax.linen.Conv calls). With the 'onednn'
   backend, every 2-D NHWC convolution goes to `onednn.conv2d`; otherwise undilated, ungrouped
-  ones that `prefers_rows` go to `conv2d_rows`, and the rest to lax."""
+  ones that `prefers_rows` go to `conv2d_rows`, and the rest to lax. A 1-D NWC convolution is
+  the 2-D one of an image one row high, and takes the same routes (`conv1d_as_2d`)."""
+  if (rhs.ndim == 3 and dimension_numbers == NWC and not kwargs
+      and all(d == 1 for d in lhs_dilation or (1,))):
+    return conv1d_as_2d(lhs, rhs, window_strides, padding, rhs_dilation, feature_group_count,
+                        precision)
   nhwc = (rhs.ndim == 4 and dimension_numbers == NHWC and not kwargs
           and all(d == 1 for d in lhs_dilation or (1,)))
   if (nhwc and backend_name() == 'onednn' and lhs.dtype == rhs.dtype
@@ -181,3 +188,14 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                                   rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                                   feature_group_count=feature_group_count, precision=precision,
                                   **kwargs)
+
+
+def conv1d_as_2d(lhs, rhs, strides, padding, dilation, groups: int, precision=None):
+  """A 1-D convolution, lhs [b, w, c] and rhs [k, c // groups, o] -> [b, w', o], computed as the
+  2-D convolution of [b, 1, w, c] with [1, k, c // groups, o]: the same sums, and oneDNN's 2-D
+  kernels serve it."""
+  pads = _pairs(padding, lhs.shape[1:2], _dilated(rhs.shape[:1], dilation), strides)
+  out = conv_general_dilated(lhs[:, None], rhs[None], (1, *strides), ((0, 0), *pads),
+                             rhs_dilation=(1, *(dilation or (1,))), dimension_numbers=NHWC,
+                             feature_group_count=groups, precision=precision)
+  return out[:, 0]

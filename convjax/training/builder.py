@@ -172,7 +172,7 @@ def create_model(config, num_classes: int, input_shape: tuple[int, int, int]):
   try:
     input_shapes.check(model, input_shape)
   except input_shapes.InputShapeError as e:
-    fits = _smallest_square_input(make, input_shape)
+    fits = _smallest_square_input(make, input_shape) if len(input_shape) == 3 else None
     if fits is None:
       raise
     raise input_shapes.InputShapeError(f'{e} (--config.image_size={fits} or larger fits)') from None

@@ -55,6 +55,7 @@ def validate(config, num_devices: int) -> None:
     raise ConfigError(f'aux_loss_weight={config.aux_loss_weight} needs a model with auxiliary '
                       f"classifiers, and '{config.model}' has none")
   _check_model_kwargs(config)
+  _check_modality(config)
   _check_augmentation(config)
   _check_recipe(config, num_devices)
   _check_finetune(config)
@@ -89,8 +90,8 @@ def _check_augmentation(config) -> None:
       raise ConfigError(f"augment.{field} applies to in-memory datasets; '{config.dataset}' is "
                         'streamed with random-resized crops (see augment.min_crop_scale)')
   if augment.flip and not info.flip:
-    raise ConfigError(f"augment.flip would change classes of '{config.dataset}' (mirrored "
-                      'digits and characters are different symbols)')
+    raise ConfigError(f"augment.flip would change classes of '{config.dataset}' "
+                      f'({_why_no_mirror(info)})')
   _check_erasing(config)
   ops, magnitude = augment.randaugment_ops, augment.randaugment_magnitude
   if not (isinstance(ops, int) and ops >= 0):
@@ -104,6 +105,47 @@ def _check_augmentation(config) -> None:
       raise ConfigError(f'{field} must be in (0, 1], got {value}')
   if config.input_workers < 1:
     raise ConfigError(f'input_workers must be at least 1, got {config.input_workers}')
+
+
+def _why_no_mirror(info) -> str:
+  if info.modality == 'audio':
+    return 'a waveform played backwards is not the same word'
+  return 'mirrored digits and characters are different symbols'
+
+
+# Augmentations and settings that only make sense for images, by config field.
+_IMAGE_ONLY = ('augment.cutout', 'augment.random_erasing', 'augment.randaugment_ops',
+               'cutmix_alpha', 'image_size')
+
+
+def _check_modality(config) -> None:
+  """The model takes the dataset's kind of example; the split exists; no image-only setting is
+  asked of audio."""
+  info, spec = datasets.CATALOGUE[config.dataset], models.get_spec(config.model)
+  try:
+    datasets.check_split(info, config.get('data_split', 'default'))
+  except errors.InvalidValueError as e:
+    raise ConfigError(f'data_split: {e}') from None
+  if info.image_shape is not None and len(spec.input_shape) != len(info.image_shape):
+    raise ConfigError(f"model '{config.model}' takes {_kind(spec.input_shape)} but dataset "
+                      f"'{config.dataset}' holds {info.modality} {list(info.image_shape)}; "
+                      f"models for it: {', '.join(_models_for(info))}")
+  if info.modality == 'image':
+    return
+  for field in _IMAGE_ONLY:
+    value = config.augment[field.split('.')[1]] if '.' in field else config[field]
+    if value:
+      raise ConfigError(f"{field} applies to images; '{config.dataset}' holds {info.modality}")
+
+
+def _kind(input_shape) -> str:
+  return {2: 'waveforms [samples, 1]', 3: 'images [height, width, channels]'}.get(
+      len(input_shape), f'inputs of {len(input_shape)} axes')
+
+
+def _models_for(info) -> list[str]:
+  return [name for name in models.list_models()
+          if len(models.get_spec(name).input_shape) == len(info.image_shape)]
 
 
 def _check_erasing(config) -> None:
@@ -130,9 +172,10 @@ def _check_recipe(config, num_devices: int) -> None:
     raise ConfigError(f'batch_size={config.batch_size} does not split into grad_accum_steps='
                       f'{accum} micro-batches on each of the {num_devices} devices; use a '
                       f'multiple of {num_devices * accum}')
-  if config.tta_flip and not datasets.CATALOGUE[config.dataset].flip:
-    raise ConfigError(f"tta_flip would average '{config.dataset}' images with mirrors of another "
-                      'class (mirrored digits and characters are different symbols)')
+  info = datasets.CATALOGUE[config.dataset]
+  if config.tta_flip and not info.flip:
+    raise ConfigError(f"tta_flip would average '{config.dataset}' examples with mirrors of "
+                      f'another class ({_why_no_mirror(info)})')
   for field in ('mixup_alpha', 'cutmix_alpha'):
     if not config[field] >= 0:
       raise ConfigError(f'{field} must be >= 0 (0 turns it off), got {config[field]}')

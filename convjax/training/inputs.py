@@ -43,6 +43,6 @@ def create_pipeline(config, dp: parallel.DataParallel) -> pipeline.Pipeline:
         min_crop_scale=config.augment.min_crop_scale, eval_crop_ratio=config.eval_crop_ratio,
         num_workers=config.input_workers, prefetch=config.prefetch_batches)
   dataset = datasets.load(config.dataset, config.data_dir, config.data_source, config.download,
-                          config.image_size)
+                          config.image_size, config.get('data_split', 'default'))
   return pipeline.InMemoryPipeline(dataset, dp, config.batch_size, eval_batch_size, config.seed,
                                    augmentation(config))
