@@ -14,7 +14,7 @@ from convjax.analysis import summary
 from convjax.models import input_shapes
 from convjax.nn import layers
 from convjax.training import steps
-from convjax.models import lenet
+from convjax.models import lenet, video
 
 
 def num_params(model, input_shape):
@@ -117,6 +117,30 @@ def logmel_cnn_count(widths=(32, 64, 128, 128)):
   return total + dense(c_in, 10)
 
 
+def spacetime_count(widths, temporal_kernel=3, classes=5):
+  """C3D-style nets: bias-free t x 3 x 3 convs, each with batch norm; the classifier."""
+  total, c_in = 0, 1
+  for width in widths:
+    total += temporal_kernel * 9 * c_in * width + 2 * width
+    c_in = width
+  return total + dense(c_in, classes)
+
+
+def r2plus1d_count(widths, classes=5):
+  """R(2+1)D: each (2+1)D conv is a bias-free 1x3x3 conv to M channels, batch norm, and a 3x1x1
+  conv, with M = floor(3 * 9 * c_in * c_out / (9 * c_in + 3 * c_out)) (Tran et al. 2018, eq. 1)."""
+  def pair(c_in, c_out):
+    middle = 27 * c_in * c_out // (9 * c_in + 3 * c_out)
+    return 9 * c_in * middle + 2 * middle + 3 * middle * c_out
+  total, c_in = pair(1, widths[0]) + 2 * widths[0], widths[0]
+  for stage, width in enumerate(widths):
+    if stage or c_in != width:  # The projection shortcut: a 1x1x1 conv and batch norm.
+      total += c_in * width + 2 * width
+    total += pair(c_in, width) + 2 * width + pair(width, width) + 2 * width
+    c_in = width
+  return total + dense(c_in, classes)
+
+
 EXPECTED_PARAMS = {
     **TORCHVISION,
     'lenet5': 61_706, 'lenet5_elu': 61_706, 'lenet5_1998': 60_000,
@@ -130,10 +154,14 @@ EXPECTED_PARAMS = {
     'm11': raw_waveform_count((64, 80, 4), [(64, 2), (128, 2), (256, 3), (512, 2)]),
     'm18': raw_waveform_count((64, 80, 4), [(64, 4), (128, 4), (256, 4), (512, 4)]),
     'logmel_cnn': logmel_cnn_count(),
+    'c3d_small': spacetime_count((16, 32, 64)),
+    'framewise_2d': spacetime_count((24, 56, 112), temporal_kernel=1),
+    'r2plus1d_small': r2plus1d_count((16, 32, 64)),
 }
-# Models of images [height, width, channels], and of waveforms [samples, 1].
+# Models of images [height, width, channels], of waveforms [samples, 1], of clips [t, h, w, c].
 IMAGE_MODELS = sorted(n for n in EXPECTED_PARAMS if len(models.get_spec(n).input_shape) == 3)
 SPEECH_MODELS = sorted(n for n in EXPECTED_PARAMS if len(models.get_spec(n).input_shape) == 2)
+VIDEO_MODELS = sorted(n for n in EXPECTED_PARAMS if len(models.get_spec(n).input_shape) == 4)
 
 
 def test_registry_has_every_architecture_of_the_zoo():
@@ -144,7 +172,8 @@ def test_registry_has_every_architecture_of_the_zoo():
 # depths (resnet34-152, resnet32-110, vgg13-19).
 FAMILIES = ('alexnet', 'alexnet_2012', 'zfnet', 'lenet5', 'lenet5_elu', 'lenet5_1998', 'nin',
             'googlenet', 'googlenet_bn', 'googlenet_torchvision', 'densenet121', 'resnet18',
-            'resnet50', 'resnet20', 'vgg11', 'vgg11_bn', 'speednet', 'm5', 'logmel_cnn')
+            'resnet50', 'resnet20', 'vgg11', 'vgg11_bn', 'speednet', 'm5', 'logmel_cnn',
+            'c3d_small', 'r2plus1d_small', 'framewise_2d')
 
 
 def by_family(names):
@@ -270,6 +299,33 @@ def test_every_speech_model_takes_a_second_of_8khz_audio(name):
   assert logits.shape == (2, 10) and logits.dtype == jnp.float32
 
 
+def test_r2plus1d_keeps_a_3x3x3_convs_parameters():
+  """Tran et al. 2018 (section 3.5): with 64 channels in and out, M = 144, and 1x3x3 + 3x1x1
+  hold as many weights as 3x3x3 (110,592)."""
+  middle = video.intermediate_channels(64, 64)
+  assert middle == 144 and 9 * 64 * middle + 3 * middle * 64 == 27 * 64 * 64
+
+
+@pytest.mark.parametrize('name', VIDEO_MODELS)
+def test_every_video_model_takes_a_moving_fashion_mnist_clip(name):
+  model = models.create(name)
+  logits = jax.eval_shape(lambda: model.init_with_output(
+      jax.random.PRNGKey(0), jnp.zeros((2, 8, 36, 72, 1)))[0])
+  assert logits.shape == (2, 5) and logits.dtype == jnp.float32
+
+
+def test_the_frame_wise_baseline_is_blind_to_frame_order_and_c3d_is_not():
+  """Shuffling a clip's frames changes nothing a frame-wise net computes: it cannot see motion.
+  A 3x3x3 net sees frames together."""
+  clip = jax.random.uniform(jax.random.PRNGKey(1), (2, 4, 12, 24, 1))
+  shuffled = clip[:, jnp.array([2, 0, 3, 1])]
+  for name, blind in (('framewise_2d', True), ('c3d_small', False)):
+    model = models.create(name, **TINY[name])
+    variables = model.init(jax.random.PRNGKey(0), clip)
+    same = jnp.allclose(model.apply(variables, clip), model.apply(variables, shuffled), atol=1e-5)
+    assert bool(same) == blind, name
+
+
 @pytest.mark.parametrize('name', by_family(IMAGE_MODELS))
 def test_every_model_takes_28x28_grayscale(name):
   model = models.create(name, num_classes=10, input_shape=(28, 28, 1))
@@ -343,14 +399,17 @@ TINY = {
     'googlenet_torchvision': dict(stages=(((4, 4, 4, 2, 2, 2),), ((8, 4, 8, 2, 4, 4),))),
     **{f'm{d}': dict(stem=(8, 80, 4), stages=((8, 1), (16, 1))) for d in (3, 5, 11, 18)},
     'logmel_cnn': dict(widths=(4, 8)),
+    **{name: dict(widths=(4, 8)) for name in ('c3d_small', 'r2plus1d_small', 'framewise_2d')},
 }
 
 
 def tiny_input_shape(name):
   """The input a model's tiny variant is tested on: LeNet's 28x28x1, a quarter second of audio
-  for speech models, else 16x16x3."""
+  for speech models, four 12x24 frames for video models, else 16x16x3."""
   if name in SPEECH_MODELS:
     return (2000, 1)
+  if name in VIDEO_MODELS:
+    return (4, 12, 24, 1)
   return (28, 28, 1) if name.startswith('lenet') else (16, 16, 3)
 
 

@@ -73,7 +73,7 @@ def test_every_readme_command_names_what_exists(words):
   for flag in ('model', 'models'):
     if flag in options:
       assert models.match(options[flag])
-  for flag in ('images',):
+  for flag in ('images', 'audio'):
     if flag in options:
       assert os.path.exists(os.path.join(ROOT, options[flag])), options[flag]
 

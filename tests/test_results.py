@@ -1,12 +1,12 @@
-"""benchmarks.fashion_mnist_results: rows read from a workdir with the run's overrides, merged by
-config, overrides, hardware and seed, the README's table with its spread over seeds, and each
-run's curve."""
+"""benchmarks.training_results: rows read from a workdir with the run's overrides, merged by
+config, overrides, hardware and seed, the README's table with its spread over seeds (and held-out
+speakers), and each run's curve."""
 import json
 import os
 
 import pytest
 
-from benchmarks import fashion_mnist_results as results
+from benchmarks import training_results as results
 from configs import default
 
 
@@ -88,7 +88,8 @@ def test_other_hardware_or_overrides_make_rows_of_their_own(tmp_path):
                         'abc')
   merged = results.merge(results.merge([cpu], [gpu]), [bf16])
   assert [r['hardware'] for r in merged] == ['cpu', 'gpu', 'gpu']
-  table = results.markdown(merged)
+  table = results.markdown(merged, results.PUBLISHED['fashion_mnist'])
+  assert '| WRN-40-4 (published) | | | 0.967 |' in table
   assert '| 0.9000 |' in table and '| 0.9600 |' in table and 'half_precision=True` |' in table
 
 
@@ -96,7 +97,7 @@ def test_curve_is_drawn_beside_the_csv_named_by_config_and_overrides(tmp_path):
   plain, bf16 = (finished_workdir(tmp_path / name, **changes)
                  for name, changes in (('plain', {}), ('bf16', {'half_precision': True})))
   paths = [results.draw_curve(results.row_of(CONFIG, workdir, 'here', 'abc'), workdir,
-                              str(tmp_path)) for workdir in (plain, bf16)]
+                              str(tmp_path), 'fashion_mnist') for workdir in (plain, bf16)]
   assert paths == [str(tmp_path / 'fashion_mnist_default.png'),
                    str(tmp_path / 'fashion_mnist_default_half_precision-True.png')]
   assert all(open(path, 'rb').read(8) == b'\x89PNG\r\n\x1a\n' for path in paths)
@@ -115,3 +116,23 @@ def test_a_row_takes_the_commit_its_run_recorded_unless_told(tmp_path):
   assert results.row_of(CONFIG, recorded, 'here', 'abc')['commit'] == 'abc'
   with pytest.raises(results.ResultError, match='records no commit'):
     results.row_of(CONFIG, finished_workdir(tmp_path / 'older'), 'here', None)
+
+
+def test_speaker_folds_pool_into_one_row_and_stay_rows_of_their_own_in_the_csv(tmp_path):
+  folds = [results.row_of(CONFIG, finished_workdir(tmp_path / name, accuracies=(0.5, accuracy),
+                                                   data_split=f'speaker:{name}'), 'here', 'abc')
+           for name, accuracy in (('theo', 0.90), ('lucas', 0.80))]
+  official = results.row_of(CONFIG, finished_workdir(tmp_path / 'official'), 'here', 'abc')
+  merged = results.merge([], folds + [official])
+  assert len(merged) == 3
+  table = results.markdown(merged)
+  assert ('| `configs/default.py --config.data_split=speaker:NAME` | 0.8500 ± 0.0707 '
+          '(2 held-out speakers) |') in table
+  assert '| `configs/default.py` | 0.9000 |' in table
+
+
+def test_runs_of_several_datasets_are_refused_in_one_command(tmp_path):
+  workdirs = [finished_workdir(tmp_path / 'a'), finished_workdir(tmp_path / 'b', dataset='mnist')]
+  assert results.dataset_of(workdirs[:1]) == 'fashion_mnist'
+  with pytest.raises(results.ResultError, match='trained on fashion_mnist, mnist; give the runs'):
+    results.dataset_of(workdirs)

@@ -12,10 +12,14 @@ import optax
 import pytest
 
 from convjax import models, parallel
+from convjax.analysis import summary, visualize
 from convjax.data import augment, datasets, speech
 from convjax.nn import spectrogram
 from convjax.training import steps
 
+# Narrow versions, for tests that run the nets.
+TINY_SPEECH = {'m3': dict(stem=(4, 80, 4), stages=((8, 1),)),
+               'logmel_cnn': dict(widths=(4, 8))}
 FSDD = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'fsdd'
 needs_fsdd = pytest.mark.skipif(not (FSDD / 'recordings').is_dir(),
                                 reason=f'no FSDD copy at {FSDD}')
@@ -185,3 +189,45 @@ def test_a_tiny_raw_waveform_net_fits_a_handful_of_real_recordings():
   logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
                        normalize(clips))
   assert float((jnp.argmax(logits, -1) == labels).mean()) == 1.0
+
+
+def test_summary_counts_m5s_receptive_field_in_samples_by_hand():
+  rows = {row.path: row for row in summary.layers(models.create('m5'), (8000, 1))}
+  # Conv_0: 80 samples, stride 4; a 4-wide pool then adds 3 steps of 4 samples: 80 + 12 = 92.
+  assert (rows['Conv_0'].receptive_field, rows['Conv_0'].stride) == ((80,), (4,))
+  assert (rows['Pool_0'].receptive_field, rows['Pool_0'].stride) == ((92,), (16,))
+  # A 3-tap conv reaches 2 more steps of 16: 92 + 32 = 124.
+  assert rows['Conv_1'].receptive_field == (124,)
+  assert rows['GlobalPool_0'].receptive_field == (8000,) and not rows['Conv_0'].counted_from
+
+
+def test_summary_counts_the_log_mel_nets_positions_from_its_spectrogram():
+  rows = summary.layers(models.create('logmel_cnn'), (8000, 1))
+  front = rows[0]
+  assert (front.path, front.output_shape, front.params) == ('LogMel_0', (97, 40, 1), 0)
+  assert all(row.counted_from == 'LogMel_0' for row in rows)
+  by_path = {row.path: row for row in rows}
+  assert by_path['Conv_0'].receptive_field == (3, 3)
+  assert by_path['GlobalPool_0'].receptive_field == (97, 40)
+  assert 'From LogMel_0 on, RF and stride count positions of its output (97x40)' in (
+      summary.format_layers(rows))
+
+
+def test_a_filter_tuned_to_a_tone_peaks_at_its_frequency():
+  times = np.arange(80) / 8000
+  kernel = np.stack([np.cos(2 * np.pi * hz * times) * np.hanning(80) for hz in (500, 2000)],
+                    -1)[:, None, :]
+  np.testing.assert_allclose(visualize.peak_frequencies(kernel, 8000), [500, 2000], atol=8)
+
+
+@pytest.mark.parametrize('name, front_end', [('m3', None), ('logmel_cnn', ('LogMel_0', (97, 40, 1)))])
+def test_feature_maps_of_a_sound_follow_the_nets_stages(name, front_end):
+  model = models.create(name, **TINY_SPEECH[name])
+  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8000, 1)))
+  waveform = jnp.asarray(tone(440, seconds=1.0)[:, None])
+  stages = visualize.feature_maps(model, variables, waveform)
+  if front_end:
+    assert (stages[0][0], stages[0][1].shape) == front_end
+  else:
+    assert stages[0][0] == 'Conv_0 (conv 80)' and stages[0][1].shape == (2000, 4)
+  assert any(label.startswith('Pool_0') for label, _ in stages)

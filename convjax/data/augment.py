@@ -41,13 +41,15 @@ class Augmentation:
 def random_crop(key: jax.Array, image: jnp.ndarray, padding: int) -> jnp.ndarray:
   """Zero-pads [h, w, c] by `padding` on every side and crops an [h, w, c] window uniformly.
 
-  Any example [*axes, c] works alike: a waveform [samples, 1] is shifted in time by up to
-  `padding` samples, with silence (zero) moving in.
+  Other examples work alike: a waveform [samples, 1] is shifted in time by up to `padding`
+  samples, with silence (zero) moving in; a clip [t, h, w, c] has every frame shifted by the same
+  offset (its frames stay as they are in time).
   """
-  axes = image.ndim - 1
-  padded = jnp.pad(image, ((padding, padding),) * axes + ((0, 0),))
+  axes = min(image.ndim - 1, 2)  # The last two axes before the channels, or the one.
+  kept = image.ndim - 1 - axes
+  padded = jnp.pad(image, ((0, 0),) * kept + ((padding, padding),) * axes + ((0, 0),))
   offset = jax.random.randint(key, (axes,), 0, 2 * padding + 1)
-  return lax.dynamic_slice(padded, (*offset, 0), image.shape)
+  return lax.dynamic_slice(padded, (0,) * kept + (*offset, 0), image.shape)
 
 
 def random_flip(key: jax.Array, image: jnp.ndarray) -> jnp.ndarray:

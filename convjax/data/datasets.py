@@ -1,8 +1,9 @@
 """The dataset catalogue, and loading datasets into host memory or opening them for streaming.
 
 Every dataset is named as in tensorflow-datasets, except scikit-learn's bundled `digits`. Each has
-a modality: images [h, w, c], or audio (waveforms [samples, 1], convjax/data/speech.py); the
-arrays called "images" below are those examples, whatever their modality.
+a modality: images [h, w, c], audio (waveforms [samples, 1], convjax/data/speech.py) or video
+(clips [frames, h, w, c], convjax/data/video.py); the arrays called "images" below are those
+examples, whatever their modality.
 `CATALOGUE` documents each one's preprocessing: its normalisation statistics (per channel, in
 [0, 1] pixel units, of the training split), whether a horizontal flip keeps the class, and
 whether it is small enough to hold in memory.
@@ -48,7 +49,7 @@ class DatasetInfo:
   eval_split: the TFDS split used as the test set.
   idx: also readable from local MNIST-style IDX files.
   label_names: what each class index means, where the dataset documents it.
-  modality: 'image' or 'audio': what an example is, and which loader reads it.
+  modality: 'image', 'audio' or 'video': what an example is, and which loader reads it.
   splits: the ways the dataset divides into train and test that `load` takes; the first is the
     default (spoken_digit also holds out each speaker in turn: 'speaker:NAME').
   """
@@ -65,6 +66,11 @@ class DatasetInfo:
   label_names: tuple[str, ...] = ()
   modality: str = 'image'
   splits: tuple[str, ...] = ('default',)
+
+  @property
+  def example_noun(self) -> str:
+    """What one example is called in progress lines: 'image' or 'clip'."""
+    return 'image' if self.modality == 'image' else 'clip'
 
 
 _DIGITS = tuple(str(i) for i in range(10))
@@ -106,6 +112,10 @@ CATALOGUE = {info.name: info for info in [
                 "the official split's 2,700 training clips (mean -0.0004, taken as 0 so that "
                 'silence stays 0)', flip=False,
                 label_names=_DIGITS, modality='audio', splits=('official',)),
+    # Clips made from Fashion-MNIST with synthetic motion (convjax/data/video.py); 5 classes.
+    DatasetInfo('moving_fashion_mnist', 5, (8, 36, 72, 1), (0.1660,), (0.3056,),
+                'the 12,000 training clips', flip=True,
+                label_names=tuple(_FASHION[c] for c in (0, 1, 7, 8, 9)), modality='video'),
 ]}
 NUM_CLASSES = {name: info.num_classes for name, info in CATALOGUE.items()}
 DATA_SOURCES = ('auto', 'idx', 'tfds')
@@ -235,8 +245,12 @@ def check_split(info: DatasetInfo, split: str) -> str:
 
 
 def _load_other_modality(info: DatasetInfo, data_dir, source, download, split) -> Dataset:
-  """Audio datasets, read by convjax/data/speech.py."""
-  from convjax.data import speech  # Imported here: speech builds on this module's Split and Dataset.
+  """Audio read by convjax/data/speech.py, video made by convjax/data/video.py."""
+  # Imported here: both build on this module's Split and Dataset.
+  if info.modality == 'video':
+    from convjax.data import video
+    return video.load_moving_fashion_mnist(info, data_dir, source, download)
+  from convjax.data import speech
   return speech.load_spoken_digit(info, data_dir, source, download, split)
 
 

@@ -14,7 +14,7 @@ import jax
 from convjax import errors
 from convjax.nn import layers
 from convjax.models import (alexnet, densenet, googlenet, lenet, nin, resnet, speech, speednet,
-                            vgg)
+                            vgg, video)
 
 # ImageNet-size models switch to their small-image variant (spec.small_inputs) below this size.
 SMALL_INPUT_SIZE = 64
@@ -26,7 +26,8 @@ class ModelSpec:
 
   Attributes:
     constructor: a Flax module class (or a functools.partial of one).
-    input_shape: native input: (height, width, channels) of an image, (samples, 1) of a waveform.
+    input_shape: native input: (height, width, channels) of an image, (samples, 1) of a waveform,
+      (frames, height, width, channels) of a clip.
     num_classes: native number of classes.
     small_inputs: constructor overrides for inputs smaller than SMALL_INPUT_SIZE (the small-image
       stem); empty for models native to small images.
@@ -36,7 +37,7 @@ class ModelSpec:
       backbone (convjax/training/finetune.py); empty for a model whose class layer has no parameters.
   """
   constructor: Callable[..., nn.Module]
-  input_shape: tuple[int, int, int]
+  input_shape: tuple[int, ...]
   num_classes: int
   small_inputs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   paper: str = ''
@@ -48,6 +49,7 @@ _CIFAR = dict(input_shape=(32, 32, 3), num_classes=10)
 _SMALL_STEM = {'stem': 'small'}
 _GOOGLENET_HEAD = ('classifier', 'aux_*')  # The auxiliary classifiers are heads too.
 _FSDD = dict(input_shape=(8000, 1), num_classes=10)  # One second of 8 kHz audio (FSDD's digits).
+_MOVING = dict(input_shape=(8, 36, 72, 1), num_classes=5)  # A Moving Fashion-MNIST clip.
 _DAI = 'Dai et al. 2017, Very Deep Convolutional Neural Networks for Raw Waveforms'
 _RESNET = 'He et al. 2015, Deep Residual Learning for Image Recognition'
 _VGG = 'Simonyan & Zisserman 2014, Very Deep Convolutional Networks'
@@ -125,6 +127,17 @@ _REGISTRY: dict[str, ModelSpec] = {
     'logmel_cnn': ModelSpec(speech.LogMelNet, **_FSDD,
                             paper='log-mel spectrogram + VGG-style 2-D convnet, after Sainath & '
                                   'Parada 2015 and Tang & Lin 2018'),
+    # Video (3-D input: clips [frames, height, width, channels]).
+    'c3d_small': ModelSpec(video.C3DSmall, **_MOVING,
+                           paper='Tran et al. 2015, Learning Spatiotemporal Features with 3D '
+                                 'Convolutional Networks (C3D), scaled down'),
+    'r2plus1d_small': ModelSpec(video.R2Plus1DSmall, **_MOVING,
+                                paper='Tran et al. 2018, A Closer Look at Spatiotemporal '
+                                      'Convolutions for Action Recognition (R(2+1)D), scaled down'),
+    'framewise_2d': ModelSpec(video.FrameWise2D, **_MOVING,
+                              paper='a 2-D convnet on every frame, features averaged over frames '
+                                    '(late fusion; Karpathy et al. 2014): the motion-blind '
+                                    'baseline'),
 }
 
 

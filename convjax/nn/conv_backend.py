@@ -39,6 +39,9 @@ NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1),
                                 out_spec=(0, 3, 1, 2))
 # And for 1-D: NWC inputs, WIO kernels.
 NWC = lax.ConvDimensionNumbers(lhs_spec=(0, 2, 1), rhs_spec=(2, 1, 0), out_spec=(0, 2, 1))
+# And for 3-D: NDHWC inputs (D: time, or depth), DHWIO kernels.
+NDHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 4, 1, 2, 3), rhs_spec=(4, 3, 0, 1, 2),
+                                 out_spec=(0, 4, 1, 2, 3))
 # On CPU, the row GEMM is used while in_channels * out_channels is at most ROWS_MAX_CHANNELS and
 # T's zeros cost at most ROWS_MAX_REDUNDANCY times the direct multiply-adds (Wp / kw): the row GEMM
 # wins on convolutions with few channels, such as LeNet-5's, and loses on wider ones, such as
@@ -165,10 +168,15 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   """lax.conv_general_dilated's signature (what flax.linen.Conv calls). With the 'onednn'
   backend, every 2-D NHWC convolution goes to `onednn.conv2d`; otherwise undilated, ungrouped
   ones that `prefers_rows` go to `conv2d_rows`, and the rest to lax. A 1-D NWC convolution is
-  the 2-D one of an image one row high, and takes the same routes (`conv1d_as_2d`)."""
+  the 2-D one of an image one row high, and takes the same routes (`conv1d_as_2d`); a 3-D NDHWC
+  one is a sum of 2-D ones over its temporal taps (`conv3d_as_2d`)."""
   if (rhs.ndim == 3 and dimension_numbers == NWC and not kwargs
       and all(d == 1 for d in lhs_dilation or (1,))):
     return conv1d_as_2d(lhs, rhs, window_strides, padding, rhs_dilation, feature_group_count,
+                        precision)
+  if (rhs.ndim == 5 and dimension_numbers == NDHWC and not kwargs
+      and all(d == 1 for d in lhs_dilation or (1,))):
+    return conv3d_as_2d(lhs, rhs, window_strides, padding, rhs_dilation, feature_group_count,
                         precision)
   nhwc = (rhs.ndim == 4 and dimension_numbers == NHWC and not kwargs
           and all(d == 1 for d in lhs_dilation or (1,)))
@@ -188,6 +196,30 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                                   rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                                   feature_group_count=feature_group_count, precision=precision,
                                   **kwargs)
+
+
+def conv3d_as_2d(lhs, rhs, strides, padding, dilation, groups: int, precision=None):
+  """A 3-D convolution, lhs [b, t, h, w, c] and rhs [kt, kh, kw, c // groups, o] ->
+  [b, t', h', w', o], computed as the sum over the kt temporal taps of 2-D convolutions:
+
+    out[:, s] = sum_k conv2d(x[:, s * stride_t + k * dilation_t], rhs[k])   (x zero-padded in t)
+
+  each one a 2-D convolution of all b * t' frames at once. The sums are the 3-D convolution's, and
+  the 2-D routes (oneDNN where built) serve them; XLA:CPU's own 3-D convolution is far slower.
+  """
+  dilation = tuple(dilation or (1, 1, 1))
+  pads = _pairs(padding, lhs.shape[1:4], _dilated(rhs.shape[:3], dilation), strides)
+  x = jnp.pad(lhs, ((0, 0), pads[0], (0, 0), (0, 0), (0, 0)))
+  taps, stride, step = rhs.shape[0], strides[0], dilation[0]
+  frames_out = (x.shape[1] - (taps - 1) * step - 1) // stride + 1
+  out = 0
+  for k in range(taps):
+    frames = x[:, k * step:k * step + stride * (frames_out - 1) + 1:stride]
+    out = out + conv_general_dilated(
+        frames.reshape(-1, *frames.shape[2:]), rhs[k], tuple(strides[1:]), pads[1:],
+        rhs_dilation=dilation[1:], dimension_numbers=NHWC, feature_group_count=groups,
+        precision=precision)
+  return out.reshape(lhs.shape[0], frames_out, *out.shape[1:])
 
 
 def conv1d_as_2d(lhs, rhs, strides, padding, dilation, groups: int, precision=None):

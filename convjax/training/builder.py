@@ -25,11 +25,13 @@ from convjax.training import config as config_lib, optimizer, steps
 class DataSpec:
   """What assembling a run needs to know of its data.
 
-  image_shape: (height, width, channels) of the model's input.
-  mean, std: per-channel statistics of uint8 pixels that normalise the input.
+  image_shape: the model's input example, (height, width, channels) for images, (samples,
+    channels) for sound.
+  mean, std: per-channel statistics of the stored integers (uint8 pixels, int16 samples, scaled
+    to [0, 1] or [-1, 1]) that normalise the input.
   num_train_examples: the training split's size, which sets the epochs of the schedule.
   """
-  image_shape: tuple[int, int, int]
+  image_shape: tuple[int, ...]
   num_classes: int
   mean: Any
   std: Any

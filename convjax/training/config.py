@@ -120,7 +120,7 @@ _IMAGE_ONLY = ('augment.cutout', 'augment.random_erasing', 'augment.randaugment_
 
 def _check_modality(config) -> None:
   """The model takes the dataset's kind of example; the split exists; no image-only setting is
-  asked of audio."""
+  asked of sound or video."""
   info, spec = datasets.CATALOGUE[config.dataset], models.get_spec(config.model)
   try:
     datasets.check_split(info, config.get('data_split', 'default'))
@@ -139,7 +139,8 @@ def _check_modality(config) -> None:
 
 
 def _kind(input_shape) -> str:
-  return {2: 'waveforms [samples, 1]', 3: 'images [height, width, channels]'}.get(
+  return {2: 'waveforms [samples, 1]', 3: 'images [height, width, channels]',
+          4: 'clips [frames, height, width, channels]'}.get(
       len(input_shape), f'inputs of {len(input_shape)} axes')
 
 

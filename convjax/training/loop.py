@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from convjax import errors, parallel
-from convjax.data import pipeline as pipeline_lib
+from convjax.data import datasets, pipeline as pipeline_lib
 from convjax.nn import conv_backend
 from convjax.training import (builder, checkpoint, config as config_lib, finetune, inputs, metrics,
                               run_identity, steps, stopping, workdir as workdir_lib)
@@ -193,8 +193,9 @@ def _train_and_report(loop: _Loop, state: steps.TrainState, start_step: int,
     loop.progress.close()
   final['wall_seconds'] = time.time() - start_time
   train_rate = trained_to.timer.overall_rate(config.batch_size)
+  noun = datasets.get_info(config.dataset).example_noun
   if math.isfinite(train_rate):
-    speed = f'{train_rate:,.0f} train images/s'
+    speed = f'{train_rate:,.0f} train {noun}s/s'
   elif last_step > start_step:  # The first step compiles, so one step leaves nothing timed.
     speed = 'one step, too few to time'
   else:
@@ -205,7 +206,7 @@ def _train_and_report(loop: _Loop, state: steps.TrainState, start_step: int,
       ('ema_test_accuracy', 'EMA'), ('tta_test_accuracy', 'flip TTA')) if key in final)
   loop.progress.message(
       f"done: {config.model} on {config.dataset}, test accuracy {final['test_accuracy']:.4f}"
-      f"{extra} ({final['num_test_examples']} images), wall time {final['wall_seconds']:.1f} s, "
+      f"{extra} ({final['num_test_examples']} {noun}s), wall time {final['wall_seconds']:.1f} s, "
       f'{speed}{stopped}, convolutions by {conv_backend.backend_name(builder.compute_dtype(config))}')
   return RunResult(identity=loop.identity, step=last_step, metrics=final,
                    train_images_per_sec=train_rate, peak_memory_bytes=loop.peak_memory_bytes)
@@ -213,6 +214,10 @@ def _train_and_report(loop: _Loop, state: steps.TrainState, start_step: int,
 
 def _evaluate_test_set(loop: _Loop, state: steps.TrainState) -> dict:
   return evaluate(loop.run.p_eval_step, state, loop.pipeline.eval_batches())
+
+
+# Progress lines' rate unit, by example noun.
+_RATE_UNIT = {'image': 'img', 'clip': 'clip'}
 
 
 def _setup(run: builder.Run, workdir: str, pipeline: pipeline_lib.Pipeline,
@@ -238,7 +243,8 @@ def _setup(run: builder.Run, workdir: str, pipeline: pipeline_lib.Pipeline,
       run=run, workdir=workdir, pipeline=pipeline, identity=identity, checkpointer=checkpointer,
       writer=metrics.MetricsWriter(workdir, start_step, enabled=is_chief),
       progress=metrics.Progress(start_step, run.total_steps, enabled=is_chief,
-                                budget_seconds=config.train_budget_seconds),
+                                budget_seconds=config.train_budget_seconds,
+                                unit=_RATE_UNIT[datasets.get_info(config.dataset).example_noun]),
       # float32, the step's own dtype, so the interval's mean rounds as it would have.
       unlogged=[(s, {k: np.array([v], np.float32) for k, v in m.items()}, ok)
                 for s, m, ok in unlogged])

@@ -109,15 +109,15 @@ class Progress:
   """A tqdm bar on a terminal; otherwise a line every `log_every_steps` with loss, images/s, ETA."""
 
   def __init__(self, start_step: int, total_steps: int, enabled: bool = True,
-               budget_seconds: float = 0.0):
+               budget_seconds: float = 0.0, unit: str = 'img'):
     """budget_seconds > 0: training stops after that many training seconds, so the ETA is
-    never later than the budget's end."""
+    never later than the budget's end. unit: what the rate counts per second ('img', 'clip')."""
     self._interactive = enabled and sys.stdout.isatty()
     self._enabled, self._budget = enabled, budget_seconds
     self._total, self._start, self._time = total_steps, start_step, time.time()
     self._bar = tqdm.tqdm(total=total_steps, initial=start_step, unit='step',
                           dynamic_ncols=True) if self._interactive else None
-    self._postfix = {}
+    self._postfix, self._unit = {}, unit
 
   def update(self, step: int, loss: float, images_per_sec: float,
              train_seconds: float | None = None) -> None:
@@ -127,7 +127,7 @@ class Progress:
       return
     if self._bar is not None:
       self._bar.update(step - self._bar.n)
-      self._postfix.update(loss=f'{loss:.4f}', img_s=f'{images_per_sec:,.0f}')
+      self._postfix.update({'loss': f'{loss:.4f}', f'{self._unit}_s': f'{images_per_sec:,.0f}'})
       self._bar.set_postfix(self._postfix)
       return
     elapsed = time.time() - self._time
@@ -136,7 +136,7 @@ class Progress:
     if self._budget > 0 and train_seconds is not None:
       left = max(self._budget - train_seconds, 0.0)
       eta = min(eta, left) if math.isfinite(eta) else left
-    print(f'step {step}/{self._total}  loss {loss:.4f}  {images_per_sec:,.0f} img/s  '
+    print(f'step {step}/{self._total}  loss {loss:.4f}  {images_per_sec:,.0f} {self._unit}/s  '
           f'ETA {_duration(eta)}', flush=True)
 
   def evaluated(self, step: int, test_accuracy: float) -> None:

@@ -28,7 +28,8 @@ class RunIdentity:
   """One run's identity.
 
   model: the registry name; num_classes: the classifier's outputs (the dataset's classes unless
-  the config sets them); input_shape: (height, width, channels) the model was built for;
+  the config sets them); input_shape: the example shape the model was built for, (height,
+  width, channels) for images, (samples, channels) for sound;
   dataset: the catalogue name; commit: the convjax checkout's git commit, with '-dirty' when
   tracked files had uncommitted changes ('' outside git); converted_from: the weights file a
   converted workdir came from ('' for a trained run).
@@ -36,7 +37,7 @@ class RunIdentity:
   model: str
   dataset: str
   num_classes: int
-  input_shape: tuple[int, int, int]
+  input_shape: tuple[int, ...]
   commit: str = ''
   converted_from: str = ''
 

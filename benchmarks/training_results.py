@@ -1,21 +1,23 @@
-"""convjax's own Fashion-MNIST results, collected from finished workdirs, beside published ones.
+"""convjax's own training results, collected from finished workdirs, beside published ones.
 
-  python -m benchmarks.fashion_mnist_results \
+  python -m benchmarks.training_results \
       --runs=configs/fashion_mnist_speedrun.py=workdirs/fashion_mnist_speedrun \
       --hardware="2 cores, Intel Xeon (Emerald Rapids)"
 
-Each run (CONFIG_FILE=WORKDIR) adds or replaces one row of benchmarks/results/fashion_mnist.csv,
+Each run (CONFIG_FILE=WORKDIR) adds or replaces one row of benchmarks/results/DATASET.csv (the
+runs' dataset: fashion_mnist.csv, spoken_digit.csv, ...; --output names another file),
 keyed by config file, overrides, hardware and seed, read from the workdir's own files: the final
 evaluation of metrics.jsonl (plain, EMA and flip-TTA accuracy; train and wall seconds) and
 config.json (model, seed, and every field). `overrides` are the run's changes to the config file
 as it is in this checkout, written as the `--config.FIELD=VALUE` flags that make them, so a row
 says the whole command. The commit is the one the run recorded (run_identity), or --commit for
 runs trained before runs recorded one. The command then prints the README's table:
-per config, overrides and hardware, the mean and spread over seeds, then the published rows of
-the Fashion-MNIST benchmark table (PUBLISHED), which are kept here, in the repository. Each run
-evaluated more than once also gets its curve beside the CSV, fashion_mnist_<config name>.png
-(plus the overrides, when there are any): plain, EMA and flip-TTA test accuracy against epoch,
-titled with the run's seed and hardware. A later run of the same config and overrides redraws it.
+per config, overrides and hardware, the mean and spread over seeds (and over held-out speakers:
+runs of `--config.data_split=speaker:NAME` pool into one row), then the dataset's published rows
+(PUBLISHED), which are kept here, in the repository. Each run evaluated more than once also gets
+its curve beside the CSV (unless --nocurves), DATASET_<config name>.png (plus the overrides, when
+there are any): plain, EMA and flip-TTA test accuracy against epoch, titled with the run's seed
+and hardware. A later run of the same config and overrides redraws it.
 """
 import csv
 import importlib.util
@@ -33,20 +35,23 @@ from convjax.analysis import plots, summary
 from convjax.training import builder, config as config_lib, metrics, run_identity
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OUTPUT = os.path.join(ROOT, 'benchmarks', 'results', 'fashion_mnist.csv')
+RESULTS = os.path.join(ROOT, 'benchmarks', 'results')
 FIELDS = ('config', 'overrides', 'model', 'params', 'seed', 'epochs', 'test_accuracy',
           'ema_test_accuracy', 'tta_test_accuracy', 'train_seconds', 'wall_seconds', 'hardware',
           'commit')
-# The benchmark table of github.com/zalandoresearch/fashion-mnist (README, "Benchmark").
-PUBLISHED = (
+# Published accuracies on each dataset's own test set, by dataset. Fashion-MNIST: the benchmark
+# table of github.com/zalandoresearch/fashion-mnist (README, "Benchmark").
+PUBLISHED = {'fashion_mnist': (
     ('2 conv + pooling (TensorFlow tutorial)', 0.916), ('AlexNet', 0.899), ('VGG16', 0.935),
     ('GoogLeNet', 0.937), ('ResNet18 (with augmentation)', 0.949), ('MobileNet', 0.950),
     ('DenseNet-BC (768K parameters)', 0.954), ('WRN-28-10', 0.959),
-    ('WRN-28-10 + random erasing', 0.963), ('WRN-40-4', 0.967))
+    ('WRN-28-10 + random erasing', 0.963), ('WRN-40-4', 0.967))}
 
 flags.DEFINE_list('runs', [], 'CONFIG_FILE=WORKDIR pairs of finished runs to add.')
 flags.DEFINE_string('hardware', '', 'Where the runs trained, in words.')
-flags.DEFINE_string('output', OUTPUT, 'The CSV to update.')
+flags.DEFINE_string('output', None, 'The CSV to update; default: benchmarks/results/DATASET.csv '
+                    'for the runs\' dataset.')
+flags.DEFINE_bool('curves', True, 'Draw each run\'s test-accuracy curve beside the CSV.')
 flags.DEFINE_string('commit', None, 'The commit the runs trained at; default: the one each run '
                     'recorded in its config.json.')
 FLAGS = flags.FLAGS
@@ -123,14 +128,21 @@ def read_rows(path: str) -> list[dict]:
     return list(csv.DictReader(f))
 
 
+def _pooled(overrides: str) -> str:
+  """overrides with any held-out speaker written as NAME, so that the folds of a
+  speaker-held-out evaluation pool into one row as seeds do."""
+  return re.sub(r'(--config\.data_split=speaker:)\S+', r'\1NAME', overrides)
+
+
 def _group(row: dict) -> tuple[str, str, str]:
-  """What a row's seeds are pooled over: the same config file, overrides and hardware."""
-  return row['config'], row['overrides'], row['hardware']
+  """What a row's runs are pooled over: the same config file, overrides (any held-out speaker)
+  and hardware."""
+  return row['config'], _pooled(row['overrides']), row['hardware']
 
 
 def merge(rows: list[dict], new: list[dict]) -> list[dict]:
   """rows with each new row replacing the one of the same config, overrides, hardware and seed."""
-  key = lambda row: (*_group(row), str(row['seed']))
+  key = lambda row: (row['config'], row['overrides'], row['hardware'], str(row['seed']))
   replaced = {key(row) for row in new}
   return [row for row in rows if key(row) not in replaced] + new
 
@@ -145,29 +157,30 @@ def write_rows(path: str, rows: list[dict]) -> None:
   os.replace(temporary, path)
 
 
-def _spread(values: list[float]) -> str:
-  """'mean' for one value, 'mean ± sample std (n)' for several."""
+def _spread(values: list[float], unit: str = 'seeds') -> str:
+  """'mean' for one value, 'mean ± sample std (n unit)' for several."""
   if len(values) == 1:
     return f'{values[0]:.4f}'
-  return f'{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f} ({len(values)} seeds)'
+  return f'{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f} ({len(values)} {unit})'
 
 
-def markdown(rows: list[dict]) -> str:
-  """The README's table: this project's configs, then the published rows."""
+def markdown(rows: list[dict], published=()) -> str:
+  """The README's table: this project's configs, then the published (name, accuracy) rows."""
   lines = ['| model | params | config | test accuracy | EMA | flip TTA | wall time | hardware | commit |',
            '|---|---|---|---|---|---|---|---|---|']
   for key in dict.fromkeys(_group(row) for row in rows):
     group = [row for row in rows if _group(row) == key]
-    column = lambda field: (_spread([float(r[field]) for r in group])
+    unit = 'seeds' if key[1] == group[0]['overrides'] else 'held-out speakers'
+    column = lambda field: (_spread([float(r[field]) for r in group], unit)
                             if all(r[field] != '' for r in group) else '')
     walls = [float(r['wall_seconds']) for r in group]
     first = group[0]
-    command = ' '.join(filter(None, (first['config'], first['overrides'])))
+    command = ' '.join(filter(None, (first['config'], key[1])))
     lines.append(f"| {first['model']} | {int(first['params']):,} | `{command}` "
                  f"| {column('test_accuracy')} | {column('ema_test_accuracy')} "
                  f"| {column('tta_test_accuracy')} | {statistics.mean(walls):.1f} s "
                  f"| {first['hardware']} | {first['commit'][:7]} |")
-  for name, accuracy in PUBLISHED:
+  for name, accuracy in published:
     lines.append(f'| {name} (published) | | | {accuracy:.3f} | | | | | |')
   return '\n'.join(lines)
 
@@ -184,9 +197,9 @@ def _commit(revision: str) -> str:
 CURVES = ('test_accuracy', 'ema_test_accuracy', 'tta_test_accuracy')
 
 
-def draw_curve(row: dict, workdir: str, directory: str) -> str | None:
+def draw_curve(row: dict, workdir: str, directory: str, dataset: str) -> str | None:
   """Plain, EMA and flip-TTA test accuracy against epoch, from the evaluations of the workdir
-  that gave `row`, as DIRECTORY/fashion_mnist_<config name>[_<overrides>].png; None for a run
+  that gave `row`, as DIRECTORY/<dataset>_<config name>[_<overrides>].png; None for a run
   evaluated only once."""
   records = [r for r in metrics.read_metrics(workdir) if 'test_accuracy' in r]
   if len(records) < 2:
@@ -198,12 +211,21 @@ def draw_curve(row: dict, workdir: str, directory: str) -> str | None:
   # '--config.half_precision=True' -> '_half_precision-True'.
   suffix = ''.join('_' + re.sub(r'[^\w.]+', '-', flag.removeprefix('--config.'))
                    for flag in row['overrides'].split())
-  path = os.path.join(directory, f'fashion_mnist_{name}{suffix}.png')
+  path = os.path.join(directory, f'{dataset}_{name}{suffix}.png')
   title = f"{' '.join(filter(None, (name, row['overrides'])))}, seed {row['seed']}: test accuracy"
   if row['hardware']:
     title += f"\n{row['hardware']}"
   plots.curves({k: v for k, v in series.items() if v[0]}, 'epoch', 'test accuracy', title, path)
   return path
+
+
+def dataset_of(workdirs: list[str]) -> str:
+  """The one dataset the runs in workdirs trained on; refuses runs of several."""
+  found = sorted({run_identity.read(workdir)[0].dataset for workdir in workdirs})
+  if len(found) != 1:
+    raise ResultError(f"the runs trained on {', '.join(found) or 'nothing'}; give the runs of one "
+                      'dataset per command')
+  return found[0]
 
 
 def main(argv):
@@ -214,16 +236,21 @@ def main(argv):
       raise ResultError(f'--runs takes CONFIG_FILE=WORKDIR pairs, got {FLAGS.runs}')
     commit = _commit(FLAGS.commit) if FLAGS.commit else None
     new = [row_of(config, workdir, FLAGS.hardware, commit) for config, workdir in pairs]
+    dataset = dataset_of([workdir for _, workdir in pairs]) if pairs else None
+    output = FLAGS.output or (dataset and os.path.join(RESULTS, f'{dataset}.csv'))
+    if not output:
+      raise ResultError('name the runs with --runs, or the CSV to print with --output')
   except (ResultError, OSError) as e:
     sys.exit(f'error: {e}')
-  rows = merge(read_rows(FLAGS.output), new)
+  rows = merge(read_rows(output), new)
   if new:
-    write_rows(FLAGS.output, rows)
-  for row, (_, workdir) in zip(new, pairs):
-    drawn = draw_curve(row, workdir, os.path.dirname(os.path.abspath(FLAGS.output)))
+    write_rows(output, rows)
+  for row, (_, workdir) in zip(new, pairs if FLAGS.curves else ()):
+    drawn = draw_curve(row, workdir, os.path.dirname(os.path.abspath(output)), dataset)
     if drawn:
       print(f'curve: {os.path.relpath(drawn, ROOT)}')
-  print(markdown(rows))
+  name = os.path.splitext(os.path.basename(output))[0]
+  print(markdown(rows, PUBLISHED.get(name, ())))
 
 
 if __name__ == '__main__':
