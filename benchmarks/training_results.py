@@ -38,7 +38,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, 'benchmarks', 'results')
 FIELDS = ('config', 'overrides', 'model', 'params', 'seed', 'epochs', 'test_accuracy',
           'ema_test_accuracy', 'tta_test_accuracy', 'train_seconds', 'wall_seconds', 'hardware',
-          'commit')
+          'commit', 'baseline_test_accuracy')
 # Published accuracies on each dataset's own test set, by dataset. Fashion-MNIST: the benchmark
 # table of github.com/zalandoresearch/fashion-mnist (README, "Benchmark").
 PUBLISHED = {'fashion_mnist': (
@@ -118,7 +118,8 @@ def row_of(config_file: str, workdir: str, hardware: str, commit: str | None) ->
           'tta_test_accuracy': final.get('tta_test_accuracy', ''),
           'train_seconds': round(final['train_seconds'], 1),
           'wall_seconds': round(final['wall_seconds'], 1), 'hardware': hardware,
-          'commit': commit or identity.commit}
+          'commit': commit or identity.commit,
+          'baseline_test_accuracy': final.get('baseline_test_accuracy', '')}
 
 
 def read_rows(path: str) -> list[dict]:
@@ -151,7 +152,7 @@ def write_rows(path: str, rows: list[dict]) -> None:
   """Writes the CSV whole to a temporary file first, so a failure leaves the old one intact."""
   temporary = path + '.tmp'
   with open(temporary, 'w', newline='') as f:
-    writer = csv.DictWriter(f, FIELDS)
+    writer = csv.DictWriter(f, FIELDS, restval='')  # Rows from before a field existed.
     writer.writeheader()
     writer.writerows(rows)
   os.replace(temporary, path)
@@ -165,23 +166,29 @@ def _spread(values: list[float], unit: str = 'seeds') -> str:
 
 
 def markdown(rows: list[dict], published=()) -> str:
-  """The README's table: this project's configs, then the published (name, accuracy) rows."""
-  lines = ['| model | params | config | test accuracy | EMA | flip TTA | wall time | hardware | commit |',
-           '|---|---|---|---|---|---|---|---|---|']
+  """The README's table: this project's configs, then the published (name, accuracy) rows. Text
+  runs add the character n-gram baseline's accuracy (config.baseline) in place of EMA and TTA."""
+  text = any(row.get('baseline_test_accuracy') for row in rows)
+  extra = ('n-gram baseline',) if text else ('EMA', 'flip TTA')
+  lines = ['| ' + ' | '.join(('model', 'params', 'config', 'test accuracy', *extra, 'wall time',
+                              'hardware', 'commit')) + ' |',
+           '|' + '---|' * (7 + len(extra))]
   for key in dict.fromkeys(_group(row) for row in rows):
     group = [row for row in rows if _group(row) == key]
     unit = 'seeds' if key[1] == group[0]['overrides'] else 'held-out speakers'
     column = lambda field: (_spread([float(r[field]) for r in group], unit)
-                            if all(r[field] != '' for r in group) else '')
+                            if all(r.get(field, '') != '' for r in group) else '')
+    extras = ((column('baseline_test_accuracy'),) if text else
+              (column('ema_test_accuracy'), column('tta_test_accuracy')))
     walls = [float(r['wall_seconds']) for r in group]
     first = group[0]
     command = ' '.join(filter(None, (first['config'], key[1])))
     lines.append(f"| {first['model']} | {int(first['params']):,} | `{command}` "
-                 f"| {column('test_accuracy')} | {column('ema_test_accuracy')} "
-                 f"| {column('tta_test_accuracy')} | {statistics.mean(walls):.1f} s "
+                 f"| {column('test_accuracy')} | {' | '.join(extras)} "
+                 f"| {statistics.mean(walls):.1f} s "
                  f"| {first['hardware']} | {first['commit'][:7]} |")
   for name, accuracy in published:
-    lines.append(f'| {name} (published) | | | {accuracy:.3f} | | | | | |')
+    lines.append(f'| {name} (published) | | | {accuracy:.3f} |' + ' |' * (3 + len(extra)))
   return '\n'.join(lines)
 
 

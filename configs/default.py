@@ -32,9 +32,14 @@ def get_config() -> ml_collections.ConfigDict:
   # Data: a catalogue name (convjax.data.datasets.CATALOGUE documents each one's preprocessing).
   # In memory: digits, mnist, fashion_mnist, kmnist, cifar10, cifar100, svhn_cropped.
   # Streamed: imagenette, imagenet2012. Audio: spoken_digit (data_dir: a folder of FSDD's WAV files).
+  # Video: moving_fashion_mnist (made from fashion_mnist). Text: fortunes_language, fortunes_topic
+  # (Debian's fortune files; data_dir: another folder holding them).
   config.dataset = 'fashion_mnist'
   config.data_dir = config_dict.placeholder(str)  # IDX files, or TFDS's data_dir.
   config.data_source = 'auto'  # 'auto' (local IDX files, else TFDS), 'idx' or 'tfds'.
+  # Text only: 'char_ngram' also trains a character n-gram logistic regression on the same split
+  # and reports its test accuracy beside the net's (convjax/training/baseline.py); '' for none.
+  config.baseline = ''
   # How the dataset divides into train and test: 'default' is its standard split; spoken_digit
   # also takes 'speaker:NAME', which tests on one speaker and trains on the other five.
   config.data_split = 'default'

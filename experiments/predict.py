@@ -1,9 +1,13 @@
-"""Classifies image or sound files with a trained or converted workdir's model.
+"""Classifies image, sound or clip files with a trained or converted workdir's model.
 
   python -m experiments.predict --workdir=DIR --images=a.png,b.jpg [--top_k=5] [--output=FILE.json]
   python -m experiments.predict --workdir=DIR --audio=seven.wav   (a speech model's workdir)
+  python -m experiments.predict --workdir=DIR --clips=clip.npy    (a video model's workdir)
+  python -m experiments.predict --workdir=DIR --text="Carpe diem." --text="..."   (a text model)
 
-Images of any size or mode, and mono WAV files of any sample rate, go through the dataset's
+Images of any size or mode, mono WAV files of any sample rate, and clips saved with numpy.save
+(uint8 [frames, height, width(, channels)] of the model's shape), and lines of text (as UTF-8
+bytes, at most as long as the model reads) go through the dataset's
 evaluation preprocessing (convjax/deploy/inference.py); each line names a file and its top_k
 classes with their probabilities. --output also writes them as JSON. An unreadable file stops the
 run in one sentence before anything is written.
@@ -16,7 +20,10 @@ from experiments import cli
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A training run, or experiments.convert output.')
 _IMAGES = flags.DEFINE_list('images', None, 'Image files to classify (an image model).')
 _AUDIO = flags.DEFINE_list('audio', None, 'WAV files to classify (a speech model).')
-_TOP_K = flags.DEFINE_integer('top_k', 5, 'Classes to show per image.')
+_CLIPS = flags.DEFINE_list('clips', None, '.npy clips to classify (a video model).')
+_TEXT = flags.DEFINE_multi_string('text', None, 'A line of text to classify (a text model); '
+                                  'repeat the flag for several.')
+_TOP_K = flags.DEFINE_integer('top_k', 5, 'Classes to show per file.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Also write the predictions here as JSON.')
 flags.mark_flags_as_required(['workdir'])
 
@@ -41,11 +48,13 @@ def main(argv):
 
 
 def _files_for(modality: str) -> list[str]:
-  """The files of the flag that suits the model: --audio for speech models, else --images."""
-  wanted, other = (_AUDIO, _IMAGES) if modality == 'audio' else (_IMAGES, _AUDIO)
-  if other.value or not wanted.value:
-    raise errors.InvalidValueError(f'this model classifies {modality}: pass the files as '
-                                   f'--{wanted.name}=FILE,...')
+  """The files of the flag that suits the model: --audio for speech models, --clips for video
+  models, --text (the texts themselves) for text models, else --images."""
+  by_modality = {'image': _IMAGES, 'audio': _AUDIO, 'video': _CLIPS, 'text': _TEXT}
+  wanted = by_modality[modality]
+  if any(flag.value for flag in by_modality.values() if flag is not wanted) or not wanted.value:
+    what = "--text='a line'" if wanted is _TEXT else f'--{wanted.name}=FILE,...'
+    raise errors.InvalidValueError(f'this model classifies {modality}: pass {what}')
   return wanted.value
 
 

@@ -2,14 +2,18 @@
 
   python -m experiments.visualize --workdir=DIR [--image_index=N] [--image=FILE] [--num_wrong=16]
   python -m experiments.visualize --workdir=DIR --audio=seven.wav   (a speech model's workdir)
+  python -m experiments.visualize --workdir=DIR --clip=clip.npy     (a video model's workdir)
+  python -m experiments.visualize --workdir=DIR --text="Carpe diem."  (a text model's workdir)
   python -m experiments.visualize --workdir=DIR --kernels
 
 Writes PNGs to DIR/plots/: filters.png (the first conv layer's filters: images for a 2-D net,
-waveforms ordered by the frequency each passes best for a 1-D net), feature_maps.png (test example
-N, or the file --image or --audio, after each conv, activation and pooling stage; sound as its
-waveform, then its spectrogram or 1-D maps with time across), loss.png and accuracy.png (train
-and test curves from metrics.jsonl), confusion.png, confidently_wrong.png (images, or the
-log-mel spectrograms of sounds).
+waveforms ordered by the frequency each passes best for a 1-D net, a 3x3 image per frame for a
+3-D net, the bytes each filter responds to most for a text net), feature_maps.png (test example N, or the file --image, --audio or --clip, after each
+conv, activation and pooling stage; sound as its waveform, then its spectrogram or 1-D maps with
+time across; a clip frame by frame, one map per stage: the one that changes most over time),
+loss.png and accuracy.png (train and test curves from metrics.jsonl), confusion.png,
+confidently_wrong.png (images, the log-mel spectrograms of sounds, clips' first and last
+frames side by side, or the texts).
 A workdir of a streamed dataset, such as one experiments.convert wrote for ImageNet weights,
 gets the plots that need no test split: the filters, --image's feature maps and the curves.
 --kernels instead writes kernels.png: every classic kernel of convjax.nn.convolution_math.KERNELS applied
@@ -30,6 +34,12 @@ _IMAGE = flags.DEFINE_string('image', None,
 _AUDIO = flags.DEFINE_string('audio', None,
                              'A WAV file whose feature maps to draw (a speech model), instead of '
                              'a test recording.')
+_CLIP = flags.DEFINE_string('clip', None,
+                            'A .npy clip whose feature maps to draw (a video model), instead of '
+                            'a test clip.')
+_TEXT = flags.DEFINE_string('text', None,
+                            'A line of text whose feature maps to draw (a text model), instead '
+                            'of a test text.')
 _NUM_WRONG = flags.DEFINE_integer('num_wrong', 16, 'How many confident mistakes to show.')
 _KERNELS = flags.DEFINE_bool('kernels', False, 'Draw the classic-kernels table on a photograph.')
 flags.mark_flags_as_required(['workdir'])
@@ -64,20 +74,26 @@ def main(argv):
 
 
 def _read_example(saved):
-  """(example, title) of the file --image or --audio names, preprocessed for evaluation; None
-  when neither is given. Refuses the flag that does not suit the model in one sentence."""
+  """(example, title) of the file --image, --audio or --clip names (or the --text), preprocessed
+  for evaluation; None when none is given. Refuses a flag that does not suit the model in one
+  sentence."""
   from convjax.deploy import inference
-  audio = saved.info.modality == 'audio'
-  wanted, other = (_AUDIO, _IMAGE) if audio else (_IMAGE, _AUDIO)
-  if other.value:
+  by_modality = {'image': _IMAGE, 'audio': _AUDIO, 'video': _CLIP, 'text': _TEXT}
+  wanted = by_modality[saved.info.modality]
+  if any(flag.value for flag in by_modality.values() if flag is not wanted):
     raise errors.InvalidValueError(f'this model takes {saved.info.modality}: pass its file as '
                                    f'--{wanted.name}=FILE')
   if not wanted.value:
     return None
-  if audio:
+  if wanted is _TEXT:
+    from convjax.data import text
+    return text.encode(wanted.value, saved.input_shape[0], '--text'), repr(wanted.value[:40])
+  if wanted is _AUDIO:
     example, note = inference.read_audio(wanted.value, saved.input_shape)
     if note:
       print(f'note: {note}')
+  elif wanted is _CLIP:
+    example = inference.read_clip(wanted.value, saved.input_shape)
   else:
     example = inference.read_image(wanted.value, saved.input_shape, saved.info.streaming,
                                    saved.config.eval_crop_ratio)
@@ -121,8 +137,23 @@ def draw_kernels(out: str) -> str:
 def draw_filters(saved, out: str) -> str:
   """saved: a saved_run.SavedModel."""
   from convjax.analysis import plots, visualize
-  layer, kernel = visualize.first_conv_filters(saved.model, saved.variables, saved.input_shape)
   path = os.path.join(out, 'filters.png')
+  if saved.info.modality == 'text':  # Filters over bytes: the string each one looks for.
+    layer, weights = visualize.byte_filters(saved.model, saved.variables, saved.input_shape)
+    strings = visualize.preferred_strings(weights)
+    plots.text_table([f'{f:3d} {s!r}' for f, s in enumerate(strings)], path,
+                     f'{saved.config.model} {layer}: the {weights.shape[0]} bytes each of its '
+                     f'{len(strings)} filters responds to most (step {saved.step})',
+                     columns=4)
+    return path
+  layer, kernel = visualize.first_conv_filters(saved.model, saved.variables, saved.input_shape)
+  if kernel.ndim == 5:  # A 3-D net's filters: each one's kernel frames side by side.
+    plots.image_grid(visualize.filter_images(kernel), [f'{f}' for f in range(kernel.shape[-1])],
+                     path, columns=8, symmetric=True,
+                     suptitle=f'{saved.config.model} {layer}: {kernel.shape[-1]} learned '
+                              f"{'x'.join(map(str, kernel.shape[:3]))} filters, time across "
+                              f'(step {saved.step})')
+    return path
   if kernel.ndim == 3:  # A 1-D net's filters on the waveform: a learned filterbank.
     from convjax.data import speech
     peaks = visualize.peak_frequencies(kernel, speech.SAMPLE_RATE)
@@ -149,7 +180,9 @@ def draw_feature_maps(saved, image, title: str, out: str) -> str:
   stages = [('input', image.astype('float32'))] + stages
   path = os.path.join(out, 'feature_maps.png')
   plots.feature_rows(stages, path, time_across=saved.info.modality == 'audio',
-                     suptitle=f'{saved.config.model}: {title}, stage by stage (first 16 maps)')
+                     suptitle=f'{saved.config.model}: {title}, stage by stage '
+                              + ('(one map each, frame by frame)' if image.ndim == 4
+                                 else '(first 16 maps)'))
   return path
 
 
@@ -177,6 +210,13 @@ def draw_predictions(run, num_wrong: int, out: str) -> list[str]:
                f'{run.config.model}: test accuracy {accuracy:.4f} ({len(labels)} examples)',
                paths[0])
   wrong = visualize.confidently_wrong(probabilities, labels, num_wrong)
+  if run.info.modality == 'text':
+    from convjax.data import text
+    plots.text_table([f'#{i} {names[labels[i]]} -> {names[predictions[i]]} '
+                      f'{probabilities[i, predictions[i]]:.2f}: {text.decode(run.test.images[i])[:70]!r}'
+                      for i in wrong], paths[1], 'Most confidently wrong: true -> predicted, '
+                      'probability: text')
+    return paths
   plots.image_grid([_picture(run, run.test.images[i]) for i in wrong],
                    [f'#{i} {names[labels[i]]}\n-> {names[predictions[i]]} '
                     f'{probabilities[i, predictions[i]]:.2f}' for i in wrong], paths[1], columns=8,
@@ -186,7 +226,10 @@ def draw_predictions(run, num_wrong: int, out: str) -> list[str]:
 
 def _picture(run, example: np.ndarray) -> np.ndarray:
   """A test example as a picture: an image as it is, a sound as its log-mel spectrogram
-  [mels, frames] (pitch up, time across)."""
+  [mels, frames] (pitch up, time across), a clip as its first and last frames."""
+  if run.info.modality == 'video':  # First and last frames, a gap between them.
+    gap = np.zeros((example.shape[1], 4), example.dtype)
+    return np.concatenate([example[0, ..., 0], gap, example[-1, ..., 0]], axis=1)
   if run.info.modality == 'audio':
     from convjax.data import speech
     from convjax.nn import spectrogram

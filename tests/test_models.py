@@ -141,6 +141,21 @@ def r2plus1d_count(widths, classes=5):
   return total + dense(c_in, classes)
 
 
+def char_cnn_count(features=128, hidden=512, length=256, classes=12):
+  """Zhang et al. 2015's small net: a 7-wide conv over 256 one-hot byte codes, then 7, 3, 3, 3, 3
+  'VALID' convs of `features`, max pools of 3 after the 1st, 2nd and 6th; two hidden layers."""
+  total = 7 * 256 * features + features + 7 * features ** 2 + features
+  total += 4 * (3 * features ** 2 + features)
+  for kernel, pool in ((7, 3), (7, 3), (3, 1), (3, 1), (3, 1), (3, 3)):
+    length = (length - kernel + 1) // pool
+  return total + dense(length * features, hidden) + dense(hidden, hidden) + dense(hidden, classes)
+
+
+def kim_cnn_count(embedding=32, widths=(3, 4, 5), filters=100, classes=12):
+  return (256 * embedding + sum(w * embedding * filters + filters for w in widths)
+          + dense(len(widths) * filters, classes))
+
+
 EXPECTED_PARAMS = {
     **TORCHVISION,
     'lenet5': 61_706, 'lenet5_elu': 61_706, 'lenet5_1998': 60_000,
@@ -157,10 +172,16 @@ EXPECTED_PARAMS = {
     'c3d_small': spacetime_count((16, 32, 64)),
     'framewise_2d': spacetime_count((24, 56, 112), temporal_kernel=1),
     'r2plus1d_small': r2plus1d_count((16, 32, 64)),
+    'char_cnn': char_cnn_count(),
+    'kim_cnn': kim_cnn_count(),
 }
-# Models of images [height, width, channels], of waveforms [samples, 1], of clips [t, h, w, c].
+# Models of images [height, width, channels], of waveforms [samples, 1] (8 kHz), of byte codes
+# [length, 1], of clips [t, h, w, c].
 IMAGE_MODELS = sorted(n for n in EXPECTED_PARAMS if len(models.get_spec(n).input_shape) == 3)
-SPEECH_MODELS = sorted(n for n in EXPECTED_PARAMS if len(models.get_spec(n).input_shape) == 2)
+SPEECH_MODELS = sorted(n for n in EXPECTED_PARAMS if len(models.get_spec(n).input_shape) == 2
+                       and models.get_spec(n).input_shape[0] == 8000)
+TEXT_MODELS = sorted(n for n in EXPECTED_PARAMS if len(models.get_spec(n).input_shape) == 2
+                     and n not in SPEECH_MODELS)
 VIDEO_MODELS = sorted(n for n in EXPECTED_PARAMS if len(models.get_spec(n).input_shape) == 4)
 
 
@@ -173,7 +194,7 @@ def test_registry_has_every_architecture_of_the_zoo():
 FAMILIES = ('alexnet', 'alexnet_2012', 'zfnet', 'lenet5', 'lenet5_elu', 'lenet5_1998', 'nin',
             'googlenet', 'googlenet_bn', 'googlenet_torchvision', 'densenet121', 'resnet18',
             'resnet50', 'resnet20', 'vgg11', 'vgg11_bn', 'speednet', 'm5', 'logmel_cnn',
-            'c3d_small', 'r2plus1d_small', 'framewise_2d')
+            'c3d_small', 'r2plus1d_small', 'framewise_2d', 'char_cnn', 'kim_cnn')
 
 
 def by_family(names):
@@ -400,16 +421,21 @@ TINY = {
     **{f'm{d}': dict(stem=(8, 80, 4), stages=((8, 1), (16, 1))) for d in (3, 5, 11, 18)},
     'logmel_cnn': dict(widths=(4, 8)),
     **{name: dict(widths=(4, 8)) for name in ('c3d_small', 'r2plus1d_small', 'framewise_2d')},
+    'char_cnn': dict(features=8, hidden=16, convs=((3, 2), (3, 0))),
+    'kim_cnn': dict(embedding=4, filters=4),
 }
 
 
 def tiny_input_shape(name):
   """The input a model's tiny variant is tested on: LeNet's 28x28x1, a quarter second of audio
-  for speech models, four 12x24 frames for video models, else 16x16x3."""
+  for speech models, four 12x24 frames for video models, 64 bytes for text models, else
+  16x16x3."""
   if name in SPEECH_MODELS:
     return (2000, 1)
   if name in VIDEO_MODELS:
     return (4, 12, 24, 1)
+  if name in TEXT_MODELS:
+    return (64, 1)
   return (28, 28, 1) if name.startswith('lenet') else (16, 16, 3)
 
 

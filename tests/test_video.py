@@ -11,7 +11,9 @@ import pytest
 from jax import lax
 
 from convjax import models, parallel
+from convjax.analysis import visualize
 from convjax.data import augment, datasets, video
+from convjax.deploy import inference
 from convjax.nn import conv_backend
 from convjax.training import steps
 
@@ -132,3 +134,28 @@ def test_a_tiny_3d_net_fits_a_handful_of_real_clips():
   logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
                        normalize(clips))
   assert float((jnp.argmax(logits, -1) == labels).mean()) == 1.0
+
+
+def test_a_saved_clip_is_read_at_the_models_shape_and_anything_else_refused(tmp_path):
+  clip = np.random.default_rng(0).integers(0, 255, (8, 36, 72), dtype=np.uint8)
+  np.save(tmp_path / 'clip.npy', clip)
+  read = inference.read_clip(str(tmp_path / 'clip.npy'), (8, 36, 72, 1))
+  np.testing.assert_array_equal(read, clip[..., None])
+  np.save(tmp_path / 'short.npy', clip[:6])
+  with pytest.raises(inference.ClipError, match=r'is uint8 \[6, 36, 72, 1\]; the model takes '
+                                                r'uint8 clips of 8 frames of 36x72'):
+    inference.read_clip(str(tmp_path / 'short.npy'), (8, 36, 72, 1))
+  np.save(tmp_path / 'float.npy', clip.astype(np.float32))
+  with pytest.raises(inference.ClipError, match='is float32'):
+    inference.read_clip(str(tmp_path / 'float.npy'), (8, 36, 72, 1))
+  (tmp_path / 'clip.wav').write_bytes(b'RIFF....WAVE')
+  with pytest.raises(inference.ClipError, match='not a NumPy .npy file'):
+    inference.read_clip(str(tmp_path / 'clip.wav'), (8, 36, 72, 1))
+
+
+def test_a_3d_filter_is_drawn_as_its_frames_side_by_side():
+  kernel = np.arange(3 * 3 * 3 * 2, dtype=np.float32).reshape(3, 3, 3, 1, 2)
+  images = visualize.filter_images(kernel)
+  assert len(images) == 2 and images[0].shape == (3, 11)
+  np.testing.assert_array_equal(images[1][:, 4:7], kernel[1, :, :, 0, 1])
+  assert (images[0][:, 3] == 0).all()

@@ -121,13 +121,15 @@ def feature_rows(stages: Sequence[tuple[str, np.ndarray]], path: str, max_maps: 
                  suptitle: str = '', size: float = 0.9, time_across: bool = False):
   """One row per stage, labelled with its shape. A 2-D stage's first max_maps feature maps
   [h, w, c] sit side by side; a 1-D stage [t, c] spans the row, as a line for one channel (a
-  waveform) or as its first max_maps channels down against time across.
+  waveform) or as its first max_maps channels down against time across; a 3-D stage
+  [t, h, w, c] shows one map frame by frame, the channel whose values vary most over time.
 
   time_across: draw 2-D maps transposed with the origin low, as spectrograms are drawn (their
   first axis is time, their second frequency).
   """
-  columns = min(max_maps, max(maps.shape[-1] for _, maps in stages if maps.ndim == 3)
-                if any(maps.ndim == 3 for _, maps in stages) else max_maps)
+  widths = [maps.shape[-1] for _, maps in stages if maps.ndim == 3]
+  widths += [maps.shape[0] for _, maps in stages if maps.ndim == 4]  # Frames.
+  columns = min(max_maps, max(widths) if widths else max_maps)
   fig, axes = plt.subplots(len(stages), columns + 1, squeeze=False,
                            figsize=(size * (columns + 2.5), size * len(stages) + 0.4),
                            gridspec_kw={'width_ratios': [2.5] + [1] * columns})
@@ -137,6 +139,12 @@ def feature_rows(stages: Sequence[tuple[str, np.ndarray]], path: str, max_maps: 
       ax.axis('off')
     row[0].text(1.0, 0.5, f'{label}\n{"x".join(map(str, maps.shape))}', ha='right',
                 va='center', fontsize=7, transform=row[0].transAxes)
+    if maps.ndim == 4:  # A clip's stage [t, h, w, c]: one channel, frame by frame.
+      channel = int(np.argmax(maps.var(axis=0).mean(axis=(0, 1))))  # The one motion moves most.
+      row[0].texts[0].set_text(f'{label}\n{"x".join(map(str, maps.shape))}\nmap {channel}')
+      for ax, frame in zip(row[1:], maps[..., channel]):
+        ax.imshow(frame, cmap='viridis')
+      continue
     if maps.ndim == 2 or (time_across and maps.shape[-1] == 1):  # A signal or a spectrogram.
       for ax in row[1:]:
         ax.remove()
@@ -196,4 +204,17 @@ def projection(points: np.ndarray, labels: np.ndarray, names: Sequence[str], tit
   ax.set_xticks([])
   ax.set_yticks([])
   ax.legend(fontsize=7, markerscale=3, loc='best')
+  return save(fig, path)
+
+
+def text_table(lines: Sequence[str], path: str, title: str, columns: int = 1):
+  """Lines of text in a monospace figure, in `columns` columns, under a title."""
+  rows = -(-len(lines) // columns)
+  fig, ax = plt.subplots(figsize=(4.2 * columns, 0.18 * rows + 0.6))
+  ax.axis('off')
+  for column in range(columns):
+    chunk = lines[column * rows:(column + 1) * rows]
+    ax.text(column / columns, 1.0, '\n'.join(chunk), family='monospace', fontsize=7, va='top',
+            transform=ax.transAxes)
+  ax.set_title(title, fontsize=9)
   return save(fig, path)

@@ -1,6 +1,7 @@
 """What a trained network computes, as arrays ready to draw: its first layer's filters, the feature
 maps one example (an image, a waveform) produces stage by stage, its confusions and its most
 confident mistakes."""
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -24,9 +25,40 @@ def first_conv_filters(model: nn.Module, variables: dict, input_shape) -> tuple[
   raise errors.InvalidValueError(f'{type(model).__name__} has no convolution layer to draw')
 
 
+def byte_filters(model: nn.Module, variables: dict, input_shape) -> tuple[str, np.ndarray]:
+  """(path, weights [k, 256, filters]) of a text model's first convolution as a function of the
+  input bytes: a one-hot convolution's kernel, or an embedding followed by a convolution folded
+  into one (each byte's embedding times each tap's weights)."""
+  found = [layer for layer in summary.layers(model, input_shape)
+           if layer.kind in ('OneHotConv', 'Embed', 'Conv')]
+  lookup = lambda path: functools.reduce(lambda tree, name: tree[name], path.split('/'),
+                                         variables['params'])
+  if found and found[0].kind == 'OneHotConv':
+    return found[0].path, np.asarray(lookup(found[0].path)['kernel'])
+  if len(found) > 1 and found[0].kind == 'Embed' and found[1].kind == 'Conv':
+    table = np.asarray(lookup(found[0].path)['embedding'])  # [256, e]
+    kernel = np.asarray(lookup(found[1].path)['kernel'])  # [k, e, filters]
+    return found[1].path, np.einsum('be,kef->kbf', table, kernel)
+  raise errors.InvalidValueError(f'{type(model).__name__} reads no bytes through a convolution')
+
+
+def preferred_strings(weights: np.ndarray) -> list[str]:
+  """Per filter of weights [k, 256, filters], the k bytes that excite it most (the best byte at
+  each tap), as text; bytes that are no printable ASCII character are shown as '·'."""
+  best = weights.argmax(axis=1)  # [k, filters]
+  show = lambda b: chr(b) if 32 <= b < 127 else '·'
+  return [''.join(show(int(b)) for b in best[:, f]) for f in range(weights.shape[-1])]
+
+
 def filter_images(kernel: np.ndarray) -> list[np.ndarray]:
   """One image per filter: [kh, kw] for one input channel, else [kh, kw, 3] for RGB-like input
-  (the first three channels), so colour filters are seen as colours."""
+  (the first three channels), so colour filters are seen as colours. A 3-D kernel
+  [kt, kh, kw, 1, filters] gives [kh, kt * (kw + 1) - 1]: its frames side by side, a zero column
+  between them."""
+  if kernel.ndim == 5:
+    separated = np.pad(kernel[..., 0, :], ((0, 0), (0, 0), (0, 1), (0, 0)))  # [kt, kh, kw+1, f]
+    rows = np.concatenate(list(separated), axis=1)[:, :-1]  # [kh, kt * (kw + 1) - 1, f]
+    return [rows[..., f] for f in range(kernel.shape[-1])]
   if kernel.shape[2] == 1:
     return [kernel[:, :, 0, f] for f in range(kernel.shape[3])]
   return [kernel[:, :, :3, f] for f in range(kernel.shape[3])]

@@ -1,9 +1,10 @@
 """The dataset catalogue, and loading datasets into host memory or opening them for streaming.
 
 Every dataset is named as in tensorflow-datasets, except scikit-learn's bundled `digits`. Each has
-a modality: images [h, w, c], audio (waveforms [samples, 1], convjax/data/speech.py) or video
-(clips [frames, h, w, c], convjax/data/video.py); the arrays called "images" below are those
-examples, whatever their modality.
+a modality: images [h, w, c], audio (waveforms [samples, 1], convjax/data/speech.py), video
+(clips [frames, h, w, c], convjax/data/video.py) or text (UTF-8 bytes [length, 1],
+convjax/data/text.py); the arrays called "images" below are those examples, whatever their
+modality.
 `CATALOGUE` documents each one's preprocessing: its normalisation statistics (per channel, in
 [0, 1] pixel units, of the training split), whether a horizontal flip keeps the class, and
 whether it is small enough to hold in memory.
@@ -49,7 +50,7 @@ class DatasetInfo:
   eval_split: the TFDS split used as the test set.
   idx: also readable from local MNIST-style IDX files.
   label_names: what each class index means, where the dataset documents it.
-  modality: 'image', 'audio' or 'video': what an example is, and which loader reads it.
+  modality: 'image', 'audio', 'video' or 'text': what an example is, and which loader reads it.
   splits: the ways the dataset divides into train and test that `load` takes; the first is the
     default (spoken_digit also holds out each speaker in turn: 'speaker:NAME').
   """
@@ -69,8 +70,8 @@ class DatasetInfo:
 
   @property
   def example_noun(self) -> str:
-    """What one example is called in progress lines: 'image' or 'clip'."""
-    return 'image' if self.modality == 'image' else 'clip'
+    """What one example is called in progress lines: 'image', 'clip' or 'text'."""
+    return {'image': 'image', 'text': 'text'}.get(self.modality, 'clip')
 
 
 _DIGITS = tuple(str(i) for i in range(10))
@@ -116,6 +117,17 @@ CATALOGUE = {info.name: info for info in [
     DatasetInfo('moving_fashion_mnist', 5, (8, 36, 72, 1), (0.1660,), (0.3056,),
                 'the 12,000 training clips', flip=True,
                 label_names=tuple(_FASHION[c] for c in (0, 1, 7, 8, 9)), modality='video'),
+    # Debian's fortune files as UTF-8 bytes (convjax/data/text.py). Byte codes pass through
+    # normalisation unchanged: (x / 255 - 0) / (1 / 255) = x; the models round them back.
+    DatasetInfo('fortunes_language', 12, (256, 1), (0.0,), (1 / 255,),
+                'byte codes, not normalised', flip=False, modality='text',
+                label_names=('en', 'de', 'es', 'it', 'pl', 'ru', 'cs', 'zh', 'eo', 'pt-BR', 'bg',
+                             'ga')),
+    DatasetInfo('fortunes_topic', 17, (256, 1), (0.0,), (1 / 255,),
+                'byte codes, not normalised', flip=False, modality='text',
+                label_names=('art', 'computers', 'cookie', 'definitions', 'fortunes', 'knghtbrd',
+                             'linux', 'men-women', 'miscellaneous', 'people', 'platitudes',
+                             'politics', 'science', 'songs-poems', 'wisdom', 'work', 'zippy')),
 ]}
 NUM_CLASSES = {name: info.num_classes for name, info in CATALOGUE.items()}
 DATA_SOURCES = ('auto', 'idx', 'tfds')
@@ -245,11 +257,15 @@ def check_split(info: DatasetInfo, split: str) -> str:
 
 
 def _load_other_modality(info: DatasetInfo, data_dir, source, download, split) -> Dataset:
-  """Audio read by convjax/data/speech.py, video made by convjax/data/video.py."""
+  """Audio read by convjax/data/speech.py, video made by convjax/data/video.py, text read by
+  convjax/data/text.py."""
   # Imported here: both build on this module's Split and Dataset.
   if info.modality == 'video':
     from convjax.data import video
     return video.load_moving_fashion_mnist(info, data_dir, source, download)
+  if info.modality == 'text':
+    from convjax.data import text
+    return text.load_fortunes(info, data_dir)
   from convjax.data import speech
   return speech.load_spoken_digit(info, data_dir, source, download, split)
 

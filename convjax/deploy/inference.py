@@ -1,12 +1,15 @@
-"""Classifying files with a workdir's model: images of any size or mode, or WAV files, in; the top
-classes by name out.
+"""Classifying files with a workdir's model: images of any size or mode, WAV files, clips saved
+as NumPy arrays, or lines of text, in; the top classes by name out.
 
 Each image goes through its dataset's evaluation preprocessing: greyscale or RGB to match the
 model's channels, then, for streamed (ImageNet-size) datasets, the shorter side resized to
 size / eval_crop_ratio and the central square cropped, as evaluation does; for in-memory datasets
 a resize to the training images' height and width. Each WAV file is read as mono, resampled to
 the model's rate where it differs (saying so) and centred in the clip length the model was trained
-on (convjax/data/speech.py). Then the dataset's normalisation.
+on (convjax/data/speech.py). Each clip (.npy, uint8 [frames, height, width, channels] or
+[frames, height, width]) must have the model's shape. A text becomes its UTF-8 bytes
+(convjax/data/text.py: empty texts, control characters and texts longer than the model reads are
+refused). Then the dataset's normalisation.
 """
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -14,12 +17,16 @@ from PIL import Image, UnidentifiedImageError
 import jax
 
 from convjax import errors
-from convjax.data import speech, streaming
+from convjax.data import speech, streaming, text
 from convjax.training import saved_run
 
 
 class ImageError(errors.UserError, ValueError):
   """An image file that cannot be read."""
+
+
+class ClipError(errors.UserError, ValueError):
+  """A clip file that cannot be read, or of the wrong shape."""
 
 
 def read_image(path: str, input_shape: tuple[int, int, int], streamed: bool,
@@ -53,9 +60,41 @@ def read_audio(path: str, input_shape: tuple[int, int]) -> tuple[np.ndarray, str
   return speech.to_int16(speech.fit_length(waveform, input_shape[0]))[:, None], note
 
 
+def read_clip(path: str, input_shape: tuple[int, int, int, int]) -> np.ndarray:
+  """A clip saved with numpy.save -> uint8 [frames, height, width, channels] of input_shape.
+
+  Takes uint8 arrays [frames, height, width, channels], or [frames, height, width] for one
+  channel; refuses any other shape, dtype or file in one sentence.
+  """
+  try:
+    with open(path, 'rb') as f:
+      numpy_file = f.read(6) == b'\x93NUMPY'  # numpy.load would try to unpickle anything else.
+    clip = np.load(path, allow_pickle=False) if numpy_file else None
+  except (OSError, ValueError) as e:
+    reason = getattr(e, 'strerror', None) or str(e)
+    raise ClipError(f"cannot read clip '{path}' as a NumPy .npy array: {reason}") from None
+  if clip is None:
+    raise ClipError(f"cannot read clip '{path}': not a NumPy .npy file (save clips with "
+                    'numpy.save)')
+  if clip.ndim == len(input_shape) - 1 and input_shape[-1] == 1:
+    clip = clip[..., None]
+  frames, height, width, channels = input_shape
+  if clip.dtype != np.uint8 or clip.shape != tuple(input_shape):
+    raise ClipError(f"clip '{path}' is {clip.dtype} {list(clip.shape)}; the model takes uint8 "
+                    f'clips of {frames} frames of {height}x{width} with {channels} channel(s), '
+                    f'[{frames}, {height}, {width}, {channels}]')
+  return clip
+
+
 def read_examples(saved: saved_run.SavedModel, paths: list[str]) -> tuple[np.ndarray, list[str]]:
   """Every file as the model's example, stacked [n, *input_shape], and the notes made on the way.
-  Reads every file before returning, so one unreadable file stops the whole call."""
+  Reads every file before returning, so one unreadable file stops the whole call. For a text
+  model, `paths` are the texts themselves."""
+  if saved.info.modality == 'text':
+    return np.stack([text.encode(t, saved.input_shape[0], f'text {i + 1}')
+                     for i, t in enumerate(paths)]), []
+  if saved.info.modality == 'video':
+    return np.stack([read_clip(p, saved.input_shape) for p in paths]), []
   if saved.info.modality == 'audio':
     read = [read_audio(p, saved.input_shape) for p in paths]
     return np.stack([example for example, _ in read]), [note for _, note in read if note]
@@ -66,8 +105,8 @@ def read_examples(saved: saved_run.SavedModel, paths: list[str]) -> tuple[np.nda
 
 def classify(saved: saved_run.SavedModel, paths: list[str], top_k: int = 5,
              notes: list | None = None) -> list[dict]:
-  """Every file through `saved`'s model: [{'image' or 'audio': path, 'top_k': [...]}], best
-  first. Appends to `notes` what reading changed (resampling)."""
+  """Every file (or text) through `saved`'s model: [{'image', 'audio', 'clip' or 'text': path,
+  'top_k': [...]}], best first. Appends to `notes` what reading changed (resampling)."""
   images, read_notes = read_examples(saved, paths)
   if notes is not None:
     notes += read_notes
@@ -75,6 +114,6 @@ def classify(saved: saved_run.SavedModel, paths: list[str], top_k: int = 5,
   names = saved.label_names
   if len(names) != probabilities.shape[1]:  # A model converted with another number of classes.
     names = tuple(str(i) for i in range(probabilities.shape[1]))
-  key = 'audio' if saved.info.modality == 'audio' else 'image'
+  key = {'audio': 'audio', 'video': 'clip', 'text': 'text'}.get(saved.info.modality, 'image')
   return [{key: path, 'top_k': top}
           for path, top in zip(paths, top_classes(probabilities, names, top_k))]

@@ -14,7 +14,7 @@ import jax
 from convjax import errors
 from convjax.nn import layers
 from convjax.models import (alexnet, densenet, googlenet, lenet, nin, resnet, speech, speednet,
-                            vgg, video)
+                            text, vgg, video)
 
 # ImageNet-size models switch to their small-image variant (spec.small_inputs) below this size.
 SMALL_INPUT_SIZE = 64
@@ -50,6 +50,7 @@ _SMALL_STEM = {'stem': 'small'}
 _GOOGLENET_HEAD = ('classifier', 'aux_*')  # The auxiliary classifiers are heads too.
 _FSDD = dict(input_shape=(8000, 1), num_classes=10)  # One second of 8 kHz audio (FSDD's digits).
 _MOVING = dict(input_shape=(8, 36, 72, 1), num_classes=5)  # A Moving Fashion-MNIST clip.
+_FORTUNES = dict(input_shape=(256, 1), num_classes=12)  # A quote's first 256 UTF-8 bytes.
 _DAI = 'Dai et al. 2017, Very Deep Convolutional Neural Networks for Raw Waveforms'
 _RESNET = 'He et al. 2015, Deep Residual Learning for Image Recognition'
 _VGG = 'Simonyan & Zisserman 2014, Very Deep Convolutional Networks'
@@ -127,6 +128,13 @@ _REGISTRY: dict[str, ModelSpec] = {
     'logmel_cnn': ModelSpec(speech.LogMelNet, **_FSDD,
                             paper='log-mel spectrogram + VGG-style 2-D convnet, after Sainath & '
                                   'Parada 2015 and Tang & Lin 2018'),
+    # Text (1-D input: byte codes [length, 1]).
+    'char_cnn': ModelSpec(text.CharCNNSmall, **_FORTUNES,
+                          paper='Zhang, Zhao & LeCun 2015, Character-level Convolutional Networks '
+                                'for Text Classification, small model over bytes, halved'),
+    'kim_cnn': ModelSpec(text.KimCNN, **_FORTUNES,
+                         paper='Kim 2014, Convolutional Neural Networks for Sentence '
+                               'Classification, over bytes'),
     # Video (3-D input: clips [frames, height, width, channels]).
     'c3d_small': ModelSpec(video.C3DSmall, **_MOVING,
                            paper='Tran et al. 2015, Learning Spatiotemporal Features with 3D '

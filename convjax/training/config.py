@@ -5,7 +5,7 @@ import math
 from convjax import errors, models
 from convjax.data import datasets, randaugment, sampling
 from convjax.nn import conv_backend
-from convjax.training import optimizer
+from convjax.training import baseline, optimizer
 
 
 class ConfigError(errors.UserError, ValueError):
@@ -130,6 +130,10 @@ def _check_modality(config) -> None:
     raise ConfigError(f"model '{config.model}' takes {_kind(spec.input_shape)} but dataset "
                       f"'{config.dataset}' holds {info.modality} {list(info.image_shape)}; "
                       f"models for it: {', '.join(_models_for(info))}")
+  try:
+    baseline.check(config.get('baseline', ''), config.dataset)
+  except errors.InvalidValueError as e:
+    raise ConfigError(f'baseline: {e}') from None
   if info.modality == 'image':
     return
   for field in _IMAGE_ONLY:

@@ -16,8 +16,9 @@ import numpy as np
 from convjax import errors, parallel
 from convjax.data import datasets, pipeline as pipeline_lib
 from convjax.nn import conv_backend
-from convjax.training import (builder, checkpoint, config as config_lib, finetune, inputs, metrics,
-                              run_identity, steps, stopping, workdir as workdir_lib)
+from convjax.training import (baseline, builder, checkpoint, config as config_lib, finetune,
+                              inputs, metrics, run_identity, steps, stopping,
+                              workdir as workdir_lib)
 
 
 class NonFiniteLossError(errors.UserError, FloatingPointError):
@@ -182,7 +183,7 @@ def _train_and_report(loop: _Loop, state: steps.TrainState, start_step: int,
     if loop.peak_memory_bytes is not None:
       trained['peak_memory_bytes'] = loop.peak_memory_bytes
     final = {**evaluate_timed(loop.run.p_eval_step, state, loop.pipeline.eval_batches()),
-             **trained}
+             **trained, **baseline.evaluate(config)}
     final['wall_seconds'] = time.time() - start_time  # This run's, from start to final figures.
     if last_step > start_step:  # Else this workdir's metrics already end with it.
       loop.writer.write(last_step, final)
@@ -203,7 +204,8 @@ def _train_and_report(loop: _Loop, state: steps.TrainState, start_step: int,
   stopped = (f' (training budget of {config.train_budget_seconds:g} s reached at step {last_step})'
              if last_step < loop.run.total_steps else '')
   extra = ''.join(f', {label} {final[key]:.4f}' for key, label in (
-      ('ema_test_accuracy', 'EMA'), ('tta_test_accuracy', 'flip TTA')) if key in final)
+      ('ema_test_accuracy', 'EMA'), ('tta_test_accuracy', 'flip TTA'),
+      ('baseline_test_accuracy', f'{config.baseline} baseline')) if key in final)
   loop.progress.message(
       f"done: {config.model} on {config.dataset}, test accuracy {final['test_accuracy']:.4f}"
       f"{extra} ({final['num_test_examples']} {noun}s), wall time {final['wall_seconds']:.1f} s, "
@@ -217,7 +219,7 @@ def _evaluate_test_set(loop: _Loop, state: steps.TrainState) -> dict:
 
 
 # Progress lines' rate unit, by example noun.
-_RATE_UNIT = {'image': 'img', 'clip': 'clip'}
+_RATE_UNIT = {'image': 'img', 'clip': 'clip', 'text': 'text'}
 
 
 def _setup(run: builder.Run, workdir: str, pipeline: pipeline_lib.Pipeline,

@@ -1,0 +1,161 @@
+"""Text as bytes: Debian's fortune files, for sentence-level language identification and topic
+classification.
+
+Every text is its UTF-8 bytes, cut or zero-padded to a fixed length: uint8 [length, 1], one
+channel of byte codes 1..255 (0 pads; no text holds a NUL). Bytes need no vocabulary, every
+script (Latin, Cyrillic, Chinese) is covered, and a character-level net reads multi-byte
+characters as the short byte patterns they are.
+
+Datasets (Debian packages, installed by .ci/setup; FORTUNES_DIR):
+- `fortunes_language`: quotes in 12 languages (`fortunes` and `fortunes-min` for English,
+  `fortunes-de`, `-es`, `-it`, `-pl`, `-ru`, `-cs`, `-zh`, `-eo`, `-br` (Brazilian Portuguese),
+  `-bg`, `-ga`); the label is the quote's language.
+- `fortunes_topic`: the English quotes of the categories with at least MIN_TOPIC_QUOTES quotes
+  (the file a quote comes from is its topic).
+
+Splits are deterministic and deduplicated: identical texts (after collapsing whitespace) are kept
+once, and a text is a test text when the SHA-256 of its bytes falls in the lowest TEST_FRACTION of
+hashes, so the same text is always on the same side, on every machine.
+"""
+import hashlib
+import os
+import re
+
+import numpy as np
+
+from convjax import errors
+from convjax.data import datasets
+
+FORTUNES_DIR = '/usr/share/games/fortunes'
+TEST_FRACTION = 0.1
+MIN_TOPIC_QUOTES = 300
+MAX_QUOTE_BYTES = 1024  # Longer entries are ASCII art or whole stories, not quotes.
+# The English categories: the `fortunes` package's 36 files and `fortunes-min`'s 3.
+ENGLISH = ('art', 'ascii-art', 'computers', 'cookie', 'debian', 'definitions', 'disclaimer',
+           'drugs', 'education', 'ethnic', 'food', 'fortunes', 'goedel', 'humorists', 'kids',
+           'knghtbrd', 'law', 'linux', 'linuxcookie', 'literature', 'love', 'magic', 'medicine',
+           'men-women', 'miscellaneous', 'news', 'paradoxum', 'people', 'perl', 'pets',
+           'platitudes', 'politics', 'pratchett', 'riddles', 'science', 'songs-poems', 'sports',
+           'startrek', 'tao', 'translate-me', 'wisdom', 'work', 'zippy')
+# Language -> (Debian package, fortune files relative to FORTUNES_DIR: a directory means all of
+# its files).
+LANGUAGES = {
+    'en': ('fortunes', ENGLISH), 'de': ('fortunes-de', ('de',)), 'es': ('fortunes-es', ('es',)),
+    'it': ('fortunes-it', ('it',)), 'pl': ('fortunes-pl', ('pl',)),
+    'ru': ('fortunes-ru', ('ru',)), 'cs': ('fortunes-cs', ('cs',)),
+    'zh': ('fortunes-zh', ('chinese', 'song100', 'tang300')), 'eo': ('fortunes-eo', ('eo',)),
+    'pt-BR': ('fortunes-br', ('brasil',)), 'bg': ('fortunes-bg', ('bg',)),
+    'ga': ('fortunes-ga', ('ga',)),
+}
+
+
+class TextError(errors.UserError, ValueError):
+  """A text that cannot be classified: empty, not UTF-8, with control bytes, or too long."""
+
+
+def encode(text: str, length: int, source: str = 'the text') -> np.ndarray:
+  """A text -> uint8 [length, 1], its UTF-8 bytes zero-padded. Refuses, in one sentence, an empty
+  text, a NUL or other control character (other than tab and newline: the unknown characters of
+  a byte-level model, which no training text holds), text that is not valid UTF-8, and a text
+  longer than `length` bytes: classifying its first part only would answer another question."""
+  if not text.strip():
+    raise TextError(f'{source} is empty; give a line of text')
+  bad = [c for c in text if ord(c) < 32 and c not in '\t\n' or ord(c) == 127]
+  if bad:
+    raise TextError(f'{source} holds the control character {bad[0]!r}, which no training text '
+                    'has; remove it')
+  try:
+    data = text.encode('utf-8')
+  except UnicodeEncodeError:  # Undecodable bytes from the command line arrive as surrogates.
+    raise TextError(f'{source} is not valid UTF-8; re-encode it') from None
+  if len(data) > length:
+    raise TextError(f'{source} is {len(data)} bytes long in UTF-8; this model reads at most '
+                    f'{length} (shorten it, or classify its parts)')
+  return np.frombuffer(data.ljust(length, b'\0'), np.uint8)[:, None].copy()
+
+
+def decode(codes: np.ndarray) -> str:
+  """uint8 [length, 1] -> the text (its bytes up to the padding; broken characters replaced)."""
+  return bytes(codes[:, 0]).rstrip(b'\0').decode('utf-8', errors='replace')
+
+
+def read_fortunes(path: str) -> list[str]:
+  """The quotes of one fortune file: entries separated by lines holding only '%', with
+  whitespace collapsed; empty entries and those over MAX_QUOTE_BYTES dropped. Invalid UTF-8
+  bytes (a few files have Latin-1 ones) are replaced."""
+  with open(path, 'rb') as f:
+    content = f.read().decode('utf-8', errors='replace').replace('\r\n', '\n')
+  quotes = [' '.join(entry.split()) for entry in re.split(r'^%$', content, flags=re.M)]
+  return [q for q in quotes if q and len(q.encode('utf-8')) <= MAX_QUOTE_BYTES]
+
+
+def _fortune_files(root: str, name: str) -> list[str]:
+  """The fortune files at root/name: the file itself, or every file of the directory (not the
+  .dat indexes, nor the .u8 copies)."""
+  path = os.path.join(root, name)
+  if os.path.isfile(path):
+    return [path]
+  if not os.path.isdir(path):
+    return []
+  return [os.path.join(path, f) for f in sorted(os.listdir(path))
+          if os.path.isfile(os.path.join(path, f)) and not f.endswith(('.dat', '.u8'))]
+
+
+def _missing(packages: list[str], root: str) -> datasets.DatasetNotFoundError:
+  return datasets.DatasetNotFoundError(
+      f"no fortune files of {', '.join(packages)} in {root}; install them with `sudo apt-get "
+      f"install {' '.join(packages)}` (Debian, Ubuntu), or pass --config.data_dir=DIR holding "
+      'the same files')
+
+
+def is_test(text: str) -> bool:
+  """Whether `text` belongs to the test split: the first 8 bytes of its SHA-256, as a fraction of
+  2^64, below TEST_FRACTION."""
+  digest = hashlib.sha256(text.encode('utf-8')).digest()
+  return int.from_bytes(digest[:8], 'big') < TEST_FRACTION * 2 ** 64
+
+
+def labelled_texts(name: str, root: str | None = None) -> tuple[list[tuple[str, int]], tuple]:
+  """(text, label) pairs of dataset `name`, each text once, and the label names."""
+  root = root or FORTUNES_DIR
+  if name == 'fortunes_language':
+    groups = {language: [f for file in files for f in _fortune_files(root, file)]
+              for language, (_, files) in LANGUAGES.items()}
+    missing = [LANGUAGES[language][0] for language, files in groups.items() if not files]
+  else:
+    groups = {topic: _fortune_files(root, topic) for topic in ENGLISH}
+    missing = ['fortunes'] if not any(groups.values()) else []
+  if missing:
+    raise _missing(missing, root)
+  quotes = {label: [q for path in files for q in read_fortunes(path)]
+            for label, files in groups.items()}
+  if name == 'fortunes_topic':
+    quotes = {topic: q for topic, q in quotes.items() if len(set(q)) >= MIN_TOPIC_QUOTES}
+  names = tuple(quotes)
+  seen, pairs = {}, []
+  for label, texts in enumerate(quotes.values()):
+    for text in texts:
+      if text not in seen:  # A text in two files keeps its first label.
+        seen[text] = label
+        pairs.append((text, label))
+  return pairs, names
+
+
+def load_fortunes(info: datasets.DatasetInfo, data_dir: str | None) -> datasets.Dataset:
+  """Fortune quotes as uint8 [n, length, 1] byte codes (cut to info's length) and labels."""
+  pairs, names = labelled_texts(info.name, data_dir)
+  if names != info.label_names:
+    raise datasets.DatasetNotFoundError(
+        f"the fortune files in {data_dir or FORTUNES_DIR} give the classes {', '.join(names)}, "
+        f"not the catalogue's {', '.join(info.label_names)}")
+  length = info.image_shape[0]
+  split = lambda test: datasets.Split(
+      np.stack([_cut(text, length) for text, _ in pairs if is_test(text) == test]),
+      np.array([label for text, label in pairs if is_test(text) == test], np.int32))
+  return datasets.Dataset(info, split(False), split(True))
+
+
+def _cut(text: str, length: int) -> np.ndarray:
+  """uint8 [length, 1]: the text's first `length` UTF-8 bytes, zero-padded."""
+  data = text.encode('utf-8')[:length]
+  return np.frombuffer(data.ljust(length, b'\0'), np.uint8)[:, None]
