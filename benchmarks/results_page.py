@@ -4,8 +4,8 @@
   python -m benchmarks.results_page --check   # exits 1 when docs/results.md is out of date
 
 Every figure on the page comes from a file here: fashion_mnist.csv, spoken_digit.csv,
-moving_fashion_mnist.csv, fortunes_language.csv and fortunes_topic.csv (training runs, written by
-benchmarks.training_results), comparisons.csv (one line per experiments.compare run, whose
+moving_fashion_mnist.csv, fortunes_language.csv, fortunes_topic.csv and words_language.csv
+(training runs, written by benchmarks.training_results), comparisons.csv (one line per experiments.compare run, whose
 tables are DIRECTORY/comparison.csv), finetune_digits.csv, the parity and PyTorch JSON files of
 benchmarks.torchvision_parity and benchmarks.vs_pytorch, and test_suite.csv. To add history, add
 rows to those files and rerun the command.
@@ -91,14 +91,14 @@ def moving_fashion_mnist_section() -> str:
       training_results.markdown(rows)])
 
 
-def fortunes_section(dataset: str, title: str, classes: str) -> str:
+def text_section(dataset: str, title: str, what: str) -> str:
   rows = read_csv(f'{dataset}.csv')
   return '\n'.join([
       f'## Training runs on {title}',
       '',
-      f'Debian\'s fortune quotes as UTF-8 bytes ([text.md](text.md)), {classes}; about 10% of',
-      'the distinct texts are test texts, by hash. The n-gram baseline is a character 1- to 3-gram',
-      'logistic regression trained in the same command on the same bytes. Source:',
+      f'{what} as UTF-8 bytes ([text.md](text.md)); about 10% of the distinct texts are test',
+      'texts, by hash. The n-gram baseline is a character 1- to 3-gram logistic regression',
+      'trained in the same command on the same bytes. Source: '
       f'`{dataset}.csv`, one row per run.',
       '',
       training_results.markdown(rows)])
@@ -189,11 +189,15 @@ def render() -> str:
   """Returns docs/results.md as the result files give it."""
   trained = [(name, section) for name, section in (
       ('moving_fashion_mnist', moving_fashion_mnist_section),
-      ('fortunes_language', functools.partial(fortunes_section, 'fortunes_language',
-                                              'quotes in 12 languages', 'the label the language')),
-      ('fortunes_topic', functools.partial(fortunes_section, 'fortunes_topic',
-                                           'English quotes by topic',
-                                           'the label one of 17 fortune files')))
+      ('fortunes_language', functools.partial(
+          text_section, 'fortunes_language', 'quotes in 12 languages',
+          "Debian's fortune quotes, the label the language,")),
+      ('fortunes_topic', functools.partial(
+          text_section, 'fortunes_topic', 'English quotes by topic',
+          "Debian's English fortune quotes, the label one of 17 fortune files,")),
+      ('words_language', functools.partial(
+          text_section, 'words_language', 'words in 14 languages',
+          "Single words from Debian's word lists, the label the language,")))
              if os.path.exists(os.path.join(RESULTS, f'{name}.csv'))]  # Datasets with results.
   sections = [fashion_mnist_section(), spoken_digit_section(),
               *(section() for _, section in trained), comparisons_section(), finetune_section(),

@@ -95,7 +95,7 @@ def test_catalogue_names_match_the_issue_and_tfds():
   assert datasets.list_datasets() == ['cifar10', 'cifar100', 'digits', 'fashion_mnist',
                                       'fortunes_language', 'fortunes_topic', 'imagenet2012',
                                       'imagenette', 'kmnist', 'mnist', 'moving_fashion_mnist',
-                                      'spoken_digit', 'svhn_cropped']
+                                      'spoken_digit', 'svhn_cropped', 'words_language']
   assert datasets.NUM_CLASSES['cifar100'] == 100 and datasets.NUM_CLASSES['imagenet2012'] == 1000
 
 

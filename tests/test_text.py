@@ -17,6 +17,8 @@ from convjax.models import text as text_models
 from convjax.nn import layers
 from convjax.training import baseline, steps
 
+HAVE_WORD_LISTS = all(os.path.isfile(os.path.join(text.DICT_DIR, names[0]))
+                      for _, names in text.WORD_LISTS.values())
 HAVE_FORTUNES = all(text._fortune_files(text.FORTUNES_DIR, files[0])
                     for _, files in text.LANGUAGES.values())
 needs_fortunes = pytest.mark.skipif(
@@ -73,7 +75,9 @@ def test_the_test_split_is_a_tenth_by_hash_whatever_the_order():
 
 
 @needs_fortunes
-@pytest.mark.parametrize('name', ['fortunes_language', 'fortunes_topic'])
+@pytest.mark.parametrize('name', ['fortunes_language', 'fortunes_topic', pytest.param(
+    'words_language', marks=[pytest.mark.slow, pytest.mark.skipif(
+        not HAVE_WORD_LISTS, reason="Debian's word lists are not installed")])])
 def test_real_splits_are_disjoint_deduplicated_and_cover_every_class(name):
   dataset = datasets.load(name)
   info = dataset.info
@@ -81,7 +85,7 @@ def test_real_splits_are_disjoint_deduplicated_and_cover_every_class(name):
   test = {bytes(x) for x in dataset.test.images[..., 0]}
   assert dataset.train.images.shape[1:] == info.image_shape
   assert len(test) > 0.08 * (len(train) + len(test))
-  pairs, _ = text.labelled_texts(name)
+  pairs, _ = text.labelled_words() if name == 'words_language' else text.labelled_texts(name)
   assert len(dataset.train) + len(dataset.test) == len(pairs) == len({t for t, _ in pairs})
   # Distinct texts may share their first 256 bytes; whole texts never cross the split.
   assert not {t for t, _ in pairs if text.is_test(t)} & {t for t, _ in pairs
@@ -156,3 +160,23 @@ def test_a_filter_tuned_to_a_string_shows_that_string():
                    for name, key in (('Embed_0', 'embedding'), ('Conv_0', 'kernel')))
   assert path == 'Conv_0' and folded.shape == (3, 256, 5)
   np.testing.assert_allclose(folded[1, 65], table[65] @ kernel[1], rtol=1e-5)
+
+
+def test_word_lists_in_either_encoding_leave_out_possessives_and_ambiguous_words(tmp_path):
+  for language, (_, names) in text.WORD_LISTS.items():
+    for name in names:
+      words = [f'{language}word', "cat's", 'radio', 'smörgås' if language == 'sv' else 'x' * 40]
+      data = '\n'.join(words).encode('latin-1' if language == 'sv' else 'utf-8')
+      (tmp_path / name).write_bytes(data)
+  pairs, names = text.labelled_words(str(tmp_path))
+  assert names == datasets.get_info('words_language').label_names
+  words = {w for w, _ in pairs}
+  assert 'radio' not in words and "cat's" not in words  # In every list; a possessive.
+  assert ('svword', names.index('sv')) in pairs and ('enword', 0) in pairs
+  assert ('smörgås', names.index('sv')) in pairs  # Read from ISO-8859-1.
+  assert not any(len(w.encode()) > text.MAX_WORD_BYTES for w in words)
+
+
+def test_missing_word_lists_name_their_packages(tmp_path):
+  with pytest.raises(datasets.DatasetNotFoundError, match='no word lists of wamerican, wbritish'):
+    text.labelled_words(str(tmp_path))

@@ -128,6 +128,10 @@ CATALOGUE = {info.name: info for info in [
                 label_names=('art', 'computers', 'cookie', 'definitions', 'fortunes', 'knghtbrd',
                              'linux', 'men-women', 'miscellaneous', 'people', 'platitudes',
                              'politics', 'science', 'songs-poems', 'wisdom', 'work', 'zippy')),
+    DatasetInfo('words_language', 14, (32, 1), (0.0,), (1 / 255,),
+                'byte codes, not normalised', flip=False, modality='text',
+                label_names=('en', 'fr', 'de', 'es', 'it', 'pt', 'nl', 'da', 'sv', 'ca', 'fo', 'gl',
+                             'no', 'pl')),
 ]}
 NUM_CLASSES = {name: info.num_classes for name, info in CATALOGUE.items()}
 DATA_SOURCES = ('auto', 'idx', 'tfds')

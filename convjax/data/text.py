@@ -12,12 +12,19 @@ Datasets (Debian packages, installed by .ci/setup; FORTUNES_DIR):
   `-bg`, `-ga`); the label is the quote's language.
 - `fortunes_topic`: the English quotes of the categories with at least MIN_TOPIC_QUOTES quotes
   (the file a quote comes from is its topic).
+- `words_language`: single words of 14 languages from Debian's word lists (DICT_DIR; `wamerican`
+  and `wbritish`, `wfrench`, `wngerman`, `wspanish`, `witalian`, `wportuguese` and `wbrazilian`,
+  `wdutch`, `wdanish`, `wswedish`, `wcatalan`, `wfaroese`, `wgalician-minimos`, `wnorwegian`
+  (bokmål), `wpolish`): WORDS_PER_LANGUAGE of each. A word in the lists of several languages
+  ("radio", "film") has no one answer and is left out.
 
 Splits are deterministic and deduplicated: identical texts (after collapsing whitespace) are kept
 once, and a text is a test text when the SHA-256 of its bytes falls in the lowest TEST_FRACTION of
 hashes, so the same text is always on the same side, on every machine.
 """
+import collections
 import hashlib
+import heapq
 import os
 import re
 
@@ -46,6 +53,23 @@ LANGUAGES = {
     'zh': ('fortunes-zh', ('chinese', 'song100', 'tang300')), 'eo': ('fortunes-eo', ('eo',)),
     'pt-BR': ('fortunes-br', ('brasil',)), 'bg': ('fortunes-bg', ('bg',)),
     'ga': ('fortunes-ga', ('ga',)),
+}
+
+
+DICT_DIR = '/usr/share/dict'
+WORDS_PER_LANGUAGE = 10_000
+MAX_WORD_BYTES = 32
+# Language -> (Debian packages, word lists relative to DICT_DIR). English and Portuguese pool
+# their two spellings; a word is a word of each list that holds it.
+WORD_LISTS = {
+    'en': (('wamerican', 'wbritish'), ('american-english', 'british-english')),
+    'fr': (('wfrench',), ('french',)), 'de': (('wngerman',), ('ngerman',)),
+    'es': (('wspanish',), ('spanish',)), 'it': (('witalian',), ('italian',)),
+    'pt': (('wportuguese', 'wbrazilian'), ('portuguese', 'brazilian')),
+    'nl': (('wdutch',), ('dutch',)), 'da': (('wdanish',), ('danish',)),
+    'sv': (('wswedish',), ('swedish',)), 'ca': (('wcatalan',), ('catalan',)),
+    'fo': (('wfaroese',), ('faroese',)), 'gl': (('wgalician-minimos',), ('galician-minimos',)),
+    'no': (('wnorwegian',), ('bokmaal',)), 'pl': (('wpolish',), ('polish',)),
 }
 
 
@@ -101,9 +125,10 @@ def _fortune_files(root: str, name: str) -> list[str]:
           if os.path.isfile(os.path.join(path, f)) and not f.endswith(('.dat', '.u8'))]
 
 
-def _missing(packages: list[str], root: str) -> datasets.DatasetNotFoundError:
+def _missing(packages: list[str], root: str,
+             what: str = 'fortune files') -> datasets.DatasetNotFoundError:
   return datasets.DatasetNotFoundError(
-      f"no fortune files of {', '.join(packages)} in {root}; install them with `sudo apt-get "
+      f"no {what} of {', '.join(packages)} in {root}; install them with `sudo apt-get "
       f"install {' '.join(packages)}` (Debian, Ubuntu), or pass --config.data_dir=DIR holding "
       'the same files')
 
@@ -141,12 +166,55 @@ def labelled_texts(name: str, root: str | None = None) -> tuple[list[tuple[str, 
   return pairs, names
 
 
+def read_word_list(path: str) -> set[str]:
+  """The words of one list, one per line: UTF-8, or ISO-8859-1 where the file is not UTF-8 (the
+  Swedish and Norwegian lists). English possessives ("cat's") are left out: they double the list
+  with one pattern."""
+  with open(path, 'rb') as f:
+    content = f.read()
+  try:
+    words = content.decode('utf-8')
+  except UnicodeDecodeError:
+    words = content.decode('latin-1')
+  return {w.strip() for w in words.splitlines()
+          if w.strip() and not w.strip().endswith("'s")
+          and len(w.strip().encode('utf-8')) <= MAX_WORD_BYTES}
+
+
+def _sample_key(word: str) -> bytes:
+  """The order words are sampled in: a hash unrelated to is_test's, so the sample splits 90/10."""
+  return hashlib.sha256(b'sample:' + word.encode('utf-8')).digest()
+
+
+def labelled_words(root: str | None = None) -> tuple[list[tuple[str, int]], tuple]:
+  """(word, language) pairs: WORDS_PER_LANGUAGE words of each language, the first by
+  _sample_key among its unambiguous words (a word found in the lists of two or more languages
+  is ambiguous and left out of all of them); and the language names."""
+  root = root or DICT_DIR
+  paths = {language: [os.path.join(root, name) for name in names]
+           for language, (_, names) in WORD_LISTS.items()}
+  missing = [package for language, (packages, _) in WORD_LISTS.items()
+             for package, path in zip(packages, paths[language]) if not os.path.isfile(path)]
+  if missing:
+    raise _missing(missing, root, 'word lists')
+  words = {language: set().union(*map(read_word_list, files)) for language, files in paths.items()}
+  counts = collections.Counter(word for vocabulary in words.values() for word in vocabulary)
+  pairs = []
+  for label, vocabulary in enumerate(words.values()):
+    chosen = heapq.nsmallest(WORDS_PER_LANGUAGE, (w for w in vocabulary if counts[w] == 1),
+                             key=_sample_key)
+    pairs += [(word, label) for word in chosen]
+  return pairs, tuple(WORD_LISTS)
+
+
 def load_fortunes(info: datasets.DatasetInfo, data_dir: str | None) -> datasets.Dataset:
-  """Fortune quotes as uint8 [n, length, 1] byte codes (cut to info's length) and labels."""
-  pairs, names = labelled_texts(info.name, data_dir)
+  """Fortune quotes (or, for words_language, words) as uint8 [n, length, 1] byte codes (cut to
+  info's length) and labels."""
+  pairs, names = (labelled_words(data_dir) if info.name == 'words_language' else
+                  labelled_texts(info.name, data_dir))
   if names != info.label_names:
     raise datasets.DatasetNotFoundError(
-        f"the fortune files in {data_dir or FORTUNES_DIR} give the classes {', '.join(names)}, "
+        f"the files in {data_dir or 'their folder'} give the classes {', '.join(names)}, "
         f"not the catalogue's {', '.join(info.label_names)}")
   length = info.image_shape[0]
   split = lambda test: datasets.Split(
