@@ -4,7 +4,9 @@ convolution factorised into a 1x3x3 spatial and a 3x1x1 temporal one.
   python -m experiments.train --config=configs/r2plus1d_moving_fashion_mnist.py \
       --workdir=workdirs/r2plus1d_moving_fashion_mnist
 
-The same data, schedule and budget as configs/c3d_moving_fashion_mnist.py.
+The same data and schedule as configs/c3d_moving_fashion_mnist.py, for 5 epochs instead of 8:
+this net costs about twice as much per clip and learns faster, so that it too trains in under 15
+minutes on 2 CPU cores.
 
 Result: see README.md ("Results") for the accuracy and wall time this config reaches.
 """
@@ -14,4 +16,5 @@ from configs import c3d_moving_fashion_mnist
 def get_config():
   config = c3d_moving_fashion_mnist.get_config()
   config.model = 'r2plus1d_small'
+  config.num_epochs = 5.0
   return config
