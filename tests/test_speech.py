@@ -172,6 +172,7 @@ def test_power_spectrogram_is_parsevals_energy_per_frame():
 # A 1-D convnet learns real speech.
 
 @needs_fsdd
+@pytest.mark.slow  # Trains a model.
 def test_a_tiny_raw_waveform_net_fits_a_handful_of_real_recordings():
   dataset = datasets.load('spoken_digit', str(FSDD))
   pick = np.concatenate([np.flatnonzero(dataset.train.labels == d)[:2] for d in range(4)])

@@ -121,6 +121,7 @@ def test_the_baseline_reads_the_same_bytes_and_is_refused_for_images():
 
 
 @needs_fortunes
+@pytest.mark.slow  # Trains a model.
 def test_a_tiny_char_cnn_fits_a_handful_of_real_quotes():
   dataset = datasets.load('fortunes_language')
   pick = np.concatenate([np.flatnonzero(dataset.train.labels == c)[:2] for c in range(4)])

@@ -117,6 +117,7 @@ def test_3d_convolution_as_2d_convolutions_equals_xlas(strides, padding, dilatio
     np.testing.assert_allclose(got, want, atol=1e-3 * float(jnp.abs(want).max()))
 
 
+@pytest.mark.slow  # Trains a model.
 def test_a_tiny_3d_net_fits_a_handful_of_real_clips():
   fashion = datasets.load('fashion_mnist')
   clips, labels = video.make_clips(fashion.test.images[:500], fashion.test.labels[:500], 8, seed=0)
