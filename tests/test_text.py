@@ -181,3 +181,33 @@ def test_word_lists_in_either_encoding_leave_out_possessives_and_ambiguous_words
 def test_missing_word_lists_name_their_packages(tmp_path):
   with pytest.raises(datasets.DatasetNotFoundError, match='no word lists of wamerican, wbritish'):
     text.labelled_words(str(tmp_path))
+
+
+@pytest.mark.parametrize('name', ['ag_news_subset', 'imdb_reviews'])
+def test_tfds_text_datasets_load_as_bytes_at_the_papers_length(name):
+  import tensorflow_datasets as tfds
+  with tfds.testing.mock_data(num_examples=5):
+    dataset = datasets.load(name)
+  assert dataset.train.images.shape == (5, 1014, 1) and dataset.train.images.dtype == np.uint8
+  assert set(dataset.test.labels) <= set(range(dataset.info.num_classes))
+  assert text.decode(dataset.train.images[0])  # Mock text, read back.
+
+
+@pytest.mark.parametrize('model, dataset, message', [
+    ('char_cnn', 'spoken_digit', "model 'char_cnn' reads text but dataset 'spoken_digit' holds "
+                                 'audio; models for it: logmel_cnn, m11, m18, m3, m5'),
+    ('m5', 'fortunes_topic', "model 'm5' reads audio but dataset 'fortunes_topic' holds text; "
+                             'models for it: char_cnn, kim_cnn'),
+    ('lenet5', 'moving_fashion_mnist', "reads image but dataset 'moving_fashion_mnist' holds "
+                                       'video; models for it: c3d_small, framewise_2d'),
+    ('kim_cnn', 'fortunes_topic', None)])
+def test_a_model_must_read_what_the_dataset_holds(model, dataset, message):
+  from configs import default
+  from convjax.training import config as config_lib
+  config = default.get_config()
+  config.model, config.dataset = model, dataset
+  if message is None:
+    config_lib.validate(config, num_devices=1)
+    return
+  with pytest.raises(config_lib.ConfigError, match=message):
+    config_lib.validate(config, num_devices=1)

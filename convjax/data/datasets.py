@@ -128,6 +128,13 @@ CATALOGUE = {info.name: info for info in [
                 label_names=('art', 'computers', 'cookie', 'definitions', 'fortunes', 'knghtbrd',
                              'linux', 'men-women', 'miscellaneous', 'people', 'platitudes',
                              'politics', 'science', 'songs-poems', 'wisdom', 'work', 'zippy')),
+    # TFDS's text datasets, for users with internet: AG News (title and description) and IMDB.
+    DatasetInfo('ag_news_subset', 4, (1014, 1), (0.0,), (1 / 255,),
+                'byte codes, not normalised', flip=False, modality='text',
+                label_names=('World', 'Sports', 'Business', 'Sci/Tech')),
+    DatasetInfo('imdb_reviews', 2, (1014, 1), (0.0,), (1 / 255,),
+                'byte codes, not normalised', flip=False, modality='text',
+                label_names=('negative', 'positive')),
     DatasetInfo('words_language', 14, (32, 1), (0.0,), (1 / 255,),
                 'byte codes, not normalised', flip=False, modality='text',
                 label_names=('en', 'fr', 'de', 'es', 'it', 'pt', 'nl', 'da', 'sv', 'ca', 'fo', 'gl',
@@ -269,6 +276,8 @@ def _load_other_modality(info: DatasetInfo, data_dir, source, download, split) -
     return video.load_moving_fashion_mnist(info, data_dir, source, download)
   if info.modality == 'text':
     from convjax.data import text
+    if info.name in text.TFDS_TEXT:
+      return text.load_tfds_text(info, data_dir, download)
     return text.load_fortunes(info, data_dir)
   from convjax.data import speech
   return speech.load_spoken_digit(info, data_dir, source, download, split)
@@ -327,6 +336,11 @@ def read_idx(path: str) -> np.ndarray:
     raise errors.InvalidValueError(f'{path} is not an IDX file of unsigned bytes')
   shape = tuple(int.from_bytes(content[4 + 4 * i: 8 + 4 * i], 'big') for i in range(rank))
   return np.frombuffer(content, np.uint8, offset=4 + 4 * rank).reshape(shape)
+
+
+def tfds_sources(info: DatasetInfo, data_dir, download: bool) -> list[Sequence]:
+  """The train and evaluation splits as TFDS array_record data sources; see `_tfds_sources`."""
+  return _tfds_sources(info, data_dir, download)
 
 
 def tfds_source(info: DatasetInfo, split: str, data_dir, download: bool) -> Sequence:

@@ -18,6 +18,9 @@ Datasets (Debian packages, installed by .ci/setup; FORTUNES_DIR):
   (bokmål), `wpolish`): WORDS_PER_LANGUAGE of each. A word in the lists of several languages
   ("radio", "film") has no one answer and is left out.
 
+Online, TFDS's `ag_news_subset` (AG News, the char-CNN paper's data) and `imdb_reviews` are read
+the same way, at the paper's 1,014 bytes, with TFDS's splits (`load_tfds_text`).
+
 Splits are deterministic and deduplicated: identical texts (after collapsing whitespace) are kept
 once, and a text is a test text when the SHA-256 of its bytes falls in the lowest TEST_FRACTION of
 hashes, so the same text is always on the same side, on every machine.
@@ -221,6 +224,31 @@ def load_fortunes(info: datasets.DatasetInfo, data_dir: str | None) -> datasets.
       np.stack([_cut(text, length) for text, _ in pairs if is_test(text) == test]),
       np.array([label for text, label in pairs if is_test(text) == test], np.int32))
   return datasets.Dataset(info, split(False), split(True))
+
+
+# TFDS's text datasets (for users with internet): each example's text, from its features.
+TFDS_TEXT = {
+    'ag_news_subset': lambda example: f"{example['title']} {example['description']}",
+    'imdb_reviews': lambda example: example['text'],
+}
+
+
+def load_tfds_text(info: datasets.DatasetInfo, data_dir: str | None,
+                   download: bool) -> datasets.Dataset:
+  """A TFDS text dataset (AG News: title and description, as Zhang et al. read it; IMDB reviews)
+  as uint8 [n, length, 1] byte codes cut to info's length, with TFDS's own train and test splits."""
+  text_of = TFDS_TEXT[info.name]
+  def split(source) -> datasets.Split:
+    examples = [source[i] for i in range(len(source))]
+    return datasets.Split(
+        np.stack([_cut(_as_str(text_of(ex)), info.image_shape[0]) for ex in examples]),
+        np.array([ex['label'] for ex in examples], np.int32))
+  train, test = datasets.tfds_sources(info, data_dir, download)
+  return datasets.Dataset(info, split(train), split(test))
+
+
+def _as_str(value) -> str:
+  return value.decode('utf-8', errors='replace') if isinstance(value, bytes) else str(value)
 
 
 def _cut(text: str, length: int) -> np.ndarray:

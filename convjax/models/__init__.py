@@ -32,6 +32,8 @@ class ModelSpec:
     small_inputs: constructor overrides for inputs smaller than SMALL_INPUT_SIZE (the small-image
       stem); empty for models native to small images.
     paper: the publication the model follows.
+    modality: what the model reads, as the dataset catalogue names it: 'image', 'audio', 'video'
+      or 'text'.
     head: fnmatch patterns of the top-level modules whose outputs are the classes, which
       fine-tuning re-initialises for another number of classes and trains above a frozen
       backbone (convjax/training/finetune.py); empty for a model whose class layer has no parameters.
@@ -42,15 +44,16 @@ class ModelSpec:
   small_inputs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   paper: str = ''
   head: tuple[str, ...] = ('classifier',)
+  modality: str = 'image'
 
 
 _IMAGENET = dict(input_shape=(224, 224, 3), num_classes=1000)
 _CIFAR = dict(input_shape=(32, 32, 3), num_classes=10)
 _SMALL_STEM = {'stem': 'small'}
 _GOOGLENET_HEAD = ('classifier', 'aux_*')  # The auxiliary classifiers are heads too.
-_FSDD = dict(input_shape=(8000, 1), num_classes=10)  # One second of 8 kHz audio (FSDD's digits).
-_MOVING = dict(input_shape=(8, 36, 72, 1), num_classes=5)  # A Moving Fashion-MNIST clip.
-_FORTUNES = dict(input_shape=(256, 1), num_classes=12)  # A quote's first 256 UTF-8 bytes.
+_FSDD = dict(input_shape=(8000, 1), num_classes=10, modality='audio')  # One second of 8 kHz audio (FSDD's digits).
+_MOVING = dict(input_shape=(8, 36, 72, 1), num_classes=5, modality='video')  # A Moving Fashion-MNIST clip.
+_FORTUNES = dict(input_shape=(256, 1), num_classes=12, modality='text')  # A quote's first 256 UTF-8 bytes.
 _DAI = 'Dai et al. 2017, Very Deep Convolutional Neural Networks for Raw Waveforms'
 _RESNET = 'He et al. 2015, Deep Residual Learning for Image Recognition'
 _VGG = 'Simonyan & Zisserman 2014, Very Deep Convolutional Networks'

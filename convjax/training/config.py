@@ -126,10 +126,10 @@ def _check_modality(config) -> None:
     datasets.check_split(info, config.get('data_split', 'default'))
   except errors.InvalidValueError as e:
     raise ConfigError(f'data_split: {e}') from None
-  if info.image_shape is not None and len(spec.input_shape) != len(info.image_shape):
-    raise ConfigError(f"model '{config.model}' takes {_kind(spec.input_shape)} but dataset "
-                      f"'{config.dataset}' holds {info.modality} {list(info.image_shape)}; "
-                      f"models for it: {', '.join(_models_for(info))}")
+  if spec.modality != info.modality:
+    raise ConfigError(f"model '{config.model}' reads {spec.modality} but dataset "
+                      f"'{config.dataset}' holds {info.modality}; models for it: "
+                      f"{', '.join(_models_for(info))}")
   try:
     baseline.check(config.get('baseline', ''), config.dataset)
   except errors.InvalidValueError as e:
@@ -142,15 +142,8 @@ def _check_modality(config) -> None:
       raise ConfigError(f"{field} applies to images; '{config.dataset}' holds {info.modality}")
 
 
-def _kind(input_shape) -> str:
-  return {2: 'waveforms [samples, 1]', 3: 'images [height, width, channels]',
-          4: 'clips [frames, height, width, channels]'}.get(
-      len(input_shape), f'inputs of {len(input_shape)} axes')
-
-
 def _models_for(info) -> list[str]:
-  return [name for name in models.list_models()
-          if len(models.get_spec(name).input_shape) == len(info.image_shape)]
+  return [name for name in models.list_models() if models.get_spec(name).modality == info.modality]
 
 
 def _check_erasing(config) -> None:
