@@ -39,3 +39,13 @@ def hidden_layers(x: jnp.ndarray, width: int, depth: int, activation: Callable, 
     x = activation(nn.Dense(width, dtype=dtype)(x))
     x = layers.dropout(x, dropout_rate, train)
   return x
+
+
+def conv_bn(x: jnp.ndarray, features: int, kernel_size, train: bool, dtype: Any = jnp.float32,
+            ndim: int = 2, strides=1, relu: bool = True) -> jnp.ndarray:
+  """Convolution over `ndim` axes ('SAME', no bias: batch norm's shift replaces it), batch norm,
+  then ReLU unless relu=False. [b, *spatial, c] -> [b, *spatial / strides, features]."""
+  x = layers.conv(features, kernel_size, ndim=ndim, strides=strides, padding='SAME',
+                  use_bias=False, dtype=dtype)(x)
+  x = layers.batch_norm(train, dtype=dtype)(x)
+  return nn.relu(x) if relu else x

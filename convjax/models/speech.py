@@ -31,13 +31,6 @@ from convjax.nn import layers, spectrogram
 from convjax.models import common
 
 
-def _conv_bn_relu(x, features: int, kernel_size, train: bool, dtype, strides=1, ndim: int = 1):
-  """Convolution (no bias: batch norm's shift replaces it), batch norm, ReLU."""
-  x = layers.conv(features, kernel_size, ndim=ndim, strides=strides, padding='SAME',
-                  use_bias=False, dtype=dtype)(x)
-  return nn.relu(layers.batch_norm(train, dtype=dtype)(x))
-
-
 class RawWaveformNet(nn.Module):
   """Waveforms [b, samples, 1] -> logits [b, num_classes]; features: the pooled last stage.
 
@@ -55,11 +48,12 @@ class RawWaveformNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False, return_features: bool = False):
     features, kernel, stride = self.stem
-    x = _conv_bn_relu(x.astype(self.dtype), features, kernel, train, self.dtype, strides=stride)
+    x = common.conv_bn(x.astype(self.dtype), features, kernel, train, self.dtype, ndim=1,
+                       strides=stride)
     x = layers.max_pool(x, window=self.pool_size)
     for stage, (width, depth) in enumerate(self.stages):
       for _ in range(depth):
-        x = _conv_bn_relu(x, width, 3, train, self.dtype)
+        x = common.conv_bn(x, width, 3, train, self.dtype, ndim=1)
       if self.pool_last or stage < len(self.stages) - 1:
         x = layers.max_pool(x, window=self.pool_size)
     x = layers.global_pool(x, 'avg')
@@ -101,7 +95,7 @@ class LogMelNet(nn.Module):
     x = spectrogram.LogMel(self.sample_rate, self.n_fft, self.hop, self.num_mels)(x)
     x = layers.batch_norm(train, dtype=self.dtype)(x.astype(self.dtype))
     for width in self.widths:
-      x = _conv_bn_relu(x, width, 3, train, self.dtype, ndim=2)
+      x = common.conv_bn(x, width, 3, train, self.dtype)
       x = layers.max_pool(x, window=2)
     x = layers.dropout(layers.global_pool(x, 'avg'), self.dropout_rate, train)
     return common.classify(x, self.num_classes, return_features, self.dtype)

@@ -75,10 +75,8 @@ class CharCNN(nn.Module):
     for kernel, pool in rest:
       x = nn.relu(layers.conv(self.features, kernel, ndim=1, padding='VALID', dtype=self.dtype)(x))
       x = layers.max_pool(x, window=pool) if pool else x
-    x = layers.flatten(x)
-    for _ in range(2):
-      x = layers.dropout(nn.relu(nn.Dense(self.hidden, dtype=self.dtype)(x)), self.dropout_rate,
-                         train)
+    x = common.hidden_layers(layers.flatten(x), self.hidden, 2, nn.relu, self.dropout_rate, train,
+                             self.dtype)
     return common.classify(x, self.num_classes, return_features, self.dtype)
 
 

@@ -23,14 +23,6 @@ from convjax.models import common
 from convjax.nn import layers
 
 
-def _conv_bn(x, features: int, kernel, train: bool, dtype, strides=1, relu: bool = True):
-  """3-D convolution (no bias: batch norm's shift replaces it), batch norm, then ReLU if asked."""
-  x = layers.conv(features, kernel, ndim=3, strides=strides, padding='SAME', use_bias=False,
-                  dtype=dtype)(x)
-  x = layers.batch_norm(train, dtype=dtype)(x)
-  return nn.relu(x) if relu else x
-
-
 class SpaceTimeNet(nn.Module):
   """Clips [b, t, h, w, c] -> logits [b, num_classes]; features: the pooled last stage.
 
@@ -48,10 +40,10 @@ class SpaceTimeNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False, return_features: bool = False):
     kernel = (self.temporal_kernel, 3, 3)
-    x = _conv_bn(x.astype(self.dtype), self.widths[0], kernel, train, self.dtype,
-                 strides=(1, 2, 2))
+    x = common.conv_bn(x.astype(self.dtype), self.widths[0], kernel, train, self.dtype, ndim=3,
+                       strides=(1, 2, 2))
     for width in self.widths[1:]:
-      x = _conv_bn(x, width, kernel, train, self.dtype)
+      x = common.conv_bn(x, width, kernel, train, self.dtype, ndim=3)
       x = layers.max_pool(x, window=(2 if self.temporal_pool else 1, 2, 2))
     x = layers.dropout(layers.global_pool(x, 'avg'), self.dropout_rate, train)
     return common.classify(x, self.num_classes, return_features, self.dtype)
@@ -67,7 +59,7 @@ def _conv2plus1d(x, features: int, train: bool, dtype, strides=(1, 1, 1)):
   """A (2+1)D convolution: 1x3x3 spatial (strided in h, w) -> BN -> ReLU -> 3x1x1 temporal
   (strided in t). Returns the temporal conv's output, before its batch norm."""
   middle = intermediate_channels(x.shape[-1], features)
-  x = _conv_bn(x, middle, (1, 3, 3), train, dtype, strides=(1, *strides[1:]))
+  x = common.conv_bn(x, middle, (1, 3, 3), train, dtype, ndim=3, strides=(1, *strides[1:]))
   return layers.conv(features, (3, 1, 1), ndim=3, strides=(strides[0], 1, 1), padding='SAME',
                      use_bias=False, dtype=dtype)(x)
 
@@ -83,8 +75,8 @@ class R2Plus1DBlock(nn.Module):
   def __call__(self, x, train: bool):
     shortcut = x
     if self.strides != (1, 1, 1) or x.shape[-1] != self.features:
-      shortcut = _conv_bn(x, self.features, 1, train, self.dtype, strides=self.strides,
-                          relu=False)
+      shortcut = common.conv_bn(x, self.features, 1, train, self.dtype, ndim=3,
+                                strides=self.strides, relu=False)
     y = nn.relu(layers.batch_norm(train, dtype=self.dtype)(
         _conv2plus1d(x, self.features, train, self.dtype, self.strides)))
     y = layers.batch_norm(train, dtype=self.dtype)(_conv2plus1d(y, self.features, train,
