@@ -231,10 +231,9 @@ def _picture(run, example: np.ndarray) -> np.ndarray:
     gap = np.zeros((example.shape[1], 4), example.dtype)
     return np.concatenate([example[0, ..., 0], gap, example[-1, ..., 0]], axis=1)
   if run.info.modality == 'audio':
-    from convjax.data import speech
     from convjax.nn import spectrogram
     waveform = example[None].astype(np.float32) / 32768
-    return np.asarray(spectrogram.log_mel(waveform, speech.SAMPLE_RATE, 256, 80, 40))[0, ..., 0].T[::-1]
+    return np.asarray(spectrogram.log_mel(waveform))[0, ..., 0].T[::-1]
   return example.squeeze(-1) if example.shape[-1] == 1 else example
 
 

@@ -98,7 +98,7 @@ def encode(text: str, length: int, source: str = 'the text') -> np.ndarray:
   if len(data) > length:
     raise TextError(f'{source} is {len(data)} bytes long in UTF-8; this model reads at most '
                     f'{length} (shorten it, or classify its parts)')
-  return np.frombuffer(data.ljust(length, b'\0'), np.uint8)[:, None].copy()
+  return _cut(text, length).copy()
 
 
 def decode(codes: np.ndarray) -> str:

@@ -77,10 +77,10 @@ class LogMelNet(nn.Module):
   average pooling, dropout and the classifier.
   """
   widths: Sequence[int] = (32, 64, 128, 128)
-  sample_rate: int = 8000
-  n_fft: int = 256
-  hop: int = 80
-  num_mels: int = 40
+  sample_rate: int = spectrogram.SAMPLE_RATE
+  n_fft: int = spectrogram.N_FFT
+  hop: int = spectrogram.HOP
+  num_mels: int = spectrogram.NUM_MELS
   dropout_rate: float = 0.2
   num_classes: int = 10
   dtype: Any = jnp.float32

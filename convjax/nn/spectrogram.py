@@ -13,6 +13,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+# The defaults: 32 ms windows every 10 ms, 40 bands, at FSDD's 8 kHz.
+SAMPLE_RATE, N_FFT, HOP, NUM_MELS = 8000, 256, 80, 40
+
 
 def hz_to_mel(hz):
   """The HTK mel scale: 2595 log10(1 + f / 700)."""
@@ -52,8 +55,8 @@ def power_spectrogram(waveform: jnp.ndarray, n_fft: int, hop: int) -> jnp.ndarra
   return jnp.real(spectrum) ** 2 + jnp.imag(spectrum) ** 2
 
 
-def log_mel(waveform: jnp.ndarray, sample_rate: int, n_fft: int, hop: int, num_mels: int,
-            floor: float = 1e-6) -> jnp.ndarray:
+def log_mel(waveform: jnp.ndarray, sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT,
+            hop: int = HOP, num_mels: int = NUM_MELS, floor: float = 1e-6) -> jnp.ndarray:
   """Waveforms [b, samples, 1] -> log-mel spectrograms [b, frames, num_mels, 1] (an image per
   waveform: time down the rows, mel bands across), log(mel power + floor)."""
   power = power_spectrogram(waveform[..., 0], n_fft, hop)
@@ -68,10 +71,10 @@ class LogMel(nn.Module):
   2-D image (and count receptive fields from there). Defaults: 32 ms windows every 10 ms, 40
   bands, at 8 kHz.
   """
-  sample_rate: int = 8000
-  n_fft: int = 256
-  hop: int = 80
-  num_mels: int = 40
+  sample_rate: int = SAMPLE_RATE
+  n_fft: int = N_FFT
+  hop: int = HOP
+  num_mels: int = NUM_MELS
 
   def __call__(self, waveform: jnp.ndarray) -> jnp.ndarray:
     return log_mel(waveform, self.sample_rate, self.n_fft, self.hop, self.num_mels)
