@@ -48,12 +48,14 @@ class InMemoryPipeline:
   """A small dataset resident on every local device, batched there: a `Pipeline`.
 
   Attributes: info (the catalogue entry), image_shape (h, w, c), num_train_examples,
-  num_test_examples.
+  num_test_examples, dataset (the host copy it was made from, for models trained beside the net
+  on the same split, training/baseline.py).
   """
 
   def __init__(self, dataset: datasets.Dataset, dp: parallel.DataParallel, batch_size: int,
                eval_batch_size: int, seed: int,
                augmentation: augment.Augmentation = augment.Augmentation()):
+    self.dataset = dataset
     self.info, self.image_shape = dataset.info, dataset.image_shape
     self.num_train_examples, self.num_test_examples = len(dataset.train), len(dataset.test)
     self._dp, self._seed = dp, seed

@@ -38,9 +38,7 @@ def char_ngram_accuracy(dataset: datasets.Dataset, ngrams=(1, 3), features: int 
   return float(np.mean(classifier.predict(texts(dataset.test)) == dataset.test.labels))
 
 
-def evaluate(config) -> dict:
-  """{'baseline_test_accuracy': ...} of config.baseline on config.dataset; {} for none."""
-  if not config.get('baseline'):
-    return {}
-  dataset = datasets.load(config.dataset, data_dir=config.data_dir)
+def evaluate(config, dataset: datasets.Dataset) -> dict:
+  """{'baseline_test_accuracy': ...} of config.baseline trained and tested on `dataset`, the run's
+  own split."""
   return {'baseline_test_accuracy': char_ngram_accuracy(dataset, seed=config.seed)}

@@ -183,7 +183,9 @@ def _train_and_report(loop: _Loop, state: steps.TrainState, start_step: int,
     if loop.peak_memory_bytes is not None:
       trained['peak_memory_bytes'] = loop.peak_memory_bytes
     final = {**evaluate_timed(loop.run.p_eval_step, state, loop.pipeline.eval_batches()),
-             **trained, **baseline.evaluate(config)}
+             **trained}
+    if config.get('baseline'):  # Text only (config checks it), so the pipeline is in memory.
+      final.update(baseline.evaluate(config, loop.pipeline.dataset))
     final['wall_seconds'] = time.time() - start_time  # This run's, from start to final figures.
     if last_step > start_step:  # Else this workdir's metrics already end with it.
       loop.writer.write(last_step, final)
