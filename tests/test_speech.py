@@ -1,6 +1,5 @@
 """Speech: reading WAV files, the Free Spoken Digit Dataset's splits, the log-mel front end, and a
 1-D convnet that learns a handful of real recordings."""
-import functools
 import os
 import pathlib
 import wave
@@ -8,14 +7,13 @@ import wave
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
-from convjax import models, parallel
+from convjax import models
 from convjax.analysis import summary, visualize
 from convjax.data import augment, datasets, speech
 from convjax.nn import spectrogram
-from convjax.training import steps
+from tests import fitting
 
 # Narrow versions, for tests that run the nets.
 TINY_SPEECH = {'m3': dict(stem=(4, 80, 4), stages=((8, 1),)),
@@ -176,20 +174,9 @@ def test_power_spectrogram_is_parsevals_energy_per_frame():
 def test_a_tiny_raw_waveform_net_fits_a_handful_of_real_recordings():
   dataset = datasets.load('spoken_digit', str(FSDD))
   pick = np.concatenate([np.flatnonzero(dataset.train.labels == d)[:2] for d in range(4)])
-  clips, labels = jnp.asarray(dataset.train.images[pick]), jnp.asarray(dataset.train.labels[pick])
   model = models.create('m5', num_classes=4, stem=(16, 80, 4), stages=((16, 1), (32, 1)))
-  info = datasets.get_info('spoken_digit')
-  normalize = lambda x: datasets.normalize(x, info.mean, info.std)
-  dp = parallel.DataParallel(1)
-  state = dp.replicate(steps.create_train_state(model, optax.adam(3e-3), (8000, 1), seed=0))
-  step = dp.pmap(functools.partial(steps.train_step, normalize=normalize,
-                                   schedule=optax.constant_schedule(3e-3), recipe=steps.Recipe()))
-  for _ in range(60):
-    state, _ = step(state, dp.shard({'image': clips, 'label': labels}))
-  state = dp.unreplicate(state)
-  logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
-                       normalize(clips))
-  assert float((jnp.argmax(logits, -1) == labels).mean()) == 1.0
+  assert fitting.fitted_accuracy(model, dataset.info, dataset.train.images[pick],
+                                 dataset.train.labels[pick], 3e-3, 60) == 1.0
 
 
 def test_summary_counts_m5s_receptive_field_in_samples_by_hand():

@@ -1,21 +1,20 @@
 """Text as bytes: encoding and its refusals, Debian's fortune files read and split deterministically
 without duplicates, the one-hot convolution as table lookups, the n-gram baseline, and a tiny
 char-CNN fitting a handful of real quotes."""
-import functools
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
-from convjax import models, parallel
+from convjax import models
 from convjax.analysis import visualize
 from convjax.data import datasets, text
 from convjax.models import text as text_models
 from convjax.nn import layers
-from convjax.training import baseline, steps
+from convjax.training import baseline
+from tests import fitting
 
 HAVE_WORD_LISTS = all(os.path.isfile(os.path.join(text.DICT_DIR, names[0]))
                       for _, names in text.WORD_LISTS.values())
@@ -125,19 +124,9 @@ def test_the_baseline_reads_the_same_bytes_and_is_refused_for_images():
 def test_a_tiny_char_cnn_fits_a_handful_of_real_quotes():
   dataset = datasets.load('fortunes_language')
   pick = np.concatenate([np.flatnonzero(dataset.train.labels == c)[:2] for c in range(4)])
-  quotes, labels = jnp.asarray(dataset.train.images[pick]), jnp.asarray(dataset.train.labels[pick])
   model = models.create('char_cnn', num_classes=4, features=16, hidden=32, dropout_rate=0.0)
-  info = dataset.info
-  normalize = lambda x: datasets.normalize(x, info.mean, info.std)
-  dp = parallel.DataParallel(1)
-  state = dp.replicate(steps.create_train_state(model, optax.adam(3e-3), (256, 1), seed=0))
-  step = dp.pmap(functools.partial(steps.train_step, normalize=normalize,
-                                   schedule=optax.constant_schedule(3e-3), recipe=steps.Recipe()))
-  for _ in range(40):
-    state, _ = step(state, dp.shard({'image': quotes, 'label': labels}))
-  state = dp.unreplicate(state)
-  logits = model.apply({'params': state.params}, normalize(quotes))
-  assert float((jnp.argmax(logits, -1) == labels).mean()) == 1.0
+  assert fitting.fitted_accuracy(model, dataset.info, dataset.train.images[pick],
+                                 dataset.train.labels[pick], 3e-3, 40) == 1.0
 
 
 def test_byte_codes_survive_normalisation_exactly():

@@ -1,21 +1,18 @@
 """Moving Fashion-MNIST and 3-D convolution: the clips say only through motion which item is the
 label, the splits are deterministic and disjoint, 3-D convolution through 2-D ones equals XLA's,
 and a tiny 3-D net fits a handful of clips."""
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from jax import lax
 
-from convjax import models, parallel
+from convjax import models
 from convjax.analysis import visualize
 from convjax.data import augment, datasets, video
 from convjax.deploy import inference
 from convjax.nn import conv_backend
-from convjax.training import steps
+from tests import fitting
 
 
 def numbered_items(count=60):
@@ -121,20 +118,9 @@ def test_3d_convolution_as_2d_convolutions_equals_xlas(strides, padding, dilatio
 def test_a_tiny_3d_net_fits_a_handful_of_real_clips():
   fashion = datasets.load('fashion_mnist')
   clips, labels = video.make_clips(fashion.test.images[:500], fashion.test.labels[:500], 8, seed=0)
-  clips, labels = jnp.asarray(clips), jnp.asarray(labels)
   model = models.create('c3d_small', widths=(8, 16), dropout_rate=0.0)
-  info = datasets.get_info('moving_fashion_mnist')
-  normalize = lambda x: datasets.normalize(x, info.mean, info.std)
-  dp = parallel.DataParallel(1)
-  state = dp.replicate(steps.create_train_state(model, optax.adam(1e-2), clips.shape[1:], seed=0))
-  step = dp.pmap(functools.partial(steps.train_step, normalize=normalize,
-                                   schedule=optax.constant_schedule(1e-2), recipe=steps.Recipe()))
-  for _ in range(80):
-    state, _ = step(state, dp.shard({'image': clips, 'label': labels}))
-  state = dp.unreplicate(state)
-  logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
-                       normalize(clips))
-  assert float((jnp.argmax(logits, -1) == labels).mean()) == 1.0
+  assert fitting.fitted_accuracy(model, datasets.get_info('moving_fashion_mnist'), clips, labels,
+                                 1e-2, 80) == 1.0
 
 
 def test_a_saved_clip_is_read_at_the_models_shape_and_anything_else_refused(tmp_path):
