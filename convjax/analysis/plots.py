@@ -137,11 +137,13 @@ def feature_rows(stages: Sequence[tuple[str, np.ndarray]], path: str, max_maps: 
   for index, (row, (label, maps)) in enumerate(zip(axes, stages)):
     for ax in row:
       ax.axis('off')
-    row[0].text(1.0, 0.5, f'{label}\n{"x".join(map(str, maps.shape))}', ha='right',
-                va='center', fontsize=7, transform=row[0].transAxes)
-    if maps.ndim == 4:  # A clip's stage [t, h, w, c]: one channel, frame by frame.
-      channel = int(np.argmax(maps.var(axis=0).mean(axis=(0, 1))))  # The one motion moves most.
-      row[0].texts[0].set_text(f'{label}\n{"x".join(map(str, maps.shape))}\nmap {channel}')
+    caption = f'{label}\n{"x".join(map(str, maps.shape))}'
+    if maps.ndim == 4:  # A clip's stage [t, h, w, c]: one channel, the one motion moves most.
+      channel = int(np.argmax(maps.var(axis=0).mean(axis=(0, 1))))
+      caption += f'\nmap {channel}'
+    row[0].text(1.0, 0.5, caption, ha='right', va='center', fontsize=7,
+                transform=row[0].transAxes)
+    if maps.ndim == 4:  # Frame by frame.
       for ax, frame in zip(row[1:], maps[..., channel]):
         ax.imshow(frame, cmap='viridis')
       continue
