@@ -42,7 +42,8 @@ class DatasetInfo:
   """One catalogue entry.
 
   image_shape: the shape of every example: (height, width, channels) of an image, (samples, 1)
-    of a waveform; None where sizes vary (streaming).
+    of a waveform, (frames, height, width, channels) of a clip, (bytes, 1) of a text; None where
+    sizes vary (streaming).
   mean, std: per-channel normalisation statistics in [0, 1] units (of uint8 pixels / 255, or of
     int16 samples / 32768); `stats` says where from.
   flip: True where a horizontal flip keeps the class (not for digits and characters).
@@ -270,7 +271,7 @@ def check_split(info: DatasetInfo, split: str) -> str:
 def _load_other_modality(info: DatasetInfo, data_dir, source, download, split) -> Dataset:
   """Audio read by convjax/data/speech.py, video made by convjax/data/video.py, text read by
   convjax/data/text.py."""
-  # Imported here: both build on this module's Split and Dataset.
+  # Imported here: each builds on this module's Split and Dataset.
   if info.modality == 'video':
     from convjax.data import video
     return video.load_moving_fashion_mnist(info, data_dir, source, download)
@@ -336,11 +337,6 @@ def read_idx(path: str) -> np.ndarray:
     raise errors.InvalidValueError(f'{path} is not an IDX file of unsigned bytes')
   shape = tuple(int.from_bytes(content[4 + 4 * i: 8 + 4 * i], 'big') for i in range(rank))
   return np.frombuffer(content, np.uint8, offset=4 + 4 * rank).reshape(shape)
-
-
-def tfds_sources(info: DatasetInfo, data_dir, download: bool) -> list[Sequence]:
-  """The train and evaluation splits as TFDS array_record data sources; see `_tfds_sources`."""
-  return _tfds_sources(info, data_dir, download)
 
 
 def tfds_source(info: DatasetInfo, split: str, data_dir, download: bool) -> Sequence:

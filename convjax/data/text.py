@@ -243,7 +243,8 @@ def load_tfds_text(info: datasets.DatasetInfo, data_dir: str | None,
     return datasets.Split(
         np.stack([_cut(_as_str(text_of(ex)), info.image_shape[0]) for ex in examples]),
         np.array([ex['label'] for ex in examples], np.int32))
-  train, test = datasets.tfds_sources(info, data_dir, download)
+  train, test = (datasets.tfds_source(info, name, data_dir, download)
+                 for name in ('train', info.eval_split))
   return datasets.Dataset(info, split(train), split(test))
 
 
