@@ -1,16 +1,17 @@
-"""Classifies image, sound or clip files with a trained or converted workdir's model.
+"""Classifies image, sound or clip files, or lines of text, with a trained or converted
+workdir's model.
 
   python -m experiments.predict --workdir=DIR --images=a.png,b.jpg [--top_k=5] [--output=FILE.json]
   python -m experiments.predict --workdir=DIR --audio=seven.wav   (a speech model's workdir)
   python -m experiments.predict --workdir=DIR --clips=clip.npy    (a video model's workdir)
   python -m experiments.predict --workdir=DIR --text="Carpe diem." --text="..."   (a text model)
 
-Images of any size or mode, mono WAV files of any sample rate, and clips saved with numpy.save
-(uint8 [frames, height, width(, channels)] of the model's shape), and lines of text (as UTF-8
-bytes, at most as long as the model reads) go through the dataset's
-evaluation preprocessing (convjax/deploy/inference.py); each line names a file and its top_k
-classes with their probabilities. --output also writes them as JSON. An unreadable file stops the
-run in one sentence before anything is written.
+Images of any size or mode, mono WAV files of any sample rate, clips saved with numpy.save
+(uint8 [frames, height, width(, channels)] of the model's shape) and lines of text (as UTF-8
+bytes, at most as long as the model reads) go through the dataset's evaluation preprocessing
+(convjax/deploy/inference.py); each line names a file (or text) and its top_k classes with their
+probabilities. --output also writes them as JSON. An unreadable file stops the run in one
+sentence before anything is written.
 """
 from absl import flags
 

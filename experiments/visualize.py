@@ -8,8 +8,9 @@
 
 Writes PNGs to DIR/plots/: filters.png (the first conv layer's filters: images for a 2-D net,
 waveforms ordered by the frequency each passes best for a 1-D net, a 3x3 image per frame for a
-3-D net, the bytes each filter responds to most for a text net), feature_maps.png (test example N, or the file --image, --audio or --clip, after each
-conv, activation and pooling stage; sound as its waveform, then its spectrogram or 1-D maps with
+3-D net, the bytes each filter responds to most for a text net), feature_maps.png (test example
+N, or the file --image, --audio or --clip, or the --text, after each conv, activation and pooling
+stage; sound as its waveform, then its spectrogram or 1-D maps with
 time across; a clip frame by frame, one map per stage: the one that changes most over time),
 loss.png and accuracy.png (train and test curves from metrics.jsonl), confusion.png,
 confidently_wrong.png (images, the log-mel spectrograms of sounds, clips' first and last
@@ -88,16 +89,10 @@ def _read_example(saved):
   if wanted is _TEXT:
     from convjax.data import text
     return text.encode(wanted.value, saved.input_shape[0], '--text'), repr(wanted.value[:40])
-  if wanted is _AUDIO:
-    example, note = inference.read_audio(wanted.value, saved.input_shape)
-    if note:
-      print(f'note: {note}')
-  elif wanted is _CLIP:
-    example = inference.read_clip(wanted.value, saved.input_shape)
-  else:
-    example = inference.read_image(wanted.value, saved.input_shape, saved.info.streaming,
-                                   saved.config.eval_crop_ratio)
-  return example, os.path.basename(wanted.value)
+  examples, notes = inference.read_examples(saved, [wanted.value])
+  for note in notes:
+    print(f'note: {note}')
+  return examples[0], os.path.basename(wanted.value)
 
 
 def draw_without_test_split(saved, image, out: str) -> list[str]:
