@@ -1,8 +1,8 @@
 """Draws what a trained network learned and does, from a workdir's latest checkpoint.
 
   python -m experiments.visualize --workdir=DIR [--image_index=N] [--image=FILE] [--num_wrong=16]
-  python -m experiments.visualize --workdir=DIR --audio=seven.wav   (a speech model's workdir)
-  python -m experiments.visualize --workdir=DIR --clip=clip.npy     (a video model's workdir)
+  python -m experiments.visualize --workdir=DIR --audio=seven.wav  (a speech model's workdir)
+  python -m experiments.visualize --workdir=DIR --clip=clip.npy  (a video model's workdir)
   python -m experiments.visualize --workdir=DIR --text="Carpe diem."  (a text model's workdir)
   python -m experiments.visualize --workdir=DIR --kernels
 
@@ -17,8 +17,8 @@ confidently_wrong.png (images, the log-mel spectrograms of sounds, clips' first 
 frames side by side, or the texts).
 A workdir of a streamed dataset, such as one experiments.convert wrote for ImageNet weights,
 gets the plots that need no test split: the filters, --image's feature maps and the curves.
---kernels instead writes kernels.png: every classic kernel of convjax.nn.convolution_math.KERNELS applied
-to a photograph (scikit-image's bundled camera image); it needs no trained run.
+--kernels instead writes kernels.png: every classic kernel of
+convjax.nn.convolution_math.KERNELS applied to a photograph (scikit-image's bundled camera image); it needs no trained run.
 """
 import os
 

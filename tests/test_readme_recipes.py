@@ -47,8 +47,9 @@ def add_model_as_the_readme_says(repo: str) -> None:
   source = open(init).read()
   source = source.replace('\n_REGISTRY: dict[str, ModelSpec] = {\n',
                           '\n_REGISTRY: dict[str, ModelSpec] = {\n' + entries, 1)
-  source = re.sub(r'(\nfrom convjax\.models import [^\n]*\n)', r'\1' + '\n'.join(imports) + '\n',
-                  source, count=1)
+  # After the first import from the package, which may run over several lines in parentheses.
+  source = re.sub(r'(\nfrom convjax\.models import (?:\([^)]*\)|[^(\n]*)\n)',
+                  lambda match: match.group(1) + '\n'.join(imports) + '\n', source, count=1)
   open(init, 'w').write(source)
   # "Add its exact parameter count to EXPECTED_PARAMS and a tiny variant to TINY."
   tests = os.path.join(repo, 'tests/test_models.py')
