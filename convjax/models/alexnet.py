@@ -46,9 +46,12 @@ class AlexNet(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train: bool = False, return_features: bool = False):
+  def __call__(self, x, train: bool = False, return_features: bool = False,
+               feature_indices: Sequence[int] | str | None = None):
     shapes = [self.conv1, self.conv2, (3, 1, 1), (3, 1, 1), (3, 1, 1)]
     pools = iter(self.pool_padding)
+    # Taps: conv1's and conv2's activations (before their pools), conv5's, and the last pool's.
+    taps = common.FeatureTaps(feature_indices, 4)
     for index, (filters, groups, (kernel, stride, padding)) in enumerate(
         zip(self.widths, self.groups, shapes)):
       x = layers.conv2d(filters, kernel, strides=stride, padding=padding, groups=groups,
@@ -57,7 +60,11 @@ class AlexNet(nn.Module):
       if self.lrn and index < 2:
         x = layers.local_response_norm(x, size=5, k=2.0, alpha=1e-4, beta=0.75)
       if index in (0, 1, 4):  # Overlapping pooling: 3x3 windows every 2 pixels.
+        if taps.take(x):
+          return taps.maps
         x = layers.max_pool(x, window=3, strides=2, padding=next(pools))
+    if taps.take(x):
+      return taps.maps
     x = common.hidden_layers(layers.flatten(x), self.head_width, 2, self.activation,
                              self.dropout_rate, train, self.dtype)
     return common.classify(x, self.num_classes, return_features, self.dtype)

@@ -66,17 +66,24 @@ class DenseNet(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train: bool = False, return_features: bool = False):
+  def __call__(self, x, train: bool = False, return_features: bool = False,
+               feature_indices: Sequence[int] | str | None = None):
     norm = layers.normalization(self.normalization, train, self.dtype)
 
     conv = functools.partial(layers.conv2d, padding='HALF', use_bias=False, dtype=self.dtype)
-
+    # Taps: the stem (before its max pool), each dense block but the last (before its
+    # transition), and the last block after the final norm and activation.
+    taps = common.FeatureTaps(feature_indices, 1 + len(self.block_sizes))
     if self.stem == 'imagenet':
       x = self.activation(norm(name='stem_norm')(conv(self.init_features, 7, strides=2,
                                                       name='stem_conv')(x)))
+      if taps.take(x):
+        return taps.maps
       x = layers.max_pool(x, window=3, strides=2, padding=1)
     elif self.stem == 'small':
       x = conv(self.init_features, 3, name='stem_conv')(x)
+      if taps.take(x):
+        return taps.maps
     else:
       raise errors.InvalidValueError(
           f"unknown stem '{self.stem}'; valid stems are: imagenet, small")
@@ -86,9 +93,14 @@ class DenseNet(nn.Module):
         x = DenseLayer(self.growth_rate, self.bn_size, norm, conv, self.activation,
                        self.dropout_rate, next(rates))(x, train)
       if index < len(self.block_sizes) - 1:  # Transition layer.
+        if taps.take(x):
+          return taps.maps
         x = conv(int(x.shape[-1] * self.compression), 1)(self.activation(norm()(x)))
         x = layers.avg_pool(x, window=2)
-    x = layers.global_pool(self.activation(norm(name='final_norm')(x)))
+    x = self.activation(norm(name='final_norm')(x))
+    if taps.take(x):
+      return taps.maps
+    x = layers.global_pool(x)
     return common.classify(x, self.num_classes, return_features, self.dtype)
 
 

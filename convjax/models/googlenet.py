@@ -144,13 +144,33 @@ class GoogLeNet(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train: bool = False, return_features: bool = False):
+  def __call__(self, x, train: bool = False, return_features: bool = False,
+               feature_indices: Sequence[int] | str | None = None):
     unit = functools.partial(ConvUnit, batch_norm=self.batch_norm, activation=self.activation,
                              bn_epsilon=self.bn_epsilon, dtype=self.dtype)
     pool = functools.partial(layers.max_pool, window=3, strides=2, padding='CEIL')
+    lrn = (lambda y: y) if self.batch_norm else functools.partial(
+        layers.local_response_norm, size=5, k=1.0, alpha=1e-4 / 5, beta=0.75)
+    # Taps: conv1 (ImageNet stem only, before its pool), conv3 (before its pool), each stage.
+    imagenet_stem = self.stem == 'imagenet'
+    taps = common.FeatureTaps(feature_indices, len(self.stages) + 1 + imagenet_stem)
     if self.transform_input:
       x = _to_unit_range(x)
-    x = self._stem(x, unit, pool, train)
+    if imagenet_stem:
+      x = unit(64, 7, strides=2)(x, train)
+      if taps.take(x):
+        return taps.maps
+      x = lrn(pool(x))
+    elif self.stem == 'small':
+      x = unit(64, 3)(x, train)
+    else:
+      raise errors.InvalidValueError(
+          f"unknown stem '{self.stem}'; valid stems are: imagenet, small")
+    x = lrn(unit(192, 3)(unit(64, 1)(x, train), train))
+    if taps.take(x):
+      return taps.maps
+    if imagenet_stem:
+      x = pool(x)
     for stage, rows in enumerate(self.stages):
       if stage > 0:
         last = stage == len(self.stages) - 1
@@ -161,23 +181,12 @@ class GoogLeNet(nn.Module):
         # modules: 4a and 4d.
         # Evaluation skips them; init runs them (in either mode) to create their parameters.
         if (self.aux_logits and stage == 1 and index in (1, len(rows) - 1) and
-            (train or self.is_initializing())):
+            (train or self.is_initializing()) and feature_indices is None):
           aux = AuxClassifier(self.num_classes, unit, self.dtype, name=f'aux_{index}')(x, train)
           if train:
             self.sow('intermediates', 'aux_logits', aux)
         x = Inception(widths, unit, self.third_branch_kernel)(x, train)
+      if taps.take(x):
+        return taps.maps
     x = layers.dropout(layers.global_pool(x), self.dropout_rate, train)
     return common.classify(x, self.num_classes, return_features, self.dtype)
-
-  def _stem(self, x, unit: ModuleDef, pool: Callable, train: bool):
-    lrn = (lambda y: y) if self.batch_norm else functools.partial(
-        layers.local_response_norm, size=5, k=1.0, alpha=1e-4 / 5, beta=0.75)
-    if self.stem == 'imagenet':
-      x = lrn(pool(unit(64, 7, strides=2)(x, train)))
-    elif self.stem == 'small':
-      x = unit(64, 3)(x, train)
-    else:
-      raise errors.InvalidValueError(
-          f"unknown stem '{self.stem}'; valid stems are: imagenet, small")
-    x = lrn(unit(192, 3)(unit(64, 1)(x, train), train))
-    return pool(x) if self.stem == 'imagenet' else x

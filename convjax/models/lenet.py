@@ -67,11 +67,17 @@ class LeNet5(nn.Module):
     return self.activation(self.pool(x))
 
   @nn.compact
-  def __call__(self, x, train: bool = False, return_features: bool = False):
+  def __call__(self, x, train: bool = False, return_features: bool = False,
+               feature_indices: Sequence[int] | str | None = None):
     del train  # No dropout or batch norm: train and eval are the same function.
     conv = lambda features, padding: layers.conv2d(features, 5, padding=padding, dtype=self.dtype)
+    taps = common.FeatureTaps(feature_indices, 2)  # Taps: S2 and S4.
     x = self._activate_and_pool(conv(6, 2)(x))        # C1, S2
+    if taps.take(x):
+      return taps.maps
     x = self._activate_and_pool(conv(16, 'VALID')(x))  # C3, S4
+    if taps.take(x):
+      return taps.maps
     x = layers.flatten(x)
     x = self.activation(nn.Dense(120, dtype=self.dtype)(x))  # C5 (a 5x5 conv on 5x5 maps)
     x = self.activation(nn.Dense(84, dtype=self.dtype)(x))   # F6
@@ -181,24 +187,36 @@ class LeNet5_1998(nn.Module):  # pylint: disable=invalid-name
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train: bool = False, return_features: bool = False):
+  def __call__(self, x, train: bool = False, return_features: bool = False,
+               feature_indices: Sequence[int] | str | None = None):
     del train  # No dropout or batch norm.
-    x = _centre_in_field(x, self.field_size)
+    # C1 to C5 are convolutional and take any larger image; only F6 needs C5's maps to be 1x1.
+    x = _centre_in_field(x, self.field_size, larger_ok=feature_indices is not None)
     conv = lambda features: layers.conv2d(features, 5, padding='VALID', dtype=self.dtype)
+    taps = common.FeatureTaps(feature_indices, 3)  # Taps: C1, C3 and C5.
     x = self.activation(conv(6)(x))                                            # C1
+    if taps.take(x):
+      return taps.maps
     x = self.activation(Subsampling(self.dtype, name='S2')(x))                 # S2
     x = self.activation(PartialConv(C3_TABLE, dtype=self.dtype, name='C3')(x))  # C3
+    if taps.take(x):
+      return taps.maps
     x = self.activation(Subsampling(self.dtype, name='S4')(x))                 # S4
     x = self.activation(conv(120)(x))                                          # C5
+    if taps.take(x):
+      return taps.maps
     features = self.activation(nn.Dense(84, dtype=self.dtype, name='F6')(layers.flatten(x)))
     prototypes = jnp.asarray(rbf_prototypes(self.num_classes))
     distances = jnp.sum(jnp.square(features.astype(jnp.float32)[:, None, :] - prototypes), -1)
     return common.outputs(-distances, features, return_features)
 
 
-def _centre_in_field(x: jnp.ndarray, size: int) -> jnp.ndarray:
-  """Pads [b, h, w, c] to [b, size, size, c] by repeating the border (the background)."""
+def _centre_in_field(x: jnp.ndarray, size: int, larger_ok: bool = False) -> jnp.ndarray:
+  """Pads [b, h, w, c] to [b, size, size, c] by repeating the border (the background); a side
+  already longer than size stays as it is where larger_ok."""
   pad_h, pad_w = size - x.shape[1], size - x.shape[2]
+  if larger_ok:
+    pad_h, pad_w = max(pad_h, 0), max(pad_w, 0)
   if pad_h < 0 or pad_w < 0:
     raise errors.InvalidValueError(f'LeNet-5 (1998) takes images up to {size}x{size}, got '
                                    f'{x.shape[1]}x{x.shape[2]}')

@@ -43,15 +43,23 @@ class NiN(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train: bool = False, return_features: bool = False):
+  def __call__(self, x, train: bool = False, return_features: bool = False,
+               feature_indices: Sequence[int] | str | None = None):
     w = self.width
+    taps = common.FeatureTaps(feature_indices, 3)  # Taps: each mlpconv block (before its pool).
     x = MlpConv((w, 160, 96), 5, self.activation, dtype=self.dtype)(x)
+    if taps.take(x):
+      return taps.maps
     x = layers.dropout(layers.max_pool(x, window=3, strides=2, padding='CEIL'),
                        self.dropout_rate, train)
     x = MlpConv((w, w, w), 5, self.activation, dtype=self.dtype)(x)
+    if taps.take(x):
+      return taps.maps
     x = layers.dropout(layers.avg_pool(x, window=3, strides=2, padding='CEIL'),
                        self.dropout_rate, train)
     x = MlpConv((w, w), 3, self.activation, dtype=self.dtype)(x)
+    if taps.take(x):
+      return taps.maps
     # The class maps: one 1x1 conv with a map per class, whose spatial means are the logits.
     class_maps = layers.conv2d(self.num_classes, 1, dtype=self.dtype, name='class_maps')(x)
     logits = layers.global_pool(class_maps).astype(jnp.float32)

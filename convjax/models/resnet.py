@@ -108,17 +108,24 @@ class ResNet(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train: bool = False, return_features: bool = False):
+  def __call__(self, x, train: bool = False, return_features: bool = False,
+               feature_indices: Sequence[int] | str | None = None):
     conv = functools.partial(
         layers.conv2d, padding='HALF', use_bias=False, dtype=self.dtype,
         kernel_init=nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'))
     norm = layers.normalization(self.normalization, train, self.dtype)
+    # Taps: the stem's activations (before its max pool), then each stage's output.
+    taps = common.FeatureTaps(feature_indices, 1 + len(self.stage_sizes))
     if self.stem == 'imagenet':
       x = self.activation(norm(name='stem_norm')(conv(self.widths[0], 7, strides=2,
                                                         name='stem_conv')(x)))
+      if taps.take(x):
+        return taps.maps
       x = layers.max_pool(x, window=3, strides=2, padding=1)
     elif self.stem == 'small':
       x = self.activation(norm(name='stem_norm')(conv(self.widths[0], 3, name='stem_conv')(x)))
+      if taps.take(x):
+        return taps.maps
     else:
       raise errors.InvalidValueError(
           f"unknown stem '{self.stem}'; valid stems are: imagenet, small")
@@ -130,6 +137,8 @@ class ResNet(nn.Module):
                        zero_init_residual=self.zero_init_residual,
                        drop_path=functools.partial(layers.drop_path, rate=next(rates),
                                                    train=train))(x)
+      if taps.take(x):
+        return taps.maps
     return common.classify(layers.global_pool(x), self.num_classes, return_features, self.dtype)
 
 

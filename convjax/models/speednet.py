@@ -39,13 +39,19 @@ class SpeedNet(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train: bool = False, return_features: bool = False):
+  def __call__(self, x, train: bool = False, return_features: bool = False,
+               feature_indices: Sequence[int] | str | None = None):
     conv = functools.partial(layers.conv2d, kernel_size=3, padding='HALF', use_bias=False,
                              dtype=self.dtype)
     norm = functools.partial(layers.batch_norm, train, self.dtype, use_scale=False)
+    taps = common.FeatureTaps(feature_indices, 1 + len(self.widths))  # Stem, then each stage.
     x = nn.gelu(norm()(conv(self.stem_width)(x)))
+    if taps.take(x):
+      return taps.maps
     for width in self.widths:
       x = nn.gelu(norm()(layers.max_pool(conv(width)(x), window=2)))
       x = nn.gelu(norm()(conv(width)(x)))
+      if taps.take(x):
+        return taps.maps
     return common.classify(layers.global_pool(x, 'max'), self.num_classes, return_features,
                            self.dtype)

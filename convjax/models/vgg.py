@@ -40,7 +40,10 @@ class VGG(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train: bool = False, return_features: bool = False):
+  def __call__(self, x, train: bool = False, return_features: bool = False,
+               feature_indices: Sequence[int] | str | None = None):
+    # Taps: each block's last activations (before its pool), then the last pool's output.
+    taps = common.FeatureTaps(feature_indices, len(self.stage_sizes) + 1)
     for num_convs, filters in zip(self.stage_sizes, self.widths):
       for _ in range(num_convs):
         # The _bn convs keep their (redundant) biases, as torchvision's do: its published
@@ -49,7 +52,11 @@ class VGG(nn.Module):
         if self.batch_norm:
           x = layers.batch_norm(train, dtype=self.dtype)(x)
         x = self.activation(x)
+      if taps.take(x):
+        return taps.maps
       x = layers.max_pool(x, window=2, padding='CEIL')
+    if taps.take(x):
+      return taps.maps
     x = common.hidden_layers(layers.flatten(x), self.head_width, 2, self.activation,
                              self.dropout_rate, train, self.dtype)
     return common.classify(x, self.num_classes, return_features, self.dtype)
