@@ -38,7 +38,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, 'benchmarks', 'results')
 FIELDS = ('config', 'overrides', 'model', 'params', 'seed', 'epochs', 'test_accuracy',
           'ema_test_accuracy', 'tta_test_accuracy', 'train_seconds', 'wall_seconds', 'hardware',
-          'commit', 'baseline_test_accuracy')
+          'commit', 'baseline_test_accuracy', 'test_AP', 'test_AP50', 'test_AP75')
+# A detector's rows hold COCO's AP, AP50 and AP75 (pycocotools) where a classifier's hold accuracy.
+DETECTION = ('test_AP', 'test_AP50', 'test_AP75')
 # Published accuracies on each dataset's own test set, by dataset. Fashion-MNIST: the benchmark
 # table of github.com/zalandoresearch/fashion-mnist (README, "Benchmark").
 PUBLISHED = {'fashion_mnist': (
@@ -96,7 +98,7 @@ def _flag_value(value) -> str:
 def row_of(config_file: str, workdir: str, hardware: str, commit: str | None) -> dict:
   """Returns one CSV row from a finished workdir; `commit` None takes the one its run recorded."""
   records = metrics.read_metrics(workdir)
-  evaluations = [r for r in records if 'test_accuracy' in r]
+  evaluations = [r for r in records if 'test_accuracy' in r or 'test_AP' in r]
   if not evaluations or 'wall_seconds' not in evaluations[-1]:
     raise ResultError(f'{workdir} holds no finished run (no final evaluation with wall_seconds '
                       'in metrics.jsonl)')
@@ -113,7 +115,8 @@ def row_of(config_file: str, workdir: str, hardware: str, commit: str | None) ->
           'model': config.model,
           'params': summary.count_params(model, shape),
           'seed': config.seed, 'epochs': round(final['epoch'], 2),
-          'test_accuracy': final['test_accuracy'],
+          'test_accuracy': final.get('test_accuracy', ''),
+          **{field: final.get(field, '') for field in DETECTION},
           'ema_test_accuracy': final.get('ema_test_accuracy', ''),
           'tta_test_accuracy': final.get('tta_test_accuracy', ''),
           'train_seconds': round(final['train_seconds'], 1),
@@ -169,8 +172,10 @@ def markdown(rows: list[dict], published=()) -> str:
   """The README's table: this project's configs, then the published (name, accuracy) rows. Text
   runs add the character n-gram baseline's accuracy (config.baseline) in place of EMA and TTA."""
   text = any(row.get('baseline_test_accuracy') for row in rows)
-  extra = ('n-gram baseline',) if text else ('EMA', 'flip TTA')
-  lines = ['| ' + ' | '.join(('model', 'params', 'config', 'test accuracy', *extra, 'wall time',
+  detection = any(row.get('test_AP') for row in rows)
+  headline = ('AP',) if detection else ('test accuracy',)
+  extra = ('AP50', 'AP75') if detection else ('n-gram baseline',) if text else ('EMA', 'flip TTA')
+  lines = ['| ' + ' | '.join(('model', 'params', 'config', *headline, *extra, 'wall time',
                               'hardware', 'commit')) + ' |',
            '|' + '---|' * (7 + len(extra))]
   for key in dict.fromkeys(_group(row) for row in rows):
@@ -178,13 +183,14 @@ def markdown(rows: list[dict], published=()) -> str:
     unit = 'seeds' if key[1] == group[0]['overrides'] else 'held-out speakers'
     column = lambda field: (_spread([float(r[field]) for r in group], unit)
                             if all(r.get(field, '') != '' for r in group) else '')
-    extras = ((column('baseline_test_accuracy'),) if text else
+    extras = ((column('test_AP50'), column('test_AP75')) if detection else
+              (column('baseline_test_accuracy'),) if text else
               (column('ema_test_accuracy'), column('tta_test_accuracy')))
     walls = [float(r['wall_seconds']) for r in group]
     first = group[0]
     command = ' '.join(filter(None, (first['config'], key[1])))
     lines.append(f"| {first['model']} | {int(first['params']):,} | `{command}` "
-                 f"| {column('test_accuracy')} | {' | '.join(extras)} "
+                 f"| {column('test_AP' if detection else 'test_accuracy')} | {' | '.join(extras)} "
                  f"| {statistics.mean(walls):.1f} s "
                  f"| {first['hardware']} | {first['commit'][:7]} |")
   for name, accuracy in published:
@@ -208,21 +214,24 @@ def draw_curve(row: dict, workdir: str, directory: str, dataset: str) -> str | N
   """Plain, EMA and flip-TTA test accuracy against epoch, from the evaluations of the workdir
   that gave `row`, as DIRECTORY/<dataset>_<config name>[_<overrides>].png; None for a run
   evaluated only once."""
-  records = [r for r in metrics.read_metrics(workdir) if 'test_accuracy' in r]
+  records = [r for r in metrics.read_metrics(workdir) if 'test_accuracy' in r or 'test_AP' in r]
   if len(records) < 2:
     return None
-  series = {key.replace('_test_accuracy', '').replace('test_accuracy', 'plain'):
-            ([r['epoch'] for r in records if key in r], [r[key] for r in records if key in r])
-            for key in CURVES}
+  detection = 'test_AP' in records[-1]
+  keys, measure = (DETECTION, 'COCO AP') if detection else (CURVES, 'test accuracy')
+  label = lambda key: (key.removeprefix('test_') if detection else
+                       key.replace('_test_accuracy', '').replace('test_accuracy', 'plain'))
+  series = {label(key): ([r['epoch'] for r in records if key in r],
+                         [r[key] for r in records if key in r]) for key in keys}
   name = os.path.splitext(os.path.basename(row['config']))[0]
   # '--config.half_precision=True' -> '_half_precision-True'.
   suffix = ''.join('_' + re.sub(r'[^\w.]+', '-', flag.removeprefix('--config.'))
                    for flag in row['overrides'].split())
   path = os.path.join(directory, f'{dataset}_{name}{suffix}.png')
-  title = f"{' '.join(filter(None, (name, row['overrides'])))}, seed {row['seed']}: test accuracy"
+  title = f"{' '.join(filter(None, (name, row['overrides'])))}, seed {row['seed']}: {measure}"
   if row['hardware']:
     title += f"\n{row['hardware']}"
-  plots.curves({k: v for k, v in series.items() if v[0]}, 'epoch', 'test accuracy', title, path)
+  plots.curves({k: v for k, v in series.items() if v[0]}, 'epoch', measure, title, path)
   return path
 
 

@@ -68,6 +68,26 @@ def get_config() -> ml_collections.ConfigDict:
   # datasets, on the input threads for streamed ones (convjax/data/randaugment.py).
   config.augment.randaugment_ops = 0
   config.augment.randaugment_magnitude = 9.0
+  # Detection only: zoom each scene by a factor log-uniform in this range and crop or pad it back
+  # at a random offset, boxes moving with it ((1, 1) = off); flip mirrors the boxes too.
+  config.augment.scene_scale = (1.0, 1.0)
+
+  # Detection datasets (fashion_mnist_scenes): `model` names the backbone, under a feature
+  # pyramid and a CenterNet head (convjax/models/detection.py, convjax/training/detection.py).
+  config.detection = ml_collections.ConfigDict()
+  # The backbone maps the pyramid merges, fine to coarse (convjax/models/features.py); the first
+  # sets the output's stride.
+  config.detection.feature_indices = (1, 2, 3, 4)
+  config.detection.pyramid_width = 64
+  config.detection.head_width = 64
+  # CenterNet's loss: focal alpha and beta, and the weights of heatmap, size and offset terms.
+  config.detection.focal_alpha = 2.0
+  config.detection.focal_beta = 4.0
+  config.detection.heatmap_weight = 1.0
+  config.detection.size_weight = 0.1
+  config.detection.offset_weight = 1.0
+  # Evaluation: each image's highest-scoring peaks, as COCO scores up to 100 per image.
+  config.detection.max_detections = 100
 
   # Schedule. batch_size is global: split over every device of every process. 96 splits evenly
   # over 1, 2, 3, 4, 6, 8, 12 or 16 devices (and 60,000 Fashion-MNIST images into 625 batches).

@@ -17,8 +17,12 @@ confidently_wrong.png (images, the log-mel spectrograms of sounds, clips' first 
 frames side by side, or the texts).
 A workdir of a streamed dataset, such as one experiments.convert wrote for ImageNet weights,
 gets the plots that need no test split: the filters, --image's feature maps and the curves.
+A detector's workdir (a detection dataset) gets filters.png, pyramid.png (test scene N or --image
+through the feature pyramid, level by level, and the centre heatmap), detections.png (its boxes,
+the true ones dashed), loss.png and ap.png (COCO AP and AP50 by step).
 --kernels instead writes kernels.png: every classic kernel of
-convjax.nn.convolution_math.KERNELS applied to a photograph (scikit-image's bundled camera image); it needs no trained run.
+convjax.nn.convolution_math.KERNELS applied to a photograph (scikit-image's bundled camera
+image); it needs no trained run.
 """
 import os
 
@@ -58,7 +62,14 @@ def main(argv):
     raise errors.InvalidValueError(f'--num_wrong must be at least 1, got {_NUM_WRONG.value}')
   saved = saved_run.load_model(_WORKDIR.value)
   image = _read_example(saved)  # Before anything is drawn: an unreadable file writes nothing.
-  if saved.info.streaming:
+  if saved.info.modality == 'detection':
+    run = saved_run.with_test_split(saved)
+    cli.check_index('image_index', _IMAGE_INDEX.value, len(run.test), 'the test set')
+    image = image or (run.test.images[_IMAGE_INDEX.value], f'test scene {_IMAGE_INDEX.value}')
+    truth = () if _IMAGE.value else _boxes_of(run, _IMAGE_INDEX.value)
+    paths = [draw_filters(saved, out), draw_pyramid(saved, *image, out),
+             draw_detections(saved, *image, truth, out), *draw_detection_curves(saved, out)]
+  elif saved.info.streaming:
     paths = draw_without_test_split(saved, image, out)
   else:
     run = saved_run.with_test_split(saved)
@@ -80,7 +91,7 @@ def _read_example(saved):
   sentence."""
   from convjax.deploy import inference
   by_modality = {'image': _IMAGE, 'audio': _AUDIO, 'video': _CLIP, 'text': _TEXT}
-  wanted = by_modality[saved.info.modality]
+  wanted = by_modality['image' if saved.info.modality == 'detection' else saved.info.modality]
   if any(flag.value for flag in by_modality.values() if flag is not wanted):
     raise errors.InvalidValueError(f'this model takes {saved.info.modality}: pass its file as '
                                    f'--{wanted.name}=FILE')
@@ -179,6 +190,60 @@ def draw_feature_maps(saved, image, title: str, out: str) -> str:
                               + ('(one map each, frame by frame)' if image.ndim == 4
                                  else '(first 16 maps)'))
   return path
+
+
+def _boxes_of(run, index: int) -> list:
+  """Test scene `index`'s true boxes (x, y, w, h)."""
+  boxes, classes = run.test.targets['boxes'][index], run.test.targets['classes'][index]
+  return boxes[classes >= 0].tolist()
+
+
+def draw_pyramid(saved, image, title: str, out: str) -> str:
+  """A detector's view of one scene uint8 [h, w, c]: its feature pyramid level by level (first
+  16 maps each), then the heatmap of object centres, a map per class."""
+  import jax
+  from convjax.analysis import plots
+  outputs, pyramid = saved.apply(image[None], return_pyramid=True)
+  strides = [image.shape[0] / level.shape[1] for level in pyramid]
+  stages = [('input', image.astype('float32'))]
+  stages += [(f'pyramid level {i} (stride {s:g})', np.asarray(level[0]))
+             for i, (level, s) in enumerate(zip(pyramid, strides))]
+  stages.append(('centre heatmap, a map per class (sigmoid)',
+                 np.asarray(jax.nn.sigmoid(outputs['heatmap'][0]))))
+  path = os.path.join(out, 'pyramid.png')
+  plots.feature_rows(stages, path, suptitle=f'{saved.config.model} feature pyramid and CenterNet '
+                                            f'heatmap: {title} (first 16 maps)')
+  return path
+
+
+def draw_detections(saved, image, title: str, truth, out: str) -> str:
+  """The boxes a detector finds in one scene (scores of at least 0.3), the true ones dashed."""
+  from convjax.analysis import plots
+  from convjax.models import detection
+  from convjax.training import coco
+  outputs = saved.apply(image[None])
+  found = detection.decode(outputs, image.shape[0] / outputs['heatmap'].shape[1])
+  found = coco.detections_json(*map(np.asarray, found), score_threshold=0.3)
+  for d in found:
+    d['class'] = saved.label_names[d['category_id'] - 1]
+  path = os.path.join(out, 'detections.png')
+  plots.detections(image[..., 0] if image.shape[-1] == 1 else image, found, path,
+                   title=f'{saved.config.model}: {title}, scores >= 0.3'
+                         + (' (true boxes dashed)' if truth else ''), truth=truth)
+  return path
+
+
+def draw_detection_curves(saved, out: str) -> list[str]:
+  """loss.png (training) and ap.png (COCO AP and AP50 of each evaluation)."""
+  from convjax.analysis import plots
+  from convjax.training import saved_run
+  curves = saved_run.read_curves(saved.workdir, ('train_loss', 'test_AP', 'test_AP50'))
+  name = f'{saved.config.model} on {saved.config.dataset}'
+  paths = [os.path.join(out, 'loss.png'), os.path.join(out, 'ap.png')]
+  plots.curves({'train': curves['train_loss']}, 'step', 'loss', f'{name}: loss', paths[0])
+  plots.curves({'AP': curves['test_AP'], 'AP50': curves['test_AP50']}, 'step', 'COCO AP',
+               f'{name}: test AP', paths[1])
+  return paths
 
 
 def draw_curves(saved, out: str) -> list[str]:

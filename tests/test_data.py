@@ -93,7 +93,8 @@ def test_streamed_datasets_open_through_tfds(name):
 
 def test_catalogue_names_match_the_issue_and_tfds():
   assert datasets.list_datasets() == [
-      'ag_news_subset', 'cifar10', 'cifar100', 'digits', 'fashion_mnist', 'fortunes_language',
+      'ag_news_subset', 'cifar10', 'cifar100', 'digits', 'fashion_mnist', 'fashion_mnist_scenes',
+      'fortunes_language',
       'fortunes_topic', 'imagenet2012', 'imagenette', 'imdb_reviews', 'kmnist', 'mnist',
       'moving_fashion_mnist', 'spoken_digit', 'svhn_cropped', 'words_language']
   assert datasets.NUM_CLASSES['cifar100'] == 100 and datasets.NUM_CLASSES['imagenet2012'] == 1000

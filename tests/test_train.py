@@ -310,7 +310,7 @@ def test_progress_eta_is_the_budgets_and_evaluations_print_test_accuracy(capsys,
   monkeypatch.setattr(metrics.time, 'time', lambda: next(clock))
   progress = metrics.Progress(0, 4680, budget_seconds=60.0)
   progress.update(13, 0.5, 1000.0, train_seconds=10.0)  # Steps alone would say about an hour.
-  progress.evaluated(13, 0.8512)
+  progress.evaluated(13, 'test accuracy 0.8512')
   lines = capsys.readouterr().out.splitlines()
   assert lines == ['step 13/4680  loss 0.5000  1,000 img/s  ETA 50s',
                    'step 13/4680  test accuracy 0.8512']

@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use('Agg')  # Files only: no display is needed or opened.
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
+from matplotlib import patches  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
 DPI = 120
@@ -219,4 +220,26 @@ def text_table(lines: Sequence[str], path: str, title: str, columns: int = 1):
     ax.text(column / columns, 1.0, '\n'.join(chunk), family='monospace', fontsize=7, va='top',
             transform=ax.transAxes)
   ax.set_title(title, fontsize=9)
+  return save(fig, path)
+
+
+def detections(image: np.ndarray, found: Sequence[Mapping], path: str, title: str = '',
+               truth: Sequence[Sequence[float]] = ()):
+  """An image [h, w] or [h, w, 3] with each detection's box ({'bbox': (x, y, w, h), 'class',
+  'score'}) drawn and labelled with its class and score; boxes in `truth` (x, y, w, h) dashed."""
+  height, width = np.shape(image)[:2]
+  scale = 6.0 / max(height, width)
+  fig, ax = plt.subplots(figsize=(max(width * scale, 2.0), max(height * scale, 2.0) + 0.3))
+  ax.imshow(np.asarray(image), cmap='gray')
+  ax.axis('off')
+  for x, y, w, h in truth:
+    ax.add_patch(patches.Rectangle((x - 0.5, y - 0.5), w, h, fill=False, edgecolor='white',
+                                   linestyle='--', linewidth=0.8))
+  for detection in found:
+    x, y, w, h = detection['bbox']
+    ax.add_patch(patches.Rectangle((x - 0.5, y - 0.5), w, h, fill=False, edgecolor='lime',
+                                   linewidth=1.2))
+    ax.text(x - 0.5, y - 1, f"{detection['class']} {detection['score']:.2f}", color='black',
+            fontsize=6, va='bottom', bbox=dict(facecolor='lime', edgecolor='none', pad=0.5))
+  ax.set_title(title, fontsize=8)
   return save(fig, path)

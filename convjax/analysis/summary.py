@@ -164,7 +164,8 @@ def layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[Layer]:
   def record(module, path, args, proceed):
     inputs, first_inner = tracker.input_of(args), len(tracker.records)
     output = proceed()
-    main = output[0] if isinstance(output, tuple) else output
+    # The first array: logits of (logits, features), a backbone's finest map, a heatmap.
+    main = jax.tree.leaves(output)[0]
     geometry = tracker.output_of(module, inputs, first_inner, main)
     # A module's own parameters are the arrays at its level; its children's sit in sub-dicts.
     own_params = sum(_size(v) for v in module.variables.get('params', {}).values()

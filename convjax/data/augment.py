@@ -22,7 +22,10 @@ class Augmentation:
   random_erasing: the probability of erasing a random rectangle (`random_erase`; 0 = off), of
   area fraction in erasing_scale and aspect ratio in erasing_ratio.
   randaugment_ops, randaugment_magnitude: RandAugment's N ops at magnitude M (randaugment;
-  N = 0 is off)."""
+  N = 0 is off).
+  scene_scale: detection only: zoom each scene by a factor drawn log-uniformly from this range
+  and crop or pad it back at a random offset, its boxes moving with it (`augment_scene`;
+  (1, 1) is off). A scene's flip mirrors its boxes too."""
   crop_padding: int = 0
   flip: bool = False
   cutout: int = 0
@@ -31,11 +34,12 @@ class Augmentation:
   erasing_ratio: tuple[float, float] = (0.3, 3.3)
   randaugment_ops: int = 0
   randaugment_magnitude: float = 9.0
+  scene_scale: tuple[float, float] = (1.0, 1.0)
 
   @property
   def enabled(self) -> bool:
     return bool(self.crop_padding or self.flip or self.cutout or self.random_erasing
-                or self.randaugment_ops)
+                or self.randaugment_ops or tuple(self.scene_scale) != (1.0, 1.0))
 
 
 def random_crop(key: jax.Array, image: jnp.ndarray, padding: int) -> jnp.ndarray:
@@ -134,3 +138,48 @@ def mean_pixel(mean: tuple[float, ...]) -> tuple[int, ...]:
   """The uint8 pixel that normalises to (about) zero: cutout's fill, as in the paper, and what
   RandAugment's geometric ops move in from outside the image."""
   return tuple(int(round(m * 255)) for m in mean)
+
+
+# A box keeps its object after a crop when at least this fraction of it stays in the image.
+MIN_VISIBLE = 0.5
+
+
+def _zoom_with_boxes(key: jax.Array, image: jnp.ndarray, boxes: jnp.ndarray, classes: jnp.ndarray,
+                     scale_range: tuple[float, float]):
+  """Scales image [h, w, c] by s ~ log-U(scale_range) about a random offset that keeps the
+  canvas covered (s >= 1) or inside it (s < 1, the border filled with 0), and moves boxes [k, 4]
+  (x, y, w, h) with it: clipped to the image, and dropped (class -1, box 0) where less than
+  MIN_VISIBLE of a box stays in it."""
+  height, width, _ = image.shape
+  scale_key, x_key, y_key = jax.random.split(key, 3)
+  s = jnp.exp(jax.random.uniform(scale_key, minval=jnp.log(scale_range[0]),
+                                 maxval=jnp.log(scale_range[1])))
+  # Output pixel = s * input pixel + t, with t between 0 and size - s * size.
+  tx = jax.random.uniform(x_key) * (width - s * width)
+  ty = jax.random.uniform(y_key) * (height - s * height)
+  zoomed = jax.image.scale_and_translate(image.astype(jnp.float32), image.shape, (0, 1),
+                                         jnp.stack([s, s]), jnp.stack([ty, tx]), 'linear')
+  image = jnp.clip(jnp.round(zoomed), 0, 255).astype(image.dtype)
+  corners = jnp.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], -1) * s
+  corners = corners + jnp.stack([tx, ty, tx, ty])
+  clipped = jnp.clip(corners, 0, jnp.array([width, height, width, height], jnp.float32))
+  moved = jnp.concatenate([clipped[:, :2], clipped[:, 2:] - clipped[:, :2]], -1)
+  visible = moved[:, 2] * moved[:, 3] >= MIN_VISIBLE * boxes[:, 2] * boxes[:, 3] * s * s
+  keep = (classes >= 0) & visible & (moved[:, 2] >= 1) & (moved[:, 3] >= 1)
+  return image, jnp.where(keep[:, None], moved, 0.0), jnp.where(keep, classes, -1)
+
+
+def augment_scene(key: jax.Array, image: jnp.ndarray, boxes: jnp.ndarray, classes: jnp.ndarray,
+                  augmentation: Augmentation):
+  """A detection example's zoom (augmentation.scene_scale) and flip, boxes [k, 4] (x, y, w, h)
+  and classes [k] (-1: none) following the image [h, w, c]. Returns all three."""
+  zoom_key, flip_key = jax.random.split(key)
+  if tuple(augmentation.scene_scale) != (1.0, 1.0):
+    image, boxes, classes = _zoom_with_boxes(zoom_key, image, boxes, classes,
+                                             augmentation.scene_scale)
+  if augmentation.flip:
+    flip = jax.random.bernoulli(flip_key)
+    image = jnp.where(flip, jnp.flip(image, -2), image)
+    mirrored = boxes.at[:, 0].set(image.shape[1] - boxes[:, 0] - boxes[:, 2])
+    boxes = jnp.where(flip & (classes >= 0)[:, None], mirrored, boxes)
+  return image, boxes, classes

@@ -2,8 +2,8 @@
 
 Every dataset is named as in tensorflow-datasets, except scikit-learn's bundled `digits`. Each has
 a modality: images [h, w, c], audio (waveforms [samples, 1], convjax/data/speech.py), video
-(clips [frames, h, w, c], convjax/data/video.py) or text (UTF-8 bytes [length, 1],
-convjax/data/text.py); the arrays called "images" below are those examples, whatever their
+(clips [frames, h, w, c], convjax/data/video.py), text (UTF-8 bytes [length, 1],
+convjax/data/text.py) or detection (scenes [h, w, c] with boxes, convjax/data/scenes.py); the arrays called "images" below are those examples, whatever their
 modality.
 `CATALOGUE` documents each one's preprocessing: its normalisation statistics (per channel, in
 [0, 1] pixel units, of the training split), whether a horizontal flip keeps the class, and
@@ -25,7 +25,7 @@ import os
 import shutil
 import socket
 import urllib.parse
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -51,7 +51,8 @@ class DatasetInfo:
   eval_split: the TFDS split used as the test set.
   idx: also readable from local MNIST-style IDX files.
   label_names: what each class index means, where the dataset documents it.
-  modality: 'image', 'audio', 'video' or 'text': what an example is, and which loader reads it.
+  modality: 'image', 'audio', 'video', 'text' or 'detection' (an image with boxes): what an
+    example is, and which loader reads it.
   splits: the ways the dataset divides into train and test that `load` takes; the first is the
     default (spoken_digit also holds out each speaker in turn: 'speaker:NAME').
   """
@@ -72,7 +73,7 @@ class DatasetInfo:
   @property
   def example_noun(self) -> str:
     """What one example is called in progress lines: 'image', 'clip' or 'text'."""
-    return {'image': 'image', 'text': 'text'}.get(self.modality, 'clip')
+    return {'image': 'image', 'detection': 'image', 'text': 'text'}.get(self.modality, 'clip')
 
 
 _DIGITS = tuple(str(i) for i in range(10))
@@ -140,6 +141,10 @@ CATALOGUE = {info.name: info for info in [
                 'byte codes, not normalised', flip=False, modality='text',
                 label_names=('en', 'fr', 'de', 'es', 'it', 'pt', 'nl', 'da', 'sv', 'ca', 'fo', 'gl',
                              'no', 'pl')),
+    # Scenes of 1 to 6 Fashion-MNIST items with their boxes (convjax/data/scenes.py).
+    DatasetInfo('fashion_mnist_scenes', 10, (128, 128, 1), (0.1100,), (0.2542,),
+                'the 12,000 training scenes', flip=True, label_names=_FASHION,
+                modality='detection'),
 ]}
 NUM_CLASSES = {name: info.num_classes for name, info in CATALOGUE.items()}
 DATA_SOURCES = ('auto', 'idx', 'tfds')
@@ -159,9 +164,12 @@ class DatasetNotFoundError(errors.UserError, RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-  """images: uint8 [n, height, width, channels]; labels: int32 [n]."""
+  """images: uint8 [n, height, width, channels]; labels: int32 [n]; targets: any further
+  per-example arrays [n, ...] that batches carry beside them (a detection dataset's 'boxes' and
+  'classes', see data/scenes.py; for it, labels count each image's objects)."""
   images: np.ndarray
   labels: np.ndarray
+  targets: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
   def __len__(self) -> int:
     return len(self.labels)
@@ -270,8 +278,11 @@ def check_split(info: DatasetInfo, split: str) -> str:
 
 def _load_other_modality(info: DatasetInfo, data_dir, source, download, split) -> Dataset:
   """Audio read by convjax/data/speech.py, video made by convjax/data/video.py, text read by
-  convjax/data/text.py."""
+  convjax/data/text.py, scenes made by convjax/data/scenes.py."""
   # Imported here: each builds on this module's Split and Dataset.
+  if info.modality == 'detection':
+    from convjax.data import scenes
+    return scenes.load_fashion_mnist_scenes(info, data_dir, source, download)
   if info.modality == 'video':
     from convjax.data import video
     return video.load_moving_fashion_mnist(info, data_dir, source, download)

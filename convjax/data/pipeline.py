@@ -8,7 +8,9 @@ Two kinds, for two sizes of dataset (training.inputs picks one from the catalogu
 
 Both yield the same batches: training {'image': uint8 [devices, per_device, h, w, c],
 'label': int32 [devices, per_device]}, evaluation the same plus 'mask': float32 (0 = padding),
-and both follow `sampling`, so batches are a pure function of (seed, step).
+and both follow `sampling`, so batches are a pure function of (seed, step). An in-memory
+dataset's further targets (a detection dataset's 'boxes' and 'classes') travel in its batches
+too.
 """
 import functools
 from typing import Iterator, Protocol
@@ -61,8 +63,9 @@ class InMemoryPipeline:
     self._dp, self._seed = dp, seed
     self._steps_per_epoch = sampling.steps_per_epoch(len(dataset.train), batch_size)
     self._eval_batch_size = eval_batch_size
-    self._train = dp.replicate({'image': dataset.train.images, 'label': dataset.train.labels})
-    self._test = dp.replicate({'image': dataset.test.images, 'label': dataset.test.labels})
+    self._train, self._test = (
+        dp.replicate({'image': split.images, 'label': split.labels, **split.targets})
+        for split in (dataset.train, dataset.test))
     self._p_train_batch = dp.pmap(functools.partial(
         _train_batch, batch_size=batch_size, steps_per_epoch=self._steps_per_epoch,
         local_batch=batch_size // dp.num_devices, augmentation=augmentation,
@@ -95,18 +98,25 @@ def _train_batch(split: dict, order: jnp.ndarray, step: jnp.ndarray, *, batch_si
   """Per device: this device's part of global batch `step`, which is slice
   step % steps_per_epoch of the epoch's order (see `sampling`).
 
-  split: image uint8 [n, h, w, c], label int32 [n]; order int32 [n]; step int32 [].
-  Returns image uint8 [local_batch, h, w, c], label int32 [local_batch].
+  split: image uint8 [n, h, w, c], label int32 [n], any targets [n, ...]; order int32 [n];
+  step int32 [].
+  Returns each of split's arrays at this device's local_batch examples: image uint8
+  [local_batch, h, w, c], label int32 [local_batch], ...; a scene's boxes move with its image.
   """
   first = parallel.device_index() * local_batch  # This device's place in the global batch.
   offset = (step % steps_per_epoch) * batch_size + first
   indices = jax.lax.dynamic_slice(order, (offset,), (local_batch,))
-  images, labels = split['image'][indices], split['label'][indices]
+  batch = {key: values[indices] for key, values in split.items()}
   if augmentation.enabled:
     step_key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), _AUGMENT_STREAM), step)
     keys = jax.vmap(functools.partial(jax.random.fold_in, step_key))(first + jnp.arange(local_batch))
-    images = augment.augment_batch(keys, images, augmentation, fill)
-  return {'image': images, 'label': labels}
+    if 'boxes' in batch:
+      batch['image'], batch['boxes'], batch['classes'] = jax.vmap(
+          functools.partial(augment.augment_scene, augmentation=augmentation))(
+              keys, batch['image'], batch['boxes'], batch['classes'])
+    else:
+      batch['image'] = augment.augment_batch(keys, batch['image'], augmentation, fill)
+  return batch
 
 
 def _eval_batch(split: dict, offset: jnp.ndarray, *, local_batch: int) -> dict:
@@ -114,5 +124,5 @@ def _eval_batch(split: dict, offset: jnp.ndarray, *, local_batch: int) -> dict:
   num_examples = split['label'].shape[0]
   positions = offset + parallel.device_index() * local_batch + jnp.arange(local_batch)
   indices = jnp.minimum(positions, num_examples - 1)
-  return {'image': split['image'][indices], 'label': split['label'][indices],
+  return {**{key: values[indices] for key, values in split.items()},
           'mask': (positions < num_examples).astype(jnp.float32)}

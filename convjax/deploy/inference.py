@@ -10,6 +10,9 @@ on (convjax/data/speech.py). Each clip (.npy, uint8 [frames, height, width, chan
 [frames, height, width]) must have the model's shape. A text becomes its UTF-8 bytes
 (convjax/data/text.py: empty texts, control characters and texts longer than the model reads are
 refused). Then the dataset's normalisation.
+
+A detector's workdir (a detection dataset) finds objects instead (`detect`): each image is resized
+to the scenes' size, and its boxes are scaled back to the file's own pixels.
 """
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -18,7 +21,8 @@ import jax
 
 from convjax import errors
 from convjax.data import speech, streaming, text
-from convjax.training import saved_run
+from convjax.models import detection as detection_model
+from convjax.training import coco, saved_run
 
 
 class ImageError(errors.UserError, ValueError):
@@ -117,3 +121,41 @@ def classify(saved: saved_run.SavedModel, paths: list[str], top_k: int = 5,
   key = {'audio': 'audio', 'video': 'clip', 'text': 'text'}.get(saved.info.modality, 'image')
   return [{key: path, 'top_k': top}
           for path, top in zip(paths, top_classes(probabilities, names, top_k))]
+
+
+def _image_size(path: str) -> tuple[int, int]:
+  """(height, width) of an image file, which read_image has already opened successfully."""
+  with Image.open(path) as image:
+    return image.height, image.width
+
+
+def _inside(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+  """Boxes [k, 4] (x, y, w, h) clipped to a width x height image."""
+  corners = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], -1)
+  corners = np.clip(corners, 0, [width, height, width, height])
+  return np.concatenate([corners[:, :2], corners[:, 2:] - corners[:, :2]], -1)
+
+
+def detect(saved: saved_run.SavedModel, paths: list[str], score_threshold: float,
+           max_detections: int = 100) -> list[dict]:
+  """Every image file through a detector: [{'image': path, 'width', 'height', 'detections':
+  [{'class', 'category_id', 'bbox' (x, y, w, h in the file's pixels), 'score'}]}], best first,
+  keeping scores >= score_threshold (in [0, 1])."""
+  if not 0 <= score_threshold <= 1:
+    raise errors.InvalidValueError(f'the score threshold must be in [0, 1], got {score_threshold}')
+  images, _ = read_examples(saved, paths)
+  outputs = jax.jit(saved.apply)(images)
+  stride = images.shape[1] / outputs['heatmap'].shape[1]
+  boxes, scores, classes = map(np.asarray, detection_model.decode(outputs, stride,
+                                                                  max_detections))
+  results = []
+  for path, image_boxes, image_scores, image_classes in zip(paths, boxes, scores, classes):
+    height, width = _image_size(path)
+    scale = np.array([width / images.shape[2], height / images.shape[1]] * 2)
+    found = coco.detections_json([_inside(image_boxes * scale, width, height)], [image_scores],
+                                 [image_classes], score_threshold=score_threshold)
+    for detection in found:
+      del detection['image_id']
+      detection['class'] = saved.label_names[detection['category_id'] - 1]
+    results.append({'image': path, 'width': width, 'height': height, 'detections': found})
+  return results

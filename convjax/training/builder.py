@@ -16,9 +16,9 @@ import jax.numpy as jnp
 import optax
 
 from convjax import models, parallel
-from convjax.models import input_shapes
+from convjax.models import detection as detection_model, features, input_shapes
 from convjax.data import datasets, mixing, sampling
-from convjax.training import config as config_lib, optimizer, steps
+from convjax.training import config as config_lib, detection, optimizer, steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,16 +97,31 @@ class Run:
     return steps.create_train_state(self.model, self.tx, self.data.image_shape, self.config.seed,
                                     ema=self.config.ema_decay > 0, variables=variables)
 
+  @property
+  def detection(self) -> bool:
+    """Whether the run finds objects (a detection dataset) rather than classifying."""
+    return is_detection(self.config)
+
   @functools.cached_property
   def p_train_step(self) -> Callable:
-    """(replicated state, sharded batch) -> (state, metrics): `steps.train_step` on every device."""
+    """(replicated state, sharded batch) -> (state, metrics): `steps.train_step`, or
+    `detection.train_step`, on every device."""
+    if self.detection:
+      step = functools.partial(detection.train_step, weights=loss_weights(self.config))
+    else:
+      step = steps.train_step
     return self.dp.pmap(functools.partial(
-        steps.train_step, normalize=self.normalize, schedule=self.schedule, recipe=self.recipe),
+        step, normalize=self.normalize, schedule=self.schedule, recipe=self.recipe),
         donate_first_arg=True)
 
   @functools.cached_property
   def p_eval_step(self) -> Callable:
-    """(replicated state, sharded masked batch) -> summed metrics: `steps.eval_step`."""
+    """(replicated state, sharded masked batch) -> summed metrics (`steps.eval_step`), or each
+    device's detections (`detection.eval_step`)."""
+    if self.detection:
+      return self.dp.pmap(functools.partial(
+          detection.eval_step, normalize=self.normalize,
+          max_detections=self.config.detection.max_detections))
     return self.dp.pmap(functools.partial(steps.eval_step, normalize=self.normalize,
                                           recipe=self.recipe))
 
@@ -161,8 +176,20 @@ def compute_dtype(config):
   return jnp.bfloat16 if config.half_precision else jnp.float32
 
 
+def is_detection(config) -> bool:
+  return datasets.get_info(config.dataset).modality == 'detection'
+
+
+def loss_weights(config) -> detection.LossWeights:
+  """CenterNet's loss settings from config.detection."""
+  d = config.detection
+  return detection.LossWeights(alpha=d.focal_alpha, beta=d.focal_beta, heatmap=d.heatmap_weight,
+                               size=d.size_weight, offset=d.offset_weight)
+
+
 def create_model(config, num_classes: int, input_shape: tuple[int, int, int]):
-  """The config's model for this input (height, width, channels), checked before any work.
+  """The config's model for this input (height, width, channels), checked before any work: the
+  registry model, or for a detection dataset that model as the backbone of a CenterNet.
 
   Raises input_shapes.InputShapeError naming the layer whose output would be empty.
   """
@@ -171,6 +198,11 @@ def create_model(config, num_classes: int, input_shape: tuple[int, int, int]):
   make = lambda shape: models.create(config.model, num_classes, input_shape=shape,
                                      small_inputs=config.small_inputs, dtype=dtype, **overrides)
   model = make(input_shape)
+  if is_detection(config):
+    features.check_backbone(config.model)
+    d = config.detection
+    return detection_model.CenterNet(model, num_classes, tuple(d.feature_indices),
+                                     d.pyramid_width, d.head_width, dtype)
   try:
     input_shapes.check(model, input_shape)
   except input_shapes.InputShapeError as e:

@@ -126,10 +126,11 @@ def _check_modality(config) -> None:
     datasets.check_split(info, config.get('data_split', 'default'))
   except errors.InvalidValueError as e:
     raise ConfigError(f'data_split: {e}') from None
-  if spec.modality != info.modality:
+  if spec.modality != _model_modality(info):
     raise ConfigError(f"model '{config.model}' reads {spec.modality} but dataset "
                       f"'{config.dataset}' holds {info.modality}; models for it: "
                       f"{', '.join(_models_for(info))}")
+  _check_detection_settings(config, info)
   try:
     baseline.check(config.get('baseline', ''), config.dataset)
   except errors.InvalidValueError as e:
@@ -142,8 +143,38 @@ def _check_modality(config) -> None:
       raise ConfigError(f"{field} applies to images; '{config.dataset}' holds {info.modality}")
 
 
+def _model_modality(info) -> str:
+  """What a model for this dataset reads: a detector's backbone reads images."""
+  return 'image' if info.modality == 'detection' else info.modality
+
+
 def _models_for(info) -> list[str]:
-  return [name for name in models.list_models() if models.get_spec(name).modality == info.modality]
+  return [name for name in models.list_models()
+          if models.get_spec(name).modality == _model_modality(info)]
+
+
+# Settings the detection step does not take, by config field and the value that means off.
+_CLASSIFICATION_ONLY = (('augment.crop_padding', 0), ('mixup_alpha', 0.0), ('label_smoothing', 0.0),
+                        ('tta_flip', False), ('grad_accum_steps', 1), ('ema_decay', 0.0),
+                        ('aux_loss_weight', 0.0), ('freeze', 'none'))
+
+
+def _check_detection_settings(config, info) -> None:
+  """A detection dataset gets no classification-only setting; scene_scale needs one."""
+  value = lambda field: (config.augment[field.split('.')[1]] if '.' in field
+                         else config.get(field))
+  if info.modality != 'detection':
+    if tuple(config.augment.scene_scale) != (1.0, 1.0):
+      raise ConfigError(f"augment.scene_scale moves boxes; '{config.dataset}' has none")
+    return
+  for field, off in _CLASSIFICATION_ONLY:
+    if value(field) not in (off, None):
+      raise ConfigError(f"{field} applies to classification; '{config.dataset}' is a detection "
+                        'dataset')
+  low, high = config.augment.scene_scale
+  if not 0 < low <= high:
+    raise ConfigError(f'augment.scene_scale must be (low, high) with 0 < low <= high, got '
+                      f'{tuple(config.augment.scene_scale)}')
 
 
 def _check_erasing(config) -> None:

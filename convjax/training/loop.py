@@ -14,9 +14,10 @@ import jax
 import numpy as np
 
 from convjax import errors, parallel
-from convjax.data import datasets, pipeline as pipeline_lib
+from convjax.data import datasets, pipeline as pipeline_lib, scenes
 from convjax.nn import conv_backend
-from convjax.training import (baseline, builder, checkpoint, config as config_lib, finetune,
+from convjax.training import (baseline, builder, checkpoint, config as config_lib, detection,
+                              finetune,
                               inputs, metrics, run_identity, steps, stopping,
                               workdir as workdir_lib)
 
@@ -182,8 +183,7 @@ def _train_and_report(loop: _Loop, state: steps.TrainState, start_step: int,
                'epoch': last_step / loop.run.steps_per_epoch}
     if loop.peak_memory_bytes is not None:
       trained['peak_memory_bytes'] = loop.peak_memory_bytes
-    final = {**evaluate_timed(loop.run.p_eval_step, state, loop.pipeline.eval_batches()),
-             **trained}
+    final = {**_evaluate_test_set(loop, state, timed=True), **trained}
     if config.get('baseline'):  # Text only (config checks it), so the pipeline is in memory.
       final.update(baseline.evaluate(config, loop.pipeline.dataset))
     final['wall_seconds'] = time.time() - start_time  # This run's, from start to final figures.
@@ -209,15 +209,31 @@ def _train_and_report(loop: _Loop, state: steps.TrainState, start_step: int,
       ('ema_test_accuracy', 'EMA'), ('tta_test_accuracy', 'flip TTA'),
       ('baseline_test_accuracy', f'{config.baseline} baseline')) if key in final)
   loop.progress.message(
-      f"done: {config.model} on {config.dataset}, test accuracy {final['test_accuracy']:.4f}"
+      f"done: {config.model} on {config.dataset}, {_headline(final)}"
       f"{extra} ({final['num_test_examples']} {noun}s), wall time {final['wall_seconds']:.1f} s, "
       f'{speed}{stopped}, convolutions by {conv_backend.backend_name(builder.compute_dtype(config))}')
   return RunResult(identity=loop.identity, step=last_step, metrics=final,
                    train_images_per_sec=train_rate, peak_memory_bytes=loop.peak_memory_bytes)
 
 
-def _evaluate_test_set(loop: _Loop, state: steps.TrainState) -> dict:
-  return evaluate(loop.run.p_eval_step, state, loop.pipeline.eval_batches())
+def _evaluate_test_set(loop: _Loop, state: steps.TrainState, timed: bool = False) -> dict:
+  """The test split's metrics: classification's (`evaluate`, or `evaluate_timed`), or a
+  detector's COCO AP (detection.evaluate)."""
+  if loop.run.detection:
+    test = loop.pipeline.dataset.test
+    truth = scenes.coco_annotations(test.targets['boxes'], test.targets['classes'],
+                                    loop.pipeline.info.label_names, loop.pipeline.image_shape[:2])
+    return detection.evaluate(loop.run.p_eval_step, state, loop.pipeline.eval_batches(), truth)
+  return (evaluate_timed if timed else evaluate)(loop.run.p_eval_step, state,
+                                                 loop.pipeline.eval_batches())
+
+
+def _headline(results: dict) -> str:
+  """The figure a run is judged by: 'test accuracy 0.9123', or a detector's 'test AP 0.7012,
+  AP50 0.9501'."""
+  if 'test_AP' in results:
+    return f"test AP {results['test_AP']:.4f}, AP50 {results['test_AP50']:.4f}"
+  return f"test accuracy {results['test_accuracy']:.4f}"
 
 
 # Progress lines' rate unit, by example noun.
@@ -322,12 +338,13 @@ def _train(loop: _Loop, state: steps.TrainState, start_step: int,
       with timer.excluded():
         results = _evaluate_test_set(loop, state)
         loop.writer.write(step, {**results, **trained})
-        loop.progress.evaluated(step, results['test_accuracy'])
+        loop.progress.evaluated(step, _headline(results))
     if step % checkpoint_every == 0 or is_last:
       with timer.excluded():
         # The steps checked since the last line travel with the checkpoint, so a run resumed
         # from it writes the same whole-interval line as a run that never stopped.
-        unlogged = [(s, {k: float(m[k][0]) for k in _LOGGED}, bool(ok)) for s, m, ok in checked]
+        unlogged = [(s, {k: float(v[0]) for k, v in m.items() if k != 'finite'}, bool(ok))
+                    for s, m, ok in checked]
         loop.checkpointer.save(step, loop.run.dp.unreplicate(state),
                                {**loop.checkpoint_meta, _UNLOGGED: unlogged})
     if is_last:
@@ -387,8 +404,9 @@ class _Timer:
 
 # Checkpoint meta: [(step, {metric: value}, finite)] of the steps not yet in a training line.
 _UNLOGGED = 'unlogged_steps'
-_AVERAGED = ('train_loss', 'train_accuracy')  # A training line's mean over its interval...
-_LOGGED = _AVERAGED + ('learning_rate',)  # ...and the last step's rate.
+# A training line holds the mean over its interval of every step metric but these two, and the
+# last step's learning rate.
+_NOT_AVERAGED = ('learning_rate', 'finite')
 
 
 def _check_steps(loop: _Loop, pending: list) -> list:
@@ -401,8 +419,9 @@ def _check_steps(loop: _Loop, pending: list) -> list:
 def _log_train(loop: _Loop, checked: list, timer: _Timer, step: int) -> None:
   """Writes the mean of the checked steps since the last line (the finite ones, if any)."""
   finite = [m for _, m, ok in checked if ok]
-  means = {k: float(np.mean([m[k][0] for m in finite or [m for _, m, _ in checked]]))
-           for k in _AVERAGED}
+  averaged = finite or [m for _, m, _ in checked]
+  means = {k: float(np.mean([m[k][0] for m in averaged]))
+           for k in averaged[0] if k not in _NOT_AVERAGED}
   means['learning_rate'] = float(checked[-1][1]['learning_rate'][0])
   if loop.config.skip_nonfinite_steps > 0:
     means['skipped_steps'] = len(checked) - len(finite)

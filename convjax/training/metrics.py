@@ -139,15 +139,16 @@ class Progress:
     print(f'step {step}/{self._total}  loss {loss:.4f}  {images_per_sec:,.0f} {self._unit}/s  '
           f'ETA {_duration(eta)}', flush=True)
 
-  def evaluated(self, step: int, test_accuracy: float) -> None:
-    """The test accuracy of an evaluation at `step`: on the bar, or a line of its own."""
+  def evaluated(self, step: int, headline: str) -> None:
+    """An evaluation at `step`, as its headline ('test accuracy 0.9123'): on the bar, or a line
+    of its own."""
     if not self._enabled:
       return
     if self._bar is not None:
-      self._postfix['test_acc'] = f'{test_accuracy:.4f}'
+      self._postfix['test'] = headline.removeprefix('test ')
       self._bar.set_postfix(self._postfix)
       return
-    print(f'step {step}/{self._total}  test accuracy {test_accuracy:.4f}', flush=True)
+    print(f'step {step}/{self._total}  {headline}', flush=True)
 
   def message(self, text: str) -> None:
     if not self._enabled:

@@ -137,10 +137,13 @@ def _restore_variables(state: dict, model, input_shape, workdir: str) -> dict:
   return variables
 
 
-def read_curves(workdir: str) -> dict[str, tuple[list[int], list[float]]]:
-  """train_loss, train_accuracy, test_loss and test_accuracy against step, from metrics.jsonl."""
+CURVES = ('train_loss', 'train_accuracy', 'test_loss', 'test_accuracy')
+
+
+def read_curves(workdir: str, keys=CURVES) -> dict[str, tuple[list[int], list[float]]]:
+  """Each of `keys` (metrics.jsonl's fields: by default train_loss, train_accuracy, test_loss
+  and test_accuracy) against step, from metrics.jsonl."""
   records = metrics.read_metrics(workdir)
-  keys = ('train_loss', 'train_accuracy', 'test_loss', 'test_accuracy')
   return {key: ([r['step'] for r in records if key in r], [r[key] for r in records if key in r])
           for key in keys}
 

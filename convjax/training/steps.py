@@ -138,13 +138,27 @@ def train_step(state: TrainState, batch: dict, *, normalize: Callable, schedule:
     With mixing, train_accuracy counts each example's own label, not its partner's.
   """
   images, targets = normalize(batch['image']), {'label': batch['label']}
-  dropout_rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), parallel.device_index())
+  dropout_rng = step_rng(state)
   if recipe.mixing.enabled:
     images, lam = mixing_lib.mix(jax.random.fold_in(dropout_rng, _MIX_STREAM), images,
                                  recipe.mixing)
     targets.update(partner=mixing_lib.partners(batch['label']),
                    lam=jnp.full(batch['label'].shape, lam))
   grads, step_metrics, batch_stats = _accumulated_grads(state, images, targets, dropout_rng, recipe)
+  return apply_update(state, grads, batch_stats, step_metrics, schedule, recipe)
+
+
+def step_rng(state: TrainState) -> jax.Array:
+  """This step's dropout key on this device: fold_in(fold_in(rng, step), device)."""
+  return jax.random.fold_in(jax.random.fold_in(state.rng, state.step), parallel.device_index())
+
+
+def apply_update(state: TrainState, grads, batch_stats, step_metrics: dict,
+                 schedule: optax.Schedule, recipe: Recipe) -> tuple[TrainState, dict]:
+  """What every task's train step ends with: this device's gradients, batch statistics and
+  metrics ({'train_loss', 'total_loss', ...}) averaged over devices, the optimiser's update, the
+  EMA, and the finite check that may keep the old state (recipe.skip_nonfinite). Returns the new
+  state and the averaged metrics less total_loss, plus 'learning_rate' and 'finite'."""
   grads = parallel.mean(grads)
   # A frozen backbone's statistics stay bit for bit: a mean over devices could round them.
   batch_stats = state.batch_stats if recipe.frozen_backbone else parallel.mean(batch_stats)
