@@ -42,6 +42,7 @@ def test_convolve_and_correlate_equal_scipy(pair, mode):
                                scipy.signal.correlate(f, g, mode, method='direct'), atol=1e-12)
 
 
+@pytest.mark.slow  # Many random shapes through the FFT.
 @SETTINGS
 @given(signal_pairs(), st.sampled_from(convolution_math.MODES))
 def test_fft_route_equals_the_direct_sum(pair, mode):

@@ -109,6 +109,7 @@ def test_digits_statistics_match_the_catalogue():
 
 @pytest.mark.skipif(not os.path.isdir(datasets._SYSTEM_IDX_DIRS['fashion_mnist']),
                     reason='needs Debian package dataset-fashion-mnist')
+@pytest.mark.slow  # Reads all 70,000 images.
 def test_fashion_mnist_statistics_match_the_catalogue():
   dataset = datasets.load('fashion_mnist', source='idx')
   assert (len(dataset.train), len(dataset.test)) == (60000, 10000)

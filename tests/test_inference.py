@@ -118,6 +118,7 @@ def test_a_workdir_without_a_checkpoint_is_refused(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # Export.
 
+@pytest.mark.slow  # Serialises, reloads and runs an export.
 def test_exported_artifact_gives_convjaxs_logits_for_any_batch(converted):
   import jax  # pylint: disable=import-outside-toplevel
   from convjax.deploy import export  # pylint: disable=import-outside-toplevel

@@ -95,6 +95,7 @@ def test_max_pool_2x2_equals_reduce_window_bitwise_even_with_ties(shape):
     ((2, 3), (1, 2), 'VALID', (2, 6, 9, 1)),
     ((3,), (2,), 'VALID', (2, 9, 2)),                    # 1-D
     ((2, 2, 2), (2, 2, 2), 'VALID', (1, 4, 5, 4, 2))])   # 3-D
+@pytest.mark.slow  # Many pool shapes, compiled one by one.
 def test_max_pool_from_taps_equals_reduce_window_bitwise_even_with_ties(window, strides, padding,
                                                                         shape):
   rng = np.random.default_rng(4)

@@ -213,7 +213,7 @@ def edit_loop(names):
   return [n if n in EDIT_LOOP else pytest.param(n, marks=pytest.mark.slow) for n in names]
 
 
-@pytest.mark.parametrize('name', sorted(EXPECTED_PARAMS))
+@pytest.mark.parametrize('name', by_family(sorted(EXPECTED_PARAMS)))
 def test_exact_parameter_count_at_native_input(name):
   spec = models.get_spec(name)
   assert num_params(models.create(name), spec.input_shape) == EXPECTED_PARAMS[name]
@@ -243,7 +243,8 @@ def test_lenet5_parameters_per_layer():
                    'classifier': 850}
 
 
-@pytest.mark.parametrize('activation', [nn.relu, layers.elu, jnp.tanh])
+@pytest.mark.parametrize('activation', [pytest.param(nn.relu, marks=pytest.mark.slow), layers.elu,
+                                        pytest.param(jnp.tanh, marks=pytest.mark.slow)])
 def test_lenet5_pooling_before_a_monotone_activation_is_the_same_network(activation):
   x = jax.random.normal(jax.random.PRNGKey(0), (4, 28, 28, 1))
   after = lenet.LeNet5(activation=activation)
@@ -274,7 +275,7 @@ PUBLISHED_GMACS = {'alexnet': 0.714, 'vgg11': 7.61, 'vgg13': 11.31, 'vgg16': 15.
                    'resnet101': 7.80, 'resnet152': 11.51, 'densenet121': 2.83}
 
 
-@pytest.mark.parametrize('name', sorted(PUBLISHED_GMACS))
+@pytest.mark.parametrize('name', by_family(sorted(PUBLISHED_GMACS)))
 def test_flops_match_published_gmacs(name):
   flops = summary.flops_per_image(models.create(name), (224, 224, 3))
   digits = len(str(PUBLISHED_GMACS[name]).split('.')[1])
@@ -347,7 +348,7 @@ def test_the_frame_wise_baseline_is_blind_to_frame_order_and_c3d_is_not():
     assert bool(same) == blind, name
 
 
-@pytest.mark.parametrize('name', by_family(IMAGE_MODELS))
+@pytest.mark.parametrize('name', edit_loop(IMAGE_MODELS))
 def test_every_model_takes_28x28_grayscale(name):
   model = models.create(name, num_classes=10, input_shape=(28, 28, 1))
   logits = jax.eval_shape(lambda: model.init_with_output(
@@ -507,6 +508,7 @@ def test_model_is_pure_returns_features_and_learns(name):
   assert np.isfinite(after) and after < before, (before, after)
 
 
+@pytest.mark.slow  # Compiles GoogLeNet in both modes.
 def test_googlenet_sows_two_auxiliary_logits_in_training_only():
   model = models.create('googlenet', num_classes=7, input_shape=(32, 32, 3), aux_logits=True)
   x = jnp.zeros((2, 32, 32, 3))

@@ -1,5 +1,6 @@
 """Figures: nothing drawn outside its axes, and no blank bands in tall grids."""
 import numpy as np
+import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
@@ -16,6 +17,7 @@ def _longest_blank_band(path) -> int:
   return longest
 
 
+@pytest.mark.slow  # Draws and measures a 60-row figure.
 def test_a_tall_feature_map_grid_has_no_blank_band_under_its_title(tmp_path):
   """ResNet-20 draws about 30 stages; the title once sat above a band of 12% of the height."""
   rng = np.random.default_rng(0)

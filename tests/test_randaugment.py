@@ -47,6 +47,7 @@ def as_array(image: Image.Image, channels: int) -> np.ndarray:
   return np.asarray(image).reshape(image.size[1], image.size[0], channels)
 
 
+@pytest.mark.slow  # Every colour op at several magnitudes.
 @pytest.mark.parametrize('kind', ['grey', 'colour'])
 def test_colour_ops_match_pil(kind):
   image = IMAGES[kind]

@@ -95,6 +95,7 @@ def test_flip_can_be_turned_off():
   assert all(s or m for s, m in zip(same, mirrored))
 
 
+@pytest.mark.slow  # A training run on mock TFDS data.
 @pytest.mark.parametrize('name', ['imagenette', 'imagenet2012'])
 def test_training_runs_on_mock_tfds_data(tmp_path, digits_config, name):
   config = digits_config

@@ -77,6 +77,7 @@ def test_the_test_split_is_a_tenth_by_hash_whatever_the_order():
 @pytest.mark.parametrize('name', ['fortunes_language', 'fortunes_topic', pytest.param(
     'words_language', marks=[pytest.mark.slow, pytest.mark.skipif(
         not HAVE_WORD_LISTS, reason="Debian's word lists are not installed")])])
+@pytest.mark.slow  # Reads the real fortune files.
 def test_real_splits_are_disjoint_deduplicated_and_cover_every_class(name):
   dataset = datasets.load(name)
   info = dataset.info

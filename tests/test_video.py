@@ -63,6 +63,7 @@ def test_bounce_reflects_off_both_walls():
   np.testing.assert_array_equal(offsets, [[6, 8, 6, 4, 2, 0], [1, 1, 3, 5, 7, 7]])
 
 
+@pytest.mark.slow  # Makes the clips twice from the real images.
 def test_clips_are_deterministic_and_test_clips_use_only_test_images():
   images, labels = numbered_items()
   first, again = (video.make_clips(images, labels, 50, seed=1) for _ in range(2))

@@ -4,6 +4,7 @@ CI has no PyTorch: state dicts are built with torchvision's names and shapes as 
 torch, torchvision and timm import (benchmarks/requirements-torchvision.txt), the last tests check
 every supported model's logits against torchvision's own, and timm's ResNets' and DenseNet's.
 """
+import functools
 import os
 import subprocess
 import sys
@@ -54,7 +55,9 @@ def load_tiny(model_name, state, **fields):
 
 
 # ------------------------------------------------------------------------------------------------
-# Names and shapes: torchvision's state dicts, entry for entry.
+# Names and shapes: torchvision's state dicts, entry for entry. Each model's layout is traced once
+# for all the tests below.
+state_shapes = functools.lru_cache(maxsize=None)(torchvision_weights.torch_state_shapes)
 
 # len(torchvision.models.<name>().state_dict()), num_batches_tracked included.
 TORCHVISION_STATE_SIZES = {'alexnet': 16, 'vgg11_bn': 62, 'vgg16': 32, 'resnet18': 122,
@@ -63,7 +66,7 @@ TORCHVISION_STATE_SIZES = {'alexnet': 16, 'vgg11_bn': 62, 'vgg16': 32, 'resnet18
 
 @pytest.mark.parametrize('name', sorted(TORCHVISION_STATE_SIZES))
 def test_state_dict_sizes_match_torchvision(name):
-  shapes = torchvision_weights.torch_state_shapes(name)
+  shapes = state_shapes(name)
   counters = sum(key.endswith('running_mean') for key in shapes)
   assert len(shapes) + counters == TORCHVISION_STATE_SIZES[name]
 
@@ -92,7 +95,7 @@ def test_state_dict_sizes_match_torchvision(name):
     ('googlenet_torchvision', 'fc.weight', (1000, 1024)),
 ])
 def test_torchvision_names_and_shapes(name, key, shape):
-  assert torchvision_weights.torch_state_shapes(name)[key] == shape
+  assert state_shapes(name)[key] == shape
 
 
 # ------------------------------------------------------------------------------------------------

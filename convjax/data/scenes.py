@@ -157,6 +157,7 @@ def load_fashion_mnist_scenes(info, data_dir: str | None, source: str, download:
   def split(name: str, images: datasets.Split) -> datasets.Split:
     canvases, boxes, classes = make_scenes(images.images, images.labels, NUM_SCENES[name],
                                            _SEEDS[name])
+    check_annotations(boxes, classes, (CANVAS, CANVAS), len(CLASS_NAMES))
     return datasets.Split(canvases, (classes >= 0).sum(1).astype(np.int32),
                           {'boxes': boxes, 'classes': classes})
 
