@@ -21,9 +21,9 @@ def get_config():
   config.augment.scene_scale = (0.8, 1.25)
   config.batch_size = 32
   config.eval_batch_size = 100
-  config.num_epochs = 12.0
+  config.num_epochs = 13.0
   config.optimizer = 'adamw'
-  config.learning_rate = 2e-3
+  config.learning_rate = 4e-3
   config.weight_decay = 1e-4
   config.warmup_epochs = 0.25
   config.lr_schedule = 'cosine'
