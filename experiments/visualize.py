@@ -204,7 +204,7 @@ def draw_pyramid(saved, image, title: str, out: str) -> str:
   import jax
   from convjax.analysis import plots
   outputs, pyramid = saved.apply(image[None], return_pyramid=True)
-  strides = [image.shape[0] / level.shape[1] for level in pyramid]
+  strides = [image.shape[0] / level.shape[1] for level in pyramid]  # Each level's own.
   stages = [('input', image.astype('float32'))]
   stages += [(f'pyramid level {i} (stride {s:g})', np.asarray(level[0]))
              for i, (level, s) in enumerate(zip(pyramid, strides))]
@@ -219,13 +219,8 @@ def draw_pyramid(saved, image, title: str, out: str) -> str:
 def draw_detections(saved, image, title: str, truth, out: str) -> str:
   """The boxes a detector finds in one scene (scores of at least 0.3), the true ones dashed."""
   from convjax.analysis import plots
-  from convjax.models import detection
-  from convjax.training import coco
-  outputs = saved.apply(image[None])
-  found = detection.decode(outputs, image.shape[0] / outputs['heatmap'].shape[1])
-  found = coco.detections_json(*map(np.asarray, found), score_threshold=0.3)
-  for d in found:
-    d['class'] = saved.label_names[d['category_id'] - 1]
+  from convjax.deploy import inference
+  (found,) = inference.detect_images(saved, image[None], score_threshold=0.3)
   path = os.path.join(out, 'detections.png')
   plots.detections(image[..., 0] if image.shape[-1] == 1 else image, found, path,
                    title=f'{saved.config.model}: {title}, scores >= 0.3'

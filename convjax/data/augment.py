@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from convjax.data import randaugment
+from convjax.data import randaugment, scenes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,10 +160,7 @@ def _zoom_with_boxes(key: jax.Array, image: jnp.ndarray, boxes: jnp.ndarray, cla
   zoomed = jax.image.scale_and_translate(image.astype(jnp.float32), image.shape, (0, 1),
                                          jnp.stack([s, s]), jnp.stack([ty, tx]), 'linear')
   image = jnp.clip(jnp.round(zoomed), 0, 255).astype(image.dtype)
-  corners = jnp.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], -1) * s
-  corners = corners + jnp.stack([tx, ty, tx, ty])
-  clipped = jnp.clip(corners, 0, jnp.array([width, height, width, height], jnp.float32))
-  moved = jnp.concatenate([clipped[:, :2], clipped[:, 2:] - clipped[:, :2]], -1)
+  moved = scenes.clip_boxes(boxes * s + jnp.stack([tx, ty, 0.0, 0.0]), width, height)
   visible = moved[:, 2] * moved[:, 3] >= MIN_VISIBLE * boxes[:, 2] * boxes[:, 3] * s * s
   keep = (classes >= 0) & visible & (moved[:, 2] >= 1) & (moved[:, 3] >= 1)
   return image, jnp.where(keep[:, None], moved, 0.0), jnp.where(keep, classes, -1)

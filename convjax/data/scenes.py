@@ -16,6 +16,7 @@ Annotations are padded to MAX_ITEMS per scene: boxes float32 [n, MAX_ITEMS, 4] (
 classes int32 [n, MAX_ITEMS], -1 marking padding. `coco_annotations` writes a split in COCO's
 JSON format, which pycocotools evaluates.
 """
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
@@ -43,6 +44,14 @@ def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
   y1 = np.minimum(box[1] + box[3], boxes[:, 1] + boxes[:, 3])
   inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
   return inter / (box[2] * box[3] + boxes[:, 2] * boxes[:, 3] - inter)
+
+
+def clip_boxes(boxes, width: int, height: int):
+  """Boxes [..., 4] (x, y, w, h) cut to the part inside a width x height image (NumPy or JAX
+  arrays; a box wholly outside becomes one of zero width or height)."""
+  corners = jnp.concatenate([boxes[..., :2], boxes[..., :2] + boxes[..., 2:]], -1)
+  corners = jnp.clip(corners, 0, jnp.array([width, height, width, height], jnp.float32))
+  return jnp.concatenate([corners[..., :2], corners[..., 2:] - corners[..., :2]], -1)
 
 
 def scaled_item(image: np.ndarray, scale: float) -> np.ndarray:

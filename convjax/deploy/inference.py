@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 import jax
 
 from convjax import errors
-from convjax.data import speech, streaming, text
+from convjax.data import scenes, speech, streaming, text
 from convjax.models import detection as detection_model
 from convjax.training import coco, saved_run
 
@@ -129,13 +129,6 @@ def _image_size(path: str) -> tuple[int, int]:
     return image.height, image.width
 
 
-def _inside(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
-  """Boxes [k, 4] (x, y, w, h) clipped to a width x height image."""
-  corners = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], -1)
-  corners = np.clip(corners, 0, [width, height, width, height])
-  return np.concatenate([corners[:, :2], corners[:, 2:] - corners[:, :2]], -1)
-
-
 def detect(saved: saved_run.SavedModel, paths: list[str], score_threshold: float,
            max_detections: int = 100) -> list[dict]:
   """Every image file through a detector: [{'image': path, 'width', 'height', 'detections':
@@ -144,18 +137,31 @@ def detect(saved: saved_run.SavedModel, paths: list[str], score_threshold: float
   if not 0 <= score_threshold <= 1:
     raise errors.InvalidValueError(f'the score threshold must be in [0, 1], got {score_threshold}')
   images, _ = read_examples(saved, paths)
-  outputs = jax.jit(saved.apply)(images)
-  stride = images.shape[1] / outputs['heatmap'].shape[1]
-  boxes, scores, classes = map(np.asarray, detection_model.decode(outputs, stride,
-                                                                  max_detections))
   results = []
-  for path, image_boxes, image_scores, image_classes in zip(paths, boxes, scores, classes):
+  for path, found in zip(paths, detect_images(saved, images, score_threshold, max_detections)):
     height, width = _image_size(path)
     scale = np.array([width / images.shape[2], height / images.shape[1]] * 2)
-    found = coco.detections_json([_inside(image_boxes * scale, width, height)], [image_scores],
-                                 [image_classes], score_threshold=score_threshold)
     for detection in found:
-      del detection['image_id']
-      detection['class'] = saved.label_names[detection['category_id'] - 1]
+      box = scenes.clip_boxes(np.array(detection['bbox']) * scale, width, height)
+      detection['bbox'] = [round(float(v), 3) for v in box]
     results.append({'image': path, 'width': width, 'height': height, 'detections': found})
   return results
+
+
+def detect_images(saved: saved_run.SavedModel, images: np.ndarray, score_threshold: float,
+                  max_detections: int = 100) -> list[list[dict]]:
+  """A detector's boxes in uint8 images [n, h, w, c] of its input shape: per image, [{'class',
+  'category_id', 'bbox' (x, y, w, h in the images' pixels), 'score'}], best first, keeping scores
+  >= score_threshold."""
+  outputs = jax.jit(saved.apply)(images)
+  found = detection_model.decode(outputs, detection_model.output_stride(images, outputs),
+                                 max_detections)
+  per_image = []
+  for boxes, scores, classes in zip(*map(np.asarray, found)):
+    detections = coco.detections_json([boxes], [scores], [classes],
+                                      score_threshold=score_threshold)
+    for detection in detections:
+      del detection['image_id']
+      detection['class'] = saved.label_names[detection['category_id'] - 1]
+    per_image.append(detections)
+  return per_image

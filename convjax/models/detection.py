@@ -79,6 +79,12 @@ class CenterNet(nn.Module):
     return x.astype(jnp.float32)
 
 
+def output_stride(images: jnp.ndarray, outputs: dict) -> float:
+  """Input pixels per output pixel, from the static shapes of images [b, h, w, c] and CenterNet's
+  outputs."""
+  return images.shape[1] / outputs['heatmap'].shape[1]
+
+
 def peaks(heatmap: jnp.ndarray) -> jnp.ndarray:
   """Scores [b, h, w, c] with every position that is not the maximum of its 3x3 neighbourhood
   set to 0: CenterNet's replacement for non-maximum suppression."""

@@ -122,12 +122,6 @@ def loss(outputs: dict, batch_targets_: dict, weights: LossWeights = LossWeights
   return total, terms
 
 
-def output_stride(images: jnp.ndarray, outputs: dict) -> float:
-  """Input pixels per output pixel, from the static shapes of images [b, h, w, c] and CenterNet's
-  outputs."""
-  return images.shape[1] / outputs['heatmap'].shape[1]
-
-
 def train_step(state: steps.TrainState, batch: dict, *, normalize: Callable,
                schedule: optax.Schedule, weights: LossWeights = LossWeights(),
                recipe: steps.Recipe = steps.Recipe()) -> tuple[steps.TrainState, dict]:
@@ -141,7 +135,8 @@ def train_step(state: steps.TrainState, batch: dict, *, normalize: Callable,
                                       images, train=True, rngs={'dropout': steps.step_rng(state)},
                                       mutable=['batch_stats'])
     t = batch_targets(batch['boxes'], batch['classes'], outputs['heatmap'].shape[1:3],
-                      outputs['heatmap'].shape[-1], output_stride(images, outputs))
+                      outputs['heatmap'].shape[-1],
+                      detection_model.output_stride(images, outputs))
     total, terms = loss(outputs, t, weights)
     return total, (terms, updates['batch_stats'])
 
@@ -157,8 +152,8 @@ def eval_step(state: steps.TrainState, batch: dict, *, normalize: Callable,
   images = normalize(batch['image'])
   outputs = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats}, images,
                            train=False)
-  boxes, scores, classes = detection_model.decode(outputs, output_stride(images, outputs),
-                                                  max_detections)
+  boxes, scores, classes = detection_model.decode(
+      outputs, detection_model.output_stride(images, outputs), max_detections)
   return {'boxes': boxes, 'scores': scores, 'classes': classes, 'mask': batch['mask']}
 
 
