@@ -88,6 +88,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.detection.offset_weight = 1.0
   # Evaluation: each image's highest-scoring peaks, as COCO scores up to 100 per image.
   config.detection.max_detections = 100
+  # Streamed detection datasets (VOC, COCO): objects kept per training image, the rest dropped.
+  config.detection.max_objects = 100
 
   # Schedule. batch_size is global: split over every device of every process. 96 splits evenly
   # over 1, 2, 3, 4, 6, 8, 12 or 16 devices (and 60,000 Fashion-MNIST images into 625 batches).

@@ -93,10 +93,11 @@ def test_streamed_datasets_open_through_tfds(name):
 
 def test_catalogue_names_match_the_issue_and_tfds():
   assert datasets.list_datasets() == [
-      'ag_news_subset', 'cifar10', 'cifar100', 'digits', 'fashion_mnist', 'fashion_mnist_scenes',
+      'ag_news_subset', 'cifar10', 'cifar100', 'coco/2017', 'digits', 'fashion_mnist',
+      'fashion_mnist_scenes',
       'fortunes_language',
       'fortunes_topic', 'imagenet2012', 'imagenette', 'imdb_reviews', 'kmnist', 'mnist',
-      'moving_fashion_mnist', 'spoken_digit', 'svhn_cropped', 'words_language']
+      'moving_fashion_mnist', 'spoken_digit', 'svhn_cropped', 'voc/2007', 'words_language']
   assert datasets.NUM_CLASSES['cifar100'] == 100 and datasets.NUM_CLASSES['imagenet2012'] == 1000
 
 
@@ -134,7 +135,7 @@ def test_resize_changes_shape_once():
 
 
 def test_unknown_dataset_lists_valid_names():
-  with pytest.raises(ValueError, match="unknown dataset 'cifar'.*cifar10, cifar100, digits"):
+  with pytest.raises(ValueError, match="unknown dataset 'cifar'.*cifar10, cifar100, coco/2017, digits"):
     datasets.load('cifar')
 
 

@@ -48,7 +48,7 @@ def test_random_resized_crop_covers_a_plausible_region():
 
 
 def test_greyscale_images_become_rgb():
-  assert streaming._rgb(np.zeros((5, 6, 1), np.uint8)).shape == (5, 6, 3)
+  assert streaming.rgb(np.zeros((5, 6, 1), np.uint8)).shape == (5, 6, 3)
 
 
 def test_batches_are_a_function_of_seed_and_step_not_of_threads():

@@ -48,7 +48,7 @@ class DatasetInfo:
     int16 samples / 32768); `stats` says where from.
   flip: True where a horizontal flip keeps the class (not for digits and characters).
   streaming: read from disk batch by batch instead of holding the dataset in memory.
-  eval_split: the TFDS split used as the test set.
+  eval_split: the TFDS split used as the test set; train_split: the one trained on.
   idx: also readable from local MNIST-style IDX files.
   label_names: what each class index means, where the dataset documents it.
   modality: 'image', 'audio', 'video', 'text' or 'detection' (an image with boxes): what an
@@ -65,6 +65,7 @@ class DatasetInfo:
   flip: bool
   streaming: bool = False
   eval_split: str = 'test'
+  train_split: str = 'train'
   idx: bool = False
   label_names: tuple[str, ...] = ()
   modality: str = 'image'
@@ -83,6 +84,21 @@ with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'imagenet_cla
   _IMAGENET = tuple(_f.read().splitlines())
 _FASHION = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker',
             'Bag', 'Ankle boot')
+_VOC = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow',
+        'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa',
+        'train', 'tvmonitor')
+# COCO's 80 object categories in its own order, which TFDS's labels 0..79 follow.
+_COCO = ('person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck', 'boat',
+         'traffic light', 'fire hydrant', 'stop sign', 'parking meter', 'bench', 'bird', 'cat',
+         'dog', 'horse', 'sheep', 'cow', 'elephant', 'bear', 'zebra', 'giraffe', 'backpack',
+         'umbrella', 'handbag', 'tie', 'suitcase', 'frisbee', 'skis', 'snowboard', 'sports ball',
+         'kite', 'baseball bat', 'baseball glove', 'skateboard', 'surfboard', 'tennis racket',
+         'bottle', 'wine glass', 'cup', 'fork', 'knife', 'spoon', 'bowl', 'banana', 'apple',
+         'sandwich', 'orange', 'broccoli', 'carrot', 'hot dog', 'pizza', 'donut', 'cake', 'chair',
+         'couch', 'potted plant', 'bed', 'dining table', 'toilet', 'tv', 'laptop', 'mouse',
+         'remote', 'keyboard', 'cell phone', 'microwave', 'oven', 'toaster', 'sink',
+         'refrigerator', 'book', 'clock', 'vase', 'scissors', 'teddy bear', 'hair drier',
+         'toothbrush')
 _IMAGENETTE = ('tench', 'English springer', 'cassette player', 'chain saw', 'church',
                'French horn', 'garbage truck', 'gas pump', 'golf ball', 'parachute')
 
@@ -145,6 +161,16 @@ CATALOGUE = {info.name: info for info in [
     DatasetInfo('fashion_mnist_scenes', 10, (128, 128, 1), (0.1100,), (0.2542,),
                 'the 12,000 training scenes', flip=True, label_names=_FASHION,
                 modality='detection'),
+    # Photographs with boxes from TFDS, streamed (convjax/data/detection_streaming.py): VOC 2007's
+    # 5,011 trainval images, scored on its 4,952 test images; COCO 2017's 118,287 train images,
+    # scored on its 5,000 validation images. TFDS's coco builder imports TensorFlow.
+    DatasetInfo('voc/2007', 20, None, IMAGENET_MEAN, IMAGENET_STD,
+                "ImageNet's (the backbone's pretraining)", flip=True, streaming=True,
+                train_split='train+validation', eval_split='test', label_names=_VOC,
+                modality='detection'),
+    DatasetInfo('coco/2017', 80, None, IMAGENET_MEAN, IMAGENET_STD,
+                "ImageNet's (the backbone's pretraining)", flip=True, streaming=True,
+                eval_split='validation', label_names=_COCO, modality='detection'),
 ]}
 NUM_CLASSES = {name: info.num_classes for name, info in CATALOGUE.items()}
 DATA_SOURCES = ('auto', 'idx', 'tfds')
@@ -379,7 +405,7 @@ def _tfds_sources(info: DatasetInfo, data_dir, download, manual_dir=None,
   try:
     return [tfds.data_source(info.name, split=split, data_dir=data_dir, download=download,
                              download_and_prepare_kwargs=prepare)
-            for split in splits or ('train', info.eval_split)]
+            for split in splits or (info.train_split, info.eval_split)]
   except Exception as e:  # TFDS raises many types: not found, no network, no TensorFlow.
     _remove_new_entries(info.name, folders, existing)
     raise DatasetNotFoundError(f'{_how_to_get(info, folders, data_dir, download)} (TFDS said: '
@@ -388,8 +414,9 @@ def _tfds_sources(info: DatasetInfo, data_dir, download, manual_dir=None,
 
 def _tfds_mocked(tfds) -> bool:
   """Under tfds.testing.mock_data, which serves data that no folder holds."""
-  reader = tfds.core.dataset_builder.DatasetBuilder.as_data_source
-  return reader.__module__.startswith('tensorflow_datasets.testing')
+  # mock_data patches the builders' download_and_prepare whatever reader a test supplies.
+  prepare = tfds.core.dataset_builder.DatasetBuilder.download_and_prepare
+  return prepare.__module__.startswith('tensorflow_datasets.testing')
 
 
 def _tfds_prepared(name: str, folders: list[str]) -> bool:

@@ -98,23 +98,24 @@ class StreamingPipeline:
     count = batch_size // parallel.process_count()
     return parallel.process_index() * count, count
 
-  def train_example(self, index: int, step: int, position: int) -> tuple[np.ndarray, int]:
+  def train_example(self, index: int, step: int, position: int) -> dict:
     """Example `index` cropped with the draws of (seed, step, position in the global batch):
-    (uint8 [size, size, 3], label)."""
+    {'image': uint8 [size, size, 3], 'label'}."""
     rng = np.random.default_rng([self._seed, step, position])
     example = self._dataset.train[int(index)]
-    image = random_resized_crop(_rgb(example['image']), rng, self._size, self._min_scale)
+    image = random_resized_crop(rgb(example['image']), rng, self._size, self._min_scale)
     if self._flip and rng.random() < 0.5:
       image = image[:, ::-1]
     num_ops, magnitude = self._randaugment
     if num_ops:  # Drawn after the crop and flip, so those stay as they were without it.
       image = randaugment.host_randaugment(int(rng.integers(2 ** 31)), image, num_ops, magnitude,
                                            self._fill)
-    return image, example['label']
+    return {'image': image, 'label': np.int32(example['label'])}
 
-  def eval_example(self, index: int) -> tuple[np.ndarray, int]:
+  def eval_example(self, index: int) -> dict:
     example = self._dataset.test[int(index)]
-    return centre_crop(_rgb(example['image']), self._size, self._crop_ratio), example['label']
+    return {'image': centre_crop(rgb(example['image']), self._size, self._crop_ratio),
+            'label': np.int32(example['label'])}
 
   def host_train_batch(self, step: int) -> dict[str, np.ndarray]:
     """This process's part of global batch `step`: image uint8 [n, size, size, 3], label [n]."""
@@ -146,11 +147,12 @@ class StreamingPipeline:
 
 
 def _stack(examples) -> dict[str, np.ndarray]:
-  images, labels = zip(*examples)
-  return {'image': np.stack(images), 'label': np.asarray(labels, np.int32)}
+  """Examples {'image': [h, w, c], 'label': [], ...} -> one batch {'image': [n, h, w, c], ...}."""
+  examples = list(examples)
+  return {key: np.stack([example[key] for example in examples]) for key in examples[0]}
 
 
-def _rgb(image) -> np.ndarray:
+def rgb(image) -> np.ndarray:
   """Greyscale images (a few ImageNet JPEGs) become 3-channel: uint8 [h, w, 1 or 3] -> [h, w, 3]."""
   image = np.asarray(image, np.uint8)
   return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image

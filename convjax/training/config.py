@@ -137,9 +137,11 @@ def _check_modality(config) -> None:
     raise ConfigError(f'baseline: {e}') from None
   if info.modality == 'image':
     return
+  # Streamed photographs are letterboxed to image_size; in-memory scenes keep their boxes' size.
+  sized = ('image_size',) if info.modality == 'detection' and info.streaming else ()
   for field in _IMAGE_ONLY:
     value = config.augment[field.split('.')[1]] if '.' in field else config[field]
-    if value:
+    if value and field not in sized:
       raise ConfigError(f"{field} applies to images; '{config.dataset}' holds {info.modality}")
 
 
@@ -154,9 +156,12 @@ def _models_for(info) -> list[str]:
 
 
 # Settings the detection step does not take, by config field and the value that means off.
-_CLASSIFICATION_ONLY = (('augment.crop_padding', 0), ('mixup_alpha', 0.0), ('label_smoothing', 0.0),
-                        ('tta_flip', False), ('grad_accum_steps', 1), ('ema_decay', 0.0),
-                        ('aux_loss_weight', 0.0), ('freeze', 'none'))
+# The augmentations among them would move pixels without their boxes.
+_CLASSIFICATION_ONLY = (('augment.crop_padding', 0), ('augment.cutout', 0),
+                        ('augment.random_erasing', 0.0), ('augment.randaugment_ops', 0),
+                        ('mixup_alpha', 0.0), ('label_smoothing', 0.0), ('tta_flip', False),
+                        ('grad_accum_steps', 1), ('ema_decay', 0.0), ('aux_loss_weight', 0.0),
+                        ('freeze', 'none'))
 
 
 def _check_detection_settings(config, info) -> None:

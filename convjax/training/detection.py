@@ -158,9 +158,13 @@ def eval_step(state: steps.TrainState, batch: dict, *, normalize: Callable,
 
 
 def evaluate(p_eval_step: Callable, state: steps.TrainState, batches: Iterable[dict],
-             ground_truth: dict) -> dict:
+             ground_truth: dict, box_scales: np.ndarray | None = None) -> dict:
   """COCO's metrics of the test split (batches: every test image once, in order, masked) against
-  its ground truth in COCO's format: {'test_AP', 'test_AP50', ..., 'num_test_examples'}."""
+  its ground truth in COCO's format: {'test_AP', 'test_AP50', ..., 'num_test_examples'}.
+
+  box_scales: float [num_images], the factor by which each input was resized from the image the
+    ground truth describes (letterboxing); None where inputs are those images.
+  """
   found = {key: [] for key in ('boxes', 'scores', 'classes')}
   for batch in batches:
     result = jax.device_get(p_eval_step(state, batch))
@@ -168,6 +172,8 @@ def evaluate(p_eval_step: Callable, state: steps.TrainState, batches: Iterable[d
     for key in found:
       found[key].append(result[key].reshape((-1,) + result[key].shape[2:])[keep])
   found = {key: np.concatenate(values) for key, values in found.items()}
+  if box_scales is not None:
+    found['boxes'] = found['boxes'] / box_scales[:, None, None]
   scores = coco.evaluate(ground_truth, coco.detections_json(
       found['boxes'], found['scores'], found['classes']))
   return {**{f'test_{name}': value for name, value in scores.items()},

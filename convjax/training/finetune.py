@@ -22,6 +22,7 @@ config.backbone_lr_scale, in optim.partition_optimizer and steps.train_step.
 import os
 from typing import Any
 
+import jax
 import numpy as np
 from flax import traverse_util
 
@@ -39,6 +40,10 @@ class InitFromError(errors.UserError, ValueError):
 def initial_variables(config, fresh: dict) -> tuple[dict, str]:
   """The run's starting variables from config.init_from, and a line saying what was taken.
 
+  A detector (a detection dataset) takes init_from into its backbone, config.model's own
+  variables, and keeps `fresh`'s pyramid and heads: a classifier's workdir or torchvision's
+  ImageNet weights start it, as CenterNet and FCOS start from ImageNet.
+
   Args:
     config: the run's config, with init_from set.
     fresh: the run's own random initialisation {'params', 'batch_stats'} (Run.init_variables),
@@ -48,6 +53,19 @@ def initial_variables(config, fresh: dict) -> tuple[dict, str]:
   Raises:
     InitFromError, torchvision_weights.WeightsError or a checkpoint error, naming what does not fit.
   """
+  if not builder.is_detection(config):
+    return _model_variables(config, fresh)
+  backbone = {collection: tree['backbone'] for collection, tree in fresh.items()
+              if 'backbone' in tree}
+  taken, description = _model_variables(config, backbone)
+  variables = jax.tree.map(lambda v: np.asarray(v, np.float32), fresh)
+  for collection, tree in taken.items():
+    variables[collection]['backbone'] = tree
+  return variables, f'{description} (the backbone)'
+
+
+def _model_variables(config, fresh: dict) -> tuple[dict, str]:
+  """`initial_variables` for config.model's own variables `fresh`."""
   source, source_dataset = _read_source(config)
   head = models.get_spec(config.model).head
   target = traverse_util.flatten_dict(fresh)

@@ -5,8 +5,10 @@ reads the config's fields for them.
 """
 import dataclasses
 
+import numpy as np
+
 from convjax import parallel
-from convjax.data import augment, datasets, pipeline
+from convjax.data import augment, datasets, pipeline, scenes
 from convjax.training import config as config_lib
 
 
@@ -36,6 +38,8 @@ def create_pipeline(config, dp: parallel.DataParallel) -> pipeline.Pipeline:
     from convjax.data import streaming  # Imported here: only large datasets need PIL and threads.
     dataset = datasets.open_streaming(config.dataset, config.data_dir, config.download,
                                       config.manual_dir)
+    if info.modality == 'detection':
+      return _detection_pipeline(config, dataset, dp, eval_batch_size)
     return streaming.StreamingPipeline(
         dataset, dp, config.batch_size, eval_batch_size, config.seed,
         image_size=config.image_size or streaming.DEFAULT_IMAGE_SIZE, flip=config.augment.flip,
@@ -46,3 +50,24 @@ def create_pipeline(config, dp: parallel.DataParallel) -> pipeline.Pipeline:
                           config.image_size, config.get('data_split', 'default'))
   return pipeline.InMemoryPipeline(dataset, dp, config.batch_size, eval_batch_size, config.seed,
                                    augmentation(config))
+
+
+def _detection_pipeline(config, dataset, dp: parallel.DataParallel, eval_batch_size: int):
+  """A streamed detection dataset's pipeline (detection_streaming.DetectionStreamingPipeline)."""
+  from convjax.data import detection_streaming
+  return detection_streaming.DetectionStreamingPipeline(
+      dataset, dp, config.batch_size, eval_batch_size, config.seed,
+      image_size=config.image_size or detection_streaming.DEFAULT_IMAGE_SIZE,
+      flip=config.augment.flip, scale_range=tuple(config.augment.scene_scale),
+      max_objects=config.detection.max_objects, num_workers=config.input_workers,
+      prefetch=config.prefetch_batches)
+
+
+def detection_truth(data: pipeline.Pipeline) -> tuple[dict, np.ndarray | None]:
+  """A detection pipeline's evaluation split in COCO's JSON format, and the factor per image
+  [num_test_examples] that takes detections back to its pixels (None: they are already)."""
+  if hasattr(data, 'ground_truth'):  # Streamed photographs, letterboxed for the model.
+    return data.ground_truth(), data.box_scales()
+  test = data.dataset.test
+  return (scenes.coco_annotations(test.targets['boxes'], test.targets['classes'],
+                                  data.info.label_names, data.image_shape[:2]), None)

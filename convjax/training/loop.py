@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from convjax import errors, parallel
-from convjax.data import datasets, pipeline as pipeline_lib, scenes
+from convjax.data import datasets, pipeline as pipeline_lib
 from convjax.nn import conv_backend
 from convjax.training import (baseline, builder, checkpoint, config as config_lib, detection,
                               finetune,
@@ -220,10 +220,9 @@ def _evaluate_test_set(loop: _Loop, state: steps.TrainState, timed: bool = False
   """The test split's metrics: classification's (`evaluate`, or `evaluate_timed`), or a
   detector's COCO AP (detection.evaluate)."""
   if loop.run.detection:
-    test = loop.pipeline.dataset.test
-    truth = scenes.coco_annotations(test.targets['boxes'], test.targets['classes'],
-                                    loop.pipeline.info.label_names, loop.pipeline.image_shape[:2])
-    return detection.evaluate(loop.run.p_eval_step, state, loop.pipeline.eval_batches(), truth)
+    truth, box_scales = inputs.detection_truth(loop.pipeline)
+    return detection.evaluate(loop.run.p_eval_step, state, loop.pipeline.eval_batches(), truth,
+                              box_scales)
   return (evaluate_timed if timed else evaluate)(loop.run.p_eval_step, state,
                                                  loop.pipeline.eval_batches())
 
