@@ -129,7 +129,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.grad_accum_steps = 1
   # Evaluation also averages each image's logits with its mirror's, reported as
   # tta_test_accuracy and tta_test_loss beside the plain figures; refused where a mirror changes
-  # the class (digits, characters).
+  # the class (digits, characters). A detector averages heatmaps and sizes instead (CenterNet's
+  # flip test), reported as tta_test_AP, tta_test_AP50, ...
   config.tta_flip = False
   # Mixup (Zhang et al. 2018) and CutMix (Yun et al. 2019) inside the train step, with timm's
   # semantics: each device's batch is mixed with its reverse, lam ~ Beta(alpha, alpha) per batch,

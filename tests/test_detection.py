@@ -147,6 +147,20 @@ def test_decoding_perfect_predictions_gives_back_the_boxes():
   assert scores[0, 2] < 1e-6 and scores[1, 1] < 1e-6  # Beyond the objects: background.
 
 
+def test_the_flip_test_averages_a_mirrors_outputs_mirrored_back():
+  _, _, t = hand_made_batch()
+  outputs = perfect_outputs(t)
+  mirror = {key: jnp.flip(value, axis=2) for key, value in outputs.items()}
+  mirror['size'] = mirror['size'] * 3  # The average of 1x and 3x the sizes is 2x.
+  averaged = detection_model.flip_average(outputs, mirror)
+  np.testing.assert_allclose(jax.nn.sigmoid(averaged['heatmap']),
+                             jax.nn.sigmoid(outputs['heatmap']), atol=1e-5)
+  np.testing.assert_allclose(averaged['size'], 2 * outputs['size'], rtol=1e-6)
+  np.testing.assert_array_equal(averaged['offset'], outputs['offset'])
+  unmirrored = detection_model.flip_average(outputs, outputs)  # Peaks in the wrong columns.
+  assert float(jax.nn.sigmoid(unmirrored['heatmap']).max()) < 0.51
+
+
 def ap_case(detections):
   truth = {'images': [{'id': 1, 'width': 100, 'height': 100}],
            'categories': [{'id': 1, 'name': 'a'}],
@@ -270,6 +284,7 @@ def scenes_config():
   config.batch_size, config.eval_batch_size = 8, 8
   config.num_train_steps, config.log_every_steps = 4, 2
   config.eval_every_steps = config.checkpoint_every_steps = 2
+  config.tta_flip = True
   return config
 
 
@@ -294,6 +309,7 @@ def trained_detector(tmp_path_factory):
 def test_a_detector_trains_evaluates_with_coco_ap_and_resumes(trained_detector, few_scenes):
   workdir, result = trained_detector
   assert result.step == 4 and 0 <= result.metrics['test_AP'] <= 1
+  assert 0 <= result.metrics['tta_test_AP'] <= 1  # CenterNet's flip test, beside the plain AP.
   assert result.metrics['num_test_examples'] == 6
   records = metrics.read_metrics(workdir)
   assert [r['step'] for r in records if 'test_AP50' in r] == [2, 4]

@@ -40,6 +40,7 @@ TORCHVISION = {
     'vgg16': 138_357_544, 'vgg16_bn': 138_365_992, 'vgg19': 143_667_240, 'vgg19_bn': 143_678_248,
     'resnet18': 11_689_512, 'resnet34': 21_797_672, 'resnet50': 25_557_032,
     'resnet101': 44_549_160, 'resnet152': 60_192_808, 'densenet121': 7_978_856,
+    'resnext50_32x4d': 25_028_904, 'wide_resnet50_2': 68_883_240,
     'googlenet_torchvision': 6_624_904,
 }
 
@@ -156,6 +157,24 @@ def kim_cnn_count(embedding=32, widths=(3, 4, 5), filters=100, classes=12):
           + dense(len(widths) * filters, classes))
 
 
+def preact_count(stage_sizes, widths, stem_width, channels=3, classes=10):
+  """Pre-activation nets counted block by block: bn (2 per channel) before each 3x3 conv, a 1x1
+  shortcut where the shape changes, and the closing bn before the classifier."""
+  total, c = conv(3, channels, stem_width, bias=False), stem_width
+  for stage, (n, w) in enumerate(zip(stage_sizes, widths)):
+    for index in range(n):
+      changes = (stage > 0 and index == 0) or c != w
+      total += 2 * c + conv(3, c, w, bias=False) + 2 * w + conv(3, w, w, bias=False)
+      total += conv(1, c, w, bias=False) if changes else 0
+      c = w
+  return total + 2 * c + dense(c, classes)
+
+
+def wrn_count(depth, k):
+  n = (depth - 4) // 6
+  return preact_count((n,) * 3, (16 * k, 32 * k, 64 * k), 16)
+
+
 EXPECTED_PARAMS = {
     **TORCHVISION,
     'lenet5': 61_706, 'lenet5_elu': 61_706, 'lenet5_1998': 60_000,
@@ -163,6 +182,8 @@ EXPECTED_PARAMS = {
     'googlenet': googlenet_count(), 'googlenet_bn': googlenet_count(batch_norm=True),
     **{f'resnet{d}': cifar_resnet_count(d) for d in (20, 32, 44, 56, 110)},
     'nin': nin_count(),
+    'wrn16_8': wrn_count(16, 8), 'wrn28_10': wrn_count(28, 10), 'wrn40_4': wrn_count(40, 4),
+    'preact_resnet18': preact_count((2, 2, 2, 2), (64, 128, 256, 512), 64),
     'speednet': speednet_count(),
     'm3': raw_waveform_count((256, 80, 4), [(256, 1)]),
     'm5': raw_waveform_count((128, 80, 4), [(128, 1), (256, 1), (512, 1)]),
@@ -193,7 +214,7 @@ def test_registry_has_every_architecture_of_the_zoo():
 # depths (resnet34-152, resnet32-110, vgg13-19).
 FAMILIES = ('alexnet', 'alexnet_2012', 'zfnet', 'lenet5', 'lenet5_elu', 'lenet5_1998', 'nin',
             'googlenet', 'googlenet_bn', 'googlenet_torchvision', 'densenet121', 'resnet18',
-            'resnet50', 'resnet20', 'vgg11', 'vgg11_bn', 'speednet', 'm5', 'logmel_cnn',
+            'resnet50', 'resnext50_32x4d', 'resnet20', 'wrn16_8', 'vgg11', 'vgg11_bn', 'speednet', 'm5', 'logmel_cnn',
             'c3d_small', 'r2plus1d_small', 'framewise_2d', 'char_cnn', 'kim_cnn')
 
 
@@ -225,6 +246,9 @@ def test_hand_counts_match_the_papers_rounded_figures():
       0.27, 0.46, 0.66, 0.85]
   assert round(cifar_resnet_count(110) / 1e6, 1) == 1.7
   assert round(nin_count() / 1e6, 2) == 0.97
+  # Wide ResNets' Table 1 (CIFAR-10): 11.0M, 36.5M and 8.9M parameters.
+  assert [round(wrn_count(d, k) / 1e6, 1) for d, k in ((16, 8), (28, 10), (40, 4))] == [
+      11.0, 36.5, 8.9]
 
 
 def test_lenet5_1998_parameters_per_layer_match_the_paper():

@@ -29,6 +29,7 @@ TINY = {
     'vgg11_bn': dict(widths=(4, 6, 8, 8, 5), head_width=12),
     'resnet18': dict(widths=(4, 6, 8, 8)),
     'resnet50': dict(widths=(4, 6, 8, 8)),
+    'resnext50_32x4d': dict(widths=(16, 16, 16, 16)),  # 32 groups of 16 * 4 // 64 = 1 channel.
     'densenet121': dict(growth_rate=4, init_features=8, block_sizes=(2, 2, 2, 2)),
     'googlenet_torchvision': dict(aux_logits=True, stages=(
         ((4, 4, 4, 2, 2, 2),), ((4, 4, 4, 2, 2, 2),) * 3, ((8, 4, 8, 2, 4, 4),))),
@@ -78,6 +79,10 @@ def test_state_dict_sizes_match_torchvision(name):
     ('resnet50', 'layer1.0.downsample.1.weight', (256,)),
     ('resnet50', 'layer3.5.conv3.weight', (1024, 256, 1, 1)),
     ('resnet50', 'fc.weight', (1000, 2048)),
+    ('resnext50_32x4d', 'layer1.0.conv2.weight', (128, 4, 3, 3)),  # 32 groups of 4 channels.
+    ('resnext50_32x4d', 'layer4.2.conv1.weight', (2048, 2048, 1, 1)),
+    ('wide_resnet50_2', 'layer1.0.conv2.weight', (128, 128, 3, 3)),
+    ('wide_resnet50_2', 'layer4.2.conv3.weight', (2048, 1024, 1, 1)),
     ('vgg11_bn', 'features.25.weight', (512, 512, 3, 3)),
     ('vgg11_bn', 'features.26.running_mean', (512,)),
     ('vgg16', 'features.28.weight', (512, 512, 3, 3)),

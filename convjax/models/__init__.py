@@ -13,8 +13,8 @@ import jax
 
 from convjax import errors
 from convjax.nn import layers
-from convjax.models import (alexnet, densenet, googlenet, lenet, nin, resnet, speech, speednet,
-                            text, vgg, video)
+from convjax.models import (alexnet, densenet, googlenet, lenet, nin, preact_resnet, resnet,
+                            speech, speednet, text, vgg, video)
 
 # ImageNet-size models switch to their small-image variant (spec.small_inputs) below this size.
 SMALL_INPUT_SIZE = 64
@@ -68,6 +68,15 @@ def _cifar_resnet(depth: int) -> ModelSpec:
   return ModelSpec(resnet.cifar_resnet(depth), **_CIFAR, paper=_RESNET + ', section 4.2')
 
 
+# Wide ResNets (depth, widening factor) of Zagoruyko & Komodakis 2016's CIFAR tables.
+WIDE_RESNETS = ((16, 8), (28, 10), (40, 4))
+
+
+def _wide_resnet(depth: int, width: int) -> ModelSpec:
+  return ModelSpec(preact_resnet.wide_resnet(depth, width), **_CIFAR,
+                   paper=f'Zagoruyko & Komodakis 2016, Wide Residual Networks (WRN-{depth}-{width})')
+
+
 _REGISTRY: dict[str, ModelSpec] = {
     'lenet5': ModelSpec(lenet.LeNet5, input_shape=(28, 28, 1), num_classes=10,
                         paper='LeCun et al. 1998, modern variant (ReLU, max pooling, softmax)'),
@@ -114,8 +123,18 @@ _REGISTRY: dict[str, ModelSpec] = {
                            paper=_RESNET + ' (v1.5: stride on the 3x3)'),
     'resnet152': ModelSpec(resnet.ResNet152, **_IMAGENET, small_inputs=_SMALL_STEM,
                            paper=_RESNET + ' (v1.5: stride on the 3x3)'),
+    'resnext50_32x4d': ModelSpec(resnet.ResNeXt50_32x4d, **_IMAGENET, small_inputs=_SMALL_STEM,
+                                 paper='Xie et al. 2017, Aggregated Residual Transformations '
+                                       'for Deep Neural Networks (ResNeXt), 32 groups of 4'),
+    'wide_resnet50_2': ModelSpec(resnet.WideResNet50_2, **_IMAGENET, small_inputs=_SMALL_STEM,
+                                 paper='Zagoruyko & Komodakis 2016, Wide Residual Networks: '
+                                       "torchvision's ResNet-50 with bottlenecks twice as wide"),
     'resnet20': _cifar_resnet(20), 'resnet32': _cifar_resnet(32), 'resnet44': _cifar_resnet(44),
     'resnet56': _cifar_resnet(56), 'resnet110': _cifar_resnet(110),
+    **{f'wrn{depth}_{width}': _wide_resnet(depth, width) for depth, width in WIDE_RESNETS},
+    'preact_resnet18': ModelSpec(preact_resnet.PreActResNet18, **_CIFAR,
+                                 paper='He et al. 2016, Identity Mappings in Deep Residual '
+                                       'Networks (pre-activation ResNet-18, CIFAR stem)'),
     'densenet121': ModelSpec(densenet.DenseNet121, **_IMAGENET, small_inputs=_SMALL_STEM,
                              paper='Huang et al. 2017, Densely Connected Convolutional Networks'),
     'nin': ModelSpec(nin.NiN, **_CIFAR, paper='Lin, Chen & Yan 2013, Network in Network',

@@ -85,6 +85,17 @@ def output_stride(images: jnp.ndarray, outputs: dict) -> float:
   return images.shape[1] / outputs['heatmap'].shape[1]
 
 
+def flip_average(outputs: dict, mirrored: dict) -> dict:
+  """CenterNet's flip test: outputs of images [b, h, w, c] and of their mirrors -> outputs whose
+  heatmap probabilities and sizes are the two predictions' means, the mirror's mirrored back (its
+  output column x is the image's w - 1 - x when the stride divides the width); the offsets are
+  the image's own, as in CenterNet's code. The heatmap stays logits."""
+  back = lambda field: jnp.flip(mirrored[field], axis=2)
+  probability = (jax.nn.sigmoid(outputs['heatmap']) + jax.nn.sigmoid(back('heatmap'))) / 2
+  return {'heatmap': jnp.log(probability) - jnp.log1p(-probability),
+          'size': (outputs['size'] + back('size')) / 2, 'offset': outputs['offset']}
+
+
 def peaks(heatmap: jnp.ndarray) -> jnp.ndarray:
   """Scores [b, h, w, c] with every position that is not the maximum of its 3x3 neighbourhood
   set to 0: CenterNet's replacement for non-maximum suppression."""

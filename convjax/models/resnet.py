@@ -78,13 +78,23 @@ class BasicBlock(ResidualBlock):
 
 
 class Bottleneck(ResidualBlock):
-  """1x1 -> 3x3(stride) -> 1x1 (4 x filters), bn after each, + shortcut, relu (v1.5 stride)."""
+  """1x1 -> 3x3(stride) -> 1x1 (4 x filters), bn after each, + shortcut, relu (v1.5 stride).
+
+  The inner width is filters * base_width / 64 per group, times `groups` (torchvision's rule):
+  ResNet's 64 x 1; ResNeXt's 3x3 in `groups` separate paths (Xie et al. 2017, "aggregated
+  residual transformations": 32 groups of 4 -> twice ResNet's inner width); Wide ResNet-50-2's
+  inner width doubled in one group (Zagoruyko & Komodakis 2016).
+  """
+  groups: int = 1
+  base_width: int = 64
   expansion = 4
 
   @nn.compact
   def __call__(self, x):
-    y = self.activation(self.norm()(self.conv(self.filters, 1)(x)))
-    y = self.activation(self.norm()(self.conv(self.filters, 3, strides=self.strides)(y)))
+    inner = self.filters * self.base_width // 64 * self.groups
+    y = self.activation(self.norm()(self.conv(inner, 1)(x)))
+    y = self.activation(self.norm()(self.conv(inner, 3, strides=self.strides,
+                                              groups=self.groups)(y)))
     return self.close(x, self.conv(self.filters * self.expansion, 1)(y))
 
 
@@ -147,6 +157,9 @@ ResNet34 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block=BasicBlock)
 ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block=Bottleneck)
 ResNet101 = functools.partial(ResNet, stage_sizes=(3, 4, 23, 3), block=Bottleneck)
 ResNet152 = functools.partial(ResNet, stage_sizes=(3, 8, 36, 3), block=Bottleneck)
+ResNeXt50_32x4d = functools.partial(ResNet50, block=functools.partial(Bottleneck, groups=32,
+                                                                      base_width=4))
+WideResNet50_2 = functools.partial(ResNet50, block=functools.partial(Bottleneck, base_width=128))
 
 
 def cifar_resnet(depth: int) -> Callable[..., ResNet]:

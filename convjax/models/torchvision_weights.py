@@ -153,7 +153,8 @@ def _alexnet_name(model: alexnet.AlexNet, path: Path) -> str:
 TORCH_FAMILIES: dict[str, Callable[[Any, Path], str]] = {
     'alexnet': _alexnet_name,
     **{f'vgg{depth}{bn}': _vgg_name for depth in (11, 13, 16, 19) for bn in ('', '_bn')},
-    **{f'resnet{depth}': _resnet_name for depth in (18, 34, 50, 101, 152)},
+    **{name: _resnet_name for name in ('resnet18', 'resnet34', 'resnet50', 'resnet101',
+                                       'resnet152', 'resnext50_32x4d', 'wide_resnet50_2')},
     'densenet121': _densenet_name,
     'googlenet_torchvision': _googlenet_name,
 }

@@ -121,7 +121,7 @@ class Run:
     if self.detection:
       return self.dp.pmap(functools.partial(
           detection.eval_step, normalize=self.normalize,
-          max_detections=self.config.detection.max_detections))
+          max_detections=self.config.detection.max_detections, flip=self.config.tta_flip))
     return self.dp.pmap(functools.partial(steps.eval_step, normalize=self.normalize,
                                           recipe=self.recipe))
 

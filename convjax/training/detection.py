@@ -22,6 +22,7 @@ from convjax.models import detection as detection_model
 from convjax.training import coco, steps
 
 MIN_OVERLAP = 0.7
+_FOUND = ('boxes', 'scores', 'classes')  # decode's outputs, in order.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,15 +147,22 @@ def train_step(state: steps.TrainState, batch: dict, *, normalize: Callable,
 
 
 def eval_step(state: steps.TrainState, batch: dict, *, normalize: Callable,
-              max_detections: int) -> dict:
+              max_detections: int, flip: bool = False) -> dict:
   """One device's detections: boxes [n, max_detections, 4] (x, y, w, h in input pixels),
-  scores and classes [n, max_detections], best first, and the batch's mask [n]."""
+  scores and classes [n, max_detections], best first, and the batch's mask [n]. With `flip`,
+  also 'tta_boxes', 'tta_scores' and 'tta_classes' from CenterNet's flip test
+  (detection_model.flip_average of the images and their mirrors)."""
   images = normalize(batch['image'])
-  outputs = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats}, images,
-                           train=False)
-  boxes, scores, classes = detection_model.decode(
-      outputs, detection_model.output_stride(images, outputs), max_detections)
-  return {'boxes': boxes, 'scores': scores, 'classes': classes, 'mask': batch['mask']}
+  apply = lambda x: state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats}, x,
+                                   train=False)
+  outputs = apply(images)
+  stride = detection_model.output_stride(images, outputs)
+  found = dict(zip(_FOUND, detection_model.decode(outputs, stride, max_detections)))
+  if flip:
+    averaged = detection_model.flip_average(outputs, apply(jnp.flip(images, axis=2)))
+    found.update({f'tta_{key}': value for key, value in zip(
+        _FOUND, detection_model.decode(averaged, stride, max_detections))})
+  return {**found, 'mask': batch['mask']}
 
 
 def evaluate(p_eval_step: Callable, state: steps.TrainState, batches: Iterable[dict],
@@ -165,16 +173,20 @@ def evaluate(p_eval_step: Callable, state: steps.TrainState, batches: Iterable[d
   box_scales: float [num_images], the factor by which each input was resized from the image the
     ground truth describes (letterboxing); None where inputs are those images.
   """
-  found = {key: [] for key in ('boxes', 'scores', 'classes')}
+  found = {}
   for batch in batches:
     result = jax.device_get(p_eval_step(state, batch))
-    keep = result['mask'].reshape(-1) > 0  # [devices * per_device]
-    for key in found:
-      found[key].append(result[key].reshape((-1,) + result[key].shape[2:])[keep])
+    keep = result.pop('mask').reshape(-1) > 0  # [devices * per_device]
+    for key, value in result.items():
+      found.setdefault(key, []).append(value.reshape((-1,) + value.shape[2:])[keep])
   found = {key: np.concatenate(values) for key, values in found.items()}
-  if box_scales is not None:
-    found['boxes'] = found['boxes'] / box_scales[:, None, None]
-  scores = coco.evaluate(ground_truth, coco.detections_json(
-      found['boxes'], found['scores'], found['classes']))
-  return {**{f'test_{name}': value for name, value in scores.items()},
-          'num_test_examples': len(found['boxes'])}
+  results = {'num_test_examples': len(found['boxes'])}
+  for prefix in ('', 'tta_'):  # The plain detections, and the flip test's where it ran.
+    if f'{prefix}boxes' not in found:
+      continue
+    boxes, scores, classes = (found[f'{prefix}{key}'] for key in _FOUND)
+    if box_scales is not None:
+      boxes = boxes / box_scales[:, None, None]
+    metrics = coco.evaluate(ground_truth, coco.detections_json(boxes, scores, classes))
+    results.update({f'{prefix}test_{name}': value for name, value in metrics.items()})
+  return results
