@@ -80,7 +80,7 @@ def test_state_dict_sizes_match_torchvision(name):
     ('resnet50', 'layer3.5.conv3.weight', (1024, 256, 1, 1)),
     ('resnet50', 'fc.weight', (1000, 2048)),
     ('resnext50_32x4d', 'layer1.0.conv2.weight', (128, 4, 3, 3)),  # 32 groups of 4 channels.
-    ('resnext50_32x4d', 'layer4.2.conv1.weight', (2048, 2048, 1, 1)),
+    ('resnext50_32x4d', 'layer4.2.conv1.weight', (1024, 2048, 1, 1)),
     ('wide_resnet50_2', 'layer1.0.conv2.weight', (128, 128, 3, 3)),
     ('wide_resnet50_2', 'layer4.2.conv3.weight', (2048, 1024, 1, 1)),
     ('vgg11_bn', 'features.25.weight', (512, 512, 3, 3)),
