@@ -5,7 +5,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from convjax import parallel
-from convjax.data import augment, datasets, detection_streaming as ds
+from convjax.data import datasets, detection_streaming as ds, scenes
 from convjax.training import config as config_lib, finetune, loop
 
 FILL = np.array([124, 116, 104], np.uint8)
@@ -77,7 +77,7 @@ def test_objects_mostly_cut_off_are_dropped():
                                          np.random.default_rng(seed), 32, (2.0, 2.0), FILL)
     kept.append(len(out_boxes))
     if out_boxes.size:
-      assert out_boxes[0, 2] * out_boxes[0, 3] >= augment.MIN_VISIBLE * (20 * 0.32 * 2) ** 2 - 1
+      assert out_boxes[0, 2] * out_boxes[0, 3] >= scenes.MIN_VISIBLE * (20 * 0.32 * 2) ** 2 - 1
   assert 0 < sum(kept) < 40  # Some draws cut the rectangle away, some keep it.
 
 
@@ -118,7 +118,7 @@ def test_the_pipeline_batches_boxes_and_its_ground_truth_is_in_the_original_pixe
                                              max_objects=config.detection.max_objects)
     batch = pipeline.host_train_batch(0)
     evaluation = pipeline.host_eval_batch(0)
-    truth, scales = pipeline.ground_truth(), pipeline.box_scales()
+    truth, scales = pipeline.detection_truth()
   assert batch['image'].shape == (4, 64, 64, 3) and batch['boxes'].shape == (4, 100, 4)
   real = batch['classes'] >= 0
   assert (batch['label'] == real.sum(1)).all() and (batch['boxes'][~real] == 0).all()

@@ -140,16 +140,12 @@ def mean_pixel(mean: tuple[float, ...]) -> tuple[int, ...]:
   return tuple(int(round(m * 255)) for m in mean)
 
 
-# A box keeps its object after a crop when at least this fraction of it stays in the image.
-MIN_VISIBLE = 0.5
-
-
 def _zoom_with_boxes(key: jax.Array, image: jnp.ndarray, boxes: jnp.ndarray, classes: jnp.ndarray,
                      scale_range: tuple[float, float]):
   """Scales image [h, w, c] by s ~ log-U(scale_range) about a random offset that keeps the
   canvas covered (s >= 1) or inside it (s < 1, the border filled with 0), and moves boxes [k, 4]
   (x, y, w, h) with it: clipped to the image, and dropped (class -1, box 0) where less than
-  MIN_VISIBLE of a box stays in it."""
+  scenes.MIN_VISIBLE of a box stays in it."""
   height, width, _ = image.shape
   scale_key, x_key, y_key = jax.random.split(key, 3)
   s = jnp.exp(jax.random.uniform(scale_key, minval=jnp.log(scale_range[0]),
@@ -160,9 +156,10 @@ def _zoom_with_boxes(key: jax.Array, image: jnp.ndarray, boxes: jnp.ndarray, cla
   zoomed = jax.image.scale_and_translate(image.astype(jnp.float32), image.shape, (0, 1),
                                          jnp.stack([s, s]), jnp.stack([ty, tx]), 'linear')
   image = jnp.clip(jnp.round(zoomed), 0, 255).astype(image.dtype)
-  moved = scenes.clip_boxes(boxes * s + jnp.stack([tx, ty, 0.0, 0.0]), width, height)
-  visible = moved[:, 2] * moved[:, 3] >= MIN_VISIBLE * boxes[:, 2] * boxes[:, 3] * s * s
-  keep = (classes >= 0) & visible & (moved[:, 2] >= 1) & (moved[:, 3] >= 1)
+  placed = boxes * s + jnp.stack([tx, ty, 0.0, 0.0])
+  moved = scenes.clip_boxes(placed, width, height)
+  keep = ((classes >= 0) & scenes.mostly_visible(moved, placed) & (moved[:, 2] >= 1) &
+          (moved[:, 3] >= 1))
   return image, jnp.where(keep[:, None], moved, 0.0), jnp.where(keep, classes, -1)
 
 
@@ -177,6 +174,6 @@ def augment_scene(key: jax.Array, image: jnp.ndarray, boxes: jnp.ndarray, classe
   if augmentation.flip:
     flip = jax.random.bernoulli(flip_key)
     image = jnp.where(flip, jnp.flip(image, -2), image)
-    mirrored = boxes.at[:, 0].set(image.shape[1] - boxes[:, 0] - boxes[:, 2])
+    mirrored = scenes.mirror_boxes(boxes, image.shape[1])
     boxes = jnp.where(flip & (classes >= 0)[:, None], mirrored, boxes)
   return image, boxes, classes

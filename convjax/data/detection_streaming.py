@@ -5,10 +5,10 @@ on the host, as streaming.py does for classification:
 - evaluation: letterboxing. The longer side is resized to image_size and the rest padded with
   the mean pixel at the bottom and right, so a box found at x in the input is at x / scale in the
   original image, scale = image_size / max(height, width). COCO's AP is computed there, against
-  the annotations in the original pixels (`ground_truth`).
+  the annotations in the original pixels (`detection_truth`).
 - training: the same letterbox zoomed by a factor drawn from augment.scene_scale and shifted to
   a random place (CenterNet's random scale and crop), boxes cut to the visible part and dropped
-  below augment.MIN_VISIBLE of their area, then a random horizontal flip.
+  below scenes.MIN_VISIBLE of their area, then a random horizontal flip.
 
 Annotations are padded to max_objects per image as scenes.py pads its scenes: boxes float32
 [max_objects, 4] (x, y, w, h in input pixels) and classes int32 [max_objects], -1 for padding.
@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from convjax import parallel
-from convjax.data import augment, datasets, scenes, streaming
+from convjax.data import datasets, scenes, streaming
 
 DEFAULT_IMAGE_SIZE = 512  # CenterNet's training resolution (Zhou et al. 2019, section 5).
 DEFAULT_MAX_OBJECTS = 100  # COCO's images hold up to 93 annotated objects.
@@ -77,7 +77,7 @@ def zoom_with_boxes(image: np.ndarray, boxes: np.ndarray, classes: np.ndarray,
 
   image uint8 [h, w, 3]; boxes [n, 4] (x, y, w, h) in its pixels; classes int32 [n].
   Returns image uint8 [size, size, 3], and the boxes (in the new pixels, cut to the canvas) and
-  classes of the objects that keep at least augment.MIN_VISIBLE of their area.
+  classes of the objects that keep at least scenes.MIN_VISIBLE of their area.
   """
   height, width = image.shape[:2]
   scale = letterbox_scale(height, width, size) * rng.uniform(*scale_range)
@@ -86,16 +86,13 @@ def zoom_with_boxes(image: np.ndarray, boxes: np.ndarray, classes: np.ndarray,
   offset_y = int(rng.integers(min(0, size - new_h), max(0, size - new_h) + 1))
   placed = boxes * scale + np.array([offset_x, offset_y, 0, 0], np.float32)
   clipped = np.asarray(scenes.clip_boxes(placed, size, size))
-  visible = clipped[:, 2] * clipped[:, 3] >= augment.MIN_VISIBLE * placed[:, 2] * placed[:, 3]
-  keep = visible & (clipped[:, 2] > 0) & (clipped[:, 3] > 0)
+  keep = scenes.mostly_visible(clipped, placed) & (clipped[:, 2] > 0) & (clipped[:, 3] > 0)
   return (place(image, size, scale, (offset_x, offset_y), fill), clipped[keep], classes[keep])
 
 
 def flip(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """The mirror image [h, w, c] and its boxes [n, 4] (x, y, w, h)."""
-  mirrored = boxes.copy()
-  mirrored[:, 0] = image.shape[1] - boxes[:, 0] - boxes[:, 2]
-  return image[:, ::-1], mirrored
+  return image[:, ::-1], np.asarray(scenes.mirror_boxes(boxes, image.shape[1]))
 
 
 def pad_objects(boxes: np.ndarray, classes: np.ndarray, count: int):
@@ -149,27 +146,13 @@ class DetectionStreamingPipeline(streaming.StreamingPipeline):
     return {'image': image, 'label': np.int32(min(len(boxes), self._max_objects)),
             'boxes': padded_boxes, 'classes': padded_classes}
 
-  def box_scales(self) -> np.ndarray:
-    """Each evaluation image's letterbox scale, float32 [num_test_examples]: detections divided
-    by it are in the original image's pixels."""
-    return np.array([letterbox_scale(*shape, self._size) for shape, _ in self._evaluation_objects()],
-                    np.float32)
-
-  def ground_truth(self) -> dict:
-    """The evaluation split's objects in COCO's JSON format, image ids 1..n, each in its image's
-    own pixels; crowd and difficult objects as iscrowd regions."""
-    images, annotations = [], []
-    for image_id, ((height, width), (boxes, classes, ignore)) in enumerate(
-        self._evaluation_objects(), start=1):
-      images.append({'id': image_id, 'height': int(height), 'width': int(width)})
-      for box, label, crowd in zip(boxes, classes, ignore):
-        x, y, w, h = (float(v) for v in box)
-        annotations.append({'id': len(annotations) + 1, 'image_id': image_id,
-                            'category_id': int(label) + 1, 'bbox': [x, y, w, h],
-                            'area': w * h, 'iscrowd': int(crowd)})
-    return {'images': images, 'annotations': annotations,
-            'categories': [{'id': c + 1, 'name': name}
-                           for c, name in enumerate(self.info.label_names)]}
+  def detection_truth(self) -> tuple[dict, np.ndarray]:
+    """The evaluation split's objects in COCO's JSON format (scenes.coco_json), each in its
+    image's own pixels, crowd and difficult objects as iscrowd regions; and each image's
+    letterbox scale, float32 [num_test_examples]: detections divided by it are in those pixels."""
+    sizes, objects = zip(*self._evaluation_objects())
+    scales = np.array([letterbox_scale(*size, self._size) for size in sizes], np.float32)
+    return scenes.coco_json(sizes, objects, self.info.label_names), scales
 
   def _evaluation_objects(self) -> list:
     """((height, width), tfds_objects) of each evaluation image, read once (a pass over the

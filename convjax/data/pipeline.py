@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from convjax import parallel
-from convjax.data import augment, datasets, sampling
+from convjax.data import augment, datasets, sampling, scenes
 
 # Folded into the seed so augmentation draws differ from initialisation and dropout draws.
 _AUGMENT_STREAM = 0x61756720
@@ -87,6 +87,13 @@ class InMemoryPipeline:
     """The test split in order, exactly once, with masked padding; on device."""
     for batch in range(sampling.num_eval_batches(self.num_test_examples, self._eval_batch_size)):
       yield self._p_eval_batch(self._test, self._scalar(batch * self._eval_batch_size))
+
+  def detection_truth(self) -> tuple[dict, None]:
+    """A detection dataset's test split in COCO's JSON format (scenes.coco_annotations), and
+    None: its detections are already in the images' pixels (a streamed pipeline's are not)."""
+    test = self.dataset.test
+    return (scenes.coco_annotations(test.targets['boxes'], test.targets['classes'],
+                                    self.info.label_names, self.image_shape[:2]), None)
 
   def _scalar(self, value: int) -> jax.Array:
     return self._dp.replicate(np.int32(value))

@@ -54,6 +54,22 @@ def clip_boxes(boxes, width: int, height: int):
   return jnp.concatenate([corners[..., :2], corners[..., 2:] - corners[..., :2]], -1)
 
 
+def mirror_boxes(boxes, width: int):
+  """Boxes [..., 4] (x, y, w, h) of an image `width` pixels wide, moved to its mirror image
+  (NumPy or JAX arrays)."""
+  return jnp.concatenate([width - boxes[..., :1] - boxes[..., 2:3], boxes[..., 1:]], -1)
+
+
+# A box keeps its object after a crop when at least this fraction of it stays in the image.
+MIN_VISIBLE = 0.5
+
+
+def mostly_visible(clipped, placed):
+  """Whether each object keeps at least MIN_VISIBLE of its box's area: clipped [..., 4], the
+  boxes cut to the image (clip_boxes), of placed [..., 4] -> bool [...] (NumPy or JAX)."""
+  return clipped[..., 2] * clipped[..., 3] >= MIN_VISIBLE * placed[..., 2] * placed[..., 3]
+
+
 def scaled_item(image: np.ndarray, scale: float) -> np.ndarray:
   """A 28x28 item [28, 28] uint8 resized by `scale` (bilinear) and cut to its ink's tight box."""
   side = max(2, round(ITEM * scale))
@@ -140,20 +156,32 @@ def check_annotations(boxes: np.ndarray, classes: np.ndarray, size: tuple[int, i
           f'box {slot} of image {image}, {boxes[image, slot].tolist()}, {problem}')
 
 
+def coco_json(sizes, objects, class_names) -> dict:
+  """Ground truth in COCO's JSON format: image ids 1..n, category ids 1..C (COCO's ids start at
+  1; class c is category c + 1), area = w * h.
+
+  sizes: each image's (height, width); objects: each image's (boxes [k, 4] (x, y, w, h) in its
+  pixels, classes [k], crowd [k] bool: regions neither rewarded nor penalised, COCO's iscrowd).
+  """
+  images, annotations = [], []
+  for image_id, ((height, width), (boxes, classes, crowd)) in enumerate(zip(sizes, objects), 1):
+    images.append({'id': image_id, 'height': int(height), 'width': int(width)})
+    for box, label, is_crowd in zip(boxes, classes, crowd):
+      x, y, w, h = (float(v) for v in box)
+      annotations.append({'id': len(annotations) + 1, 'image_id': image_id,
+                          'category_id': int(label) + 1, 'bbox': [x, y, w, h],
+                          'area': w * h, 'iscrowd': int(is_crowd)})
+  return {'images': images, 'annotations': annotations,
+          'categories': [{'id': c + 1, 'name': name} for c, name in enumerate(class_names)]}
+
+
 def coco_annotations(boxes: np.ndarray, classes: np.ndarray,
                      class_names=CLASS_NAMES, size=(CANVAS, CANVAS)) -> dict:
-  """A split's ground truth in COCO's JSON format: image ids 1..n, category ids 1..C (COCO's
-  ids start at 1; class c is category c + 1), area = w * h, no crowds."""
-  height, width = size
-  annotations = []
-  for image, slot in zip(*np.nonzero(classes >= 0)):
-    x, y, w, h = (float(v) for v in boxes[image, slot])
-    annotations.append({'id': len(annotations) + 1, 'image_id': int(image) + 1,
-                        'category_id': int(classes[image, slot]) + 1, 'bbox': [x, y, w, h],
-                        'area': w * h, 'iscrowd': 0})
-  return {'images': [{'id': i + 1, 'width': width, 'height': height} for i in range(len(boxes))],
-          'annotations': annotations,
-          'categories': [{'id': c + 1, 'name': name} for c, name in enumerate(class_names)]}
+  """A split of padded annotations (boxes [n, k, 4], classes [n, k], -1: padding) of images all
+  `size` (height, width) in COCO's JSON format (coco_json), no crowds."""
+  real = classes >= 0
+  objects = [(b[r], c[r], np.zeros(r.sum(), bool)) for b, c, r in zip(boxes, classes, real)]
+  return coco_json([size] * len(boxes), objects, class_names)
 
 
 def load_fashion_mnist_scenes(info, data_dir: str | None, source: str, download: bool):

@@ -5,10 +5,8 @@ reads the config's fields for them.
 """
 import dataclasses
 
-import numpy as np
-
 from convjax import parallel
-from convjax.data import augment, datasets, pipeline, scenes
+from convjax.data import augment, datasets, pipeline
 from convjax.training import config as config_lib
 
 
@@ -61,13 +59,3 @@ def _detection_pipeline(config, dataset, dp: parallel.DataParallel, eval_batch_s
       flip=config.augment.flip, scale_range=tuple(config.augment.scene_scale),
       max_objects=config.detection.max_objects, num_workers=config.input_workers,
       prefetch=config.prefetch_batches)
-
-
-def detection_truth(data: pipeline.Pipeline) -> tuple[dict, np.ndarray | None]:
-  """A detection pipeline's evaluation split in COCO's JSON format, and the factor per image
-  [num_test_examples] that takes detections back to its pixels (None: they are already)."""
-  if hasattr(data, 'ground_truth'):  # Streamed photographs, letterboxed for the model.
-    return data.ground_truth(), data.box_scales()
-  test = data.dataset.test
-  return (scenes.coco_annotations(test.targets['boxes'], test.targets['classes'],
-                                  data.info.label_names, data.image_shape[:2]), None)

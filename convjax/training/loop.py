@@ -221,7 +221,7 @@ def _evaluate_test_set(loop: _Loop, state: steps.TrainState, timed: bool = False
   """The test split's metrics: classification's (`evaluate`, or `evaluate_timed`), or a
   detector's COCO AP (detection.evaluate)."""
   if loop.run.detection:
-    truth, box_scales = inputs.detection_truth(loop.pipeline)
+    truth, box_scales = loop.pipeline.detection_truth()
     return detection.evaluate(loop.run.p_eval_step, state, loop.pipeline.eval_batches(), truth,
                               box_scales)
   return (evaluate_timed if timed else evaluate)(loop.run.p_eval_step, state,
