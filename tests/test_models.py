@@ -42,6 +42,9 @@ TORCHVISION = {
     'resnet101': 44_549_160, 'resnet152': 60_192_808, 'densenet121': 7_978_856,
     'resnext50_32x4d': 25_028_904, 'wide_resnet50_2': 68_883_240,
     'googlenet_torchvision': 6_624_904,
+    'mobilenet_v2': 3_504_872, 'mobilenet_v3_small': 2_542_856, 'mobilenet_v3_large': 5_483_032,
+    'efficientnet_b0': 5_288_548, 'regnet_y_400mf': 4_344_144, 'regnet_x_400mf': 5_495_976,
+    'convnext_tiny': 28_589_128,
 }
 
 
@@ -170,6 +173,20 @@ def preact_count(stage_sizes, widths, stem_width, channels=3, classes=10):
   return total + 2 * c + dense(c, classes)
 
 
+def densenet_bc_count(depth=100, k=12, classes=10):
+  """DenseNet-BC for CIFAR by hand: a 3x3 stem of 2k maps, 3 blocks of (depth - 4) / 6 layers
+  (bn, 1x1 to 4k, bn, 3x3 to k), transitions halving the maps (bn, 1x1), a closing bn."""
+  total, m = conv(3, 3, 2 * k, bias=False), 2 * k
+  for block in range(3):
+    for _ in range((depth - 4) // 6):
+      total += 2 * m + conv(1, m, 4 * k, bias=False) + 2 * 4 * k + conv(3, 4 * k, k, bias=False)
+      m += k
+    if block < 2:
+      total += 2 * m + conv(1, m, m // 2, bias=False)
+      m //= 2
+  return total + 2 * m + dense(m, classes)
+
+
 def wrn_count(depth, k):
   n = (depth - 4) // 6
   return preact_count((n,) * 3, (16 * k, 32 * k, 64 * k), 16)
@@ -184,6 +201,7 @@ EXPECTED_PARAMS = {
     'nin': nin_count(),
     'wrn16_8': wrn_count(16, 8), 'wrn28_10': wrn_count(28, 10), 'wrn40_4': wrn_count(40, 4),
     'preact_resnet18': preact_count((2, 2, 2, 2), (64, 128, 256, 512), 64),
+    'densenet_bc100': densenet_bc_count(),  # Huang et al. 2017's Table 2: 0.8M.
     'speednet': speednet_count(),
     'm3': raw_waveform_count((256, 80, 4), [(256, 1)]),
     'm5': raw_waveform_count((128, 80, 4), [(128, 1), (256, 1), (512, 1)]),
@@ -214,8 +232,9 @@ def test_registry_has_every_architecture_of_the_zoo():
 # depths (resnet34-152, resnet32-110, vgg13-19).
 FAMILIES = ('alexnet', 'alexnet_2012', 'zfnet', 'lenet5', 'lenet5_elu', 'lenet5_1998', 'nin',
             'googlenet', 'googlenet_bn', 'googlenet_torchvision', 'densenet121', 'resnet18',
-            'resnet50', 'resnext50_32x4d', 'resnet20', 'wrn16_8', 'vgg11', 'vgg11_bn', 'speednet', 'm5', 'logmel_cnn',
-            'c3d_small', 'r2plus1d_small', 'framewise_2d', 'char_cnn', 'kim_cnn')
+            'resnet50', 'resnext50_32x4d', 'resnet20', 'wrn16_8', 'vgg11', 'vgg11_bn', 'speednet',
+            'mobilenet_v3_small', 'regnet_y_400mf', 'convnext_tiny', 'm5',
+            'logmel_cnn', 'c3d_small', 'r2plus1d_small', 'framewise_2d', 'char_cnn', 'kim_cnn')
 
 
 def by_family(names):
@@ -249,6 +268,7 @@ def test_hand_counts_match_the_papers_rounded_figures():
   # Wide ResNets' Table 1 (CIFAR-10): 11.0M, 36.5M and 8.9M parameters.
   assert [round(wrn_count(d, k) / 1e6, 1) for d, k in ((16, 8), (28, 10), (40, 4))] == [
       11.0, 36.5, 8.9]
+  assert round(densenet_bc_count() / 1e6, 1) == 0.8  # DenseNet-BC (L=100, k=12), Table 2.
 
 
 def test_lenet5_1998_parameters_per_layer_match_the_paper():
@@ -437,6 +457,15 @@ TINY = {
        for d in (18, 34, 50, 101, 152)},
     **{f'resnet{d}': dict(stage_sizes=(1, 1, 1)) for d in (20, 32, 44, 56, 110)},
     'densenet121': dict(growth_rate=4, init_features=8, block_sizes=(1, 1, 1, 1)),
+    'densenet_bc100': dict(growth_rate=4, init_features=8, block_sizes=(1, 1, 1)),
+    'mobilenet_v2': dict(stages=((1, 8, 1, 1), (6, 8, 2, 2), (6, 16, 1, 2))),
+    **{name: dict(settings=((3, 16, 16, True, False, 2), (5, 24, 16, True, True, 1),
+                            (3, 32, 24, False, True, 2)), last_width=32)
+       for name in ('mobilenet_v3_small', 'mobilenet_v3_large')},
+    'efficientnet_b0': dict(stages=((1, 3, 1, 8, 1), (6, 5, 2, 16, 2))),
+    **{name: dict(depth=3, w_0=8, w_a=8, w_m=2) for name in ('regnet_x_400mf', 'regnet_y_400mf')},
+    # Layer scale 1: at its 1e-6 the blocks' branches (and their stochastic depth) are invisible.
+    'convnext_tiny': dict(stage_sizes=(1, 1, 1, 1), widths=(8, 16, 16, 16), layer_scale=1.0),
     'nin': dict(width=16),
     'speednet': dict(stem_width=4, widths=(8, 8, 16)),
     'googlenet': dict(aux_logits=True, stages=(((4, 4, 4, 2, 2, 2),),

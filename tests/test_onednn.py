@@ -211,8 +211,11 @@ FAMILIES = test_models.FAMILIES
 
 
 def test_families_cover_every_registry_model():
-  # vgg16_bn -> vgg, resnet152 -> resnet, wrn28_10 -> wrn; and the constructions of other names.
-  same = {'wide_resnet': 'resnet', 'preact_resnet': 'wrn'}
+  # vgg16_bn -> vgg, resnet152 -> resnet, wrn28_10 -> wrn; and the constructions of other names:
+  # every inverted-residual net is MobileNetV3-small's blocks, RegNetX is RegNetY without SE.
+  same = {'wide_resnet': 'resnet', 'preact_resnet': 'wrn', 'densenet_bc': 'densenet',
+          'mobilenet_v': 'mobilenet_v3_small', 'mobilenet_v3_large': 'mobilenet_v3_small',
+          'efficientnet_b': 'mobilenet_v3_small', 'regnet_x_400mf': 'regnet_y_400mf'}
   depth = lambda name: same.get(*[re.sub(r'\d*(_\d+)?(_bn)?$', '', name)] * 2)
   assert set(FAMILIES) <= set(test_models.EXPECTED_PARAMS)
   assert {depth(n) for n in test_models.EXPECTED_PARAMS} == {depth(n) for n in FAMILIES}

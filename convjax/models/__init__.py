@@ -13,8 +13,8 @@ import jax
 
 from convjax import errors
 from convjax.nn import layers
-from convjax.models import (alexnet, densenet, googlenet, lenet, nin, preact_resnet, resnet,
-                            speech, speednet, text, vgg, video)
+from convjax.models import (alexnet, convnext, densenet, googlenet, lenet, mobilenet, nin,
+                            preact_resnet, regnet, resnet, speech, speednet, text, vgg, video)
 
 # ImageNet-size models switch to their small-image variant (spec.small_inputs) below this size.
 SMALL_INPUT_SIZE = 64
@@ -50,6 +50,7 @@ class ModelSpec:
 _IMAGENET = dict(input_shape=(224, 224, 3), num_classes=1000)
 _CIFAR = dict(input_shape=(32, 32, 3), num_classes=10)
 _SMALL_STEM = {'stem': 'small'}
+_STRIDE_1_STEM = {'stem_stride': 1}
 _GOOGLENET_HEAD = ('classifier', 'aux_*')  # The auxiliary classifiers are heads too.
 _FSDD = dict(input_shape=(8000, 1), num_classes=10, modality='audio')  # One second of 8 kHz audio (FSDD's digits).
 _MOVING = dict(input_shape=(8, 36, 72, 1), num_classes=5, modality='video')  # A Moving Fashion-MNIST clip.
@@ -137,6 +138,29 @@ _REGISTRY: dict[str, ModelSpec] = {
                                        'Networks (pre-activation ResNet-18, CIFAR stem)'),
     'densenet121': ModelSpec(densenet.DenseNet121, **_IMAGENET, small_inputs=_SMALL_STEM,
                              paper='Huang et al. 2017, Densely Connected Convolutional Networks'),
+    'densenet_bc100': ModelSpec(densenet.DenseNetBC100, **_CIFAR,
+                                paper='Huang et al. 2017, DenseNet-BC (L=100, k=12), CIFAR form'),
+    'mobilenet_v2': ModelSpec(mobilenet.MobileNetV2, **_IMAGENET, small_inputs=_STRIDE_1_STEM,
+                              paper='Sandler et al. 2018, MobileNetV2: Inverted Residuals and '
+                                    'Linear Bottlenecks'),
+    'mobilenet_v3_small': ModelSpec(mobilenet.MobileNetV3Small, **_IMAGENET,
+                                    small_inputs=_STRIDE_1_STEM,
+                                    paper='Howard et al. 2019, Searching for MobileNetV3 (small)'),
+    'mobilenet_v3_large': ModelSpec(mobilenet.MobileNetV3Large, **_IMAGENET,
+                                    small_inputs=_STRIDE_1_STEM,
+                                    paper='Howard et al. 2019, Searching for MobileNetV3 (large)'),
+    'efficientnet_b0': ModelSpec(mobilenet.EfficientNetB0, **_IMAGENET,
+                                 small_inputs=_STRIDE_1_STEM,
+                                 paper='Tan & Le 2019, EfficientNet: Rethinking Model Scaling '
+                                       'for Convolutional Neural Networks (B0)'),
+    'regnet_x_400mf': ModelSpec(regnet.RegNetX400MF, **_IMAGENET, small_inputs=_STRIDE_1_STEM,
+                                paper='Radosavovic et al. 2020, Designing Network Design Spaces '
+                                      '(RegNetX-400MF)'),
+    'regnet_y_400mf': ModelSpec(regnet.RegNetY400MF, **_IMAGENET, small_inputs=_STRIDE_1_STEM,
+                                paper='Radosavovic et al. 2020, Designing Network Design Spaces '
+                                      '(RegNetY-400MF, squeeze-and-excitation)'),
+    'convnext_tiny': ModelSpec(convnext.ConvNeXtTiny, **_IMAGENET, small_inputs={'patch_size': 2},
+                               paper='Liu et al. 2022, A ConvNet for the 2020s (ConvNeXt-T)'),
     'nin': ModelSpec(nin.NiN, **_CIFAR, paper='Lin, Chen & Yan 2013, Network in Network',
                      head=('class_maps',)),
     'speednet': ModelSpec(speednet.SpeedNet, input_shape=(28, 28, 1), num_classes=10,

@@ -13,6 +13,7 @@ relearned, and each layer stays narrow (k = 32 maps).
   densenet121: k = 32, blocks of (6, 12, 24, 16) layers, 64 stem filters, bn_size 4,
   compression 0.5, behind a 7x7/2 conv and 3x3/2 max pool stem; 7,978,856 parameters at
   224x224x3, as torchvision.
+  densenet_bc100: DenseNet-BC (L=100, k=12) for 32x32 images, 769,162 parameters (0.8M).
 
 Small-image stem: for inputs below 64x64, models.create replaces the stem with one 3x3/1 conv
 (DenseNet-BC's CIFAR stem), so three transitions take 32x32 to 4x4.
@@ -105,3 +106,7 @@ class DenseNet(nn.Module):
 
 
 DenseNet121 = functools.partial(DenseNet, block_sizes=(6, 12, 24, 16))
+# DenseNet-BC for CIFAR (section 3): 3 blocks of (L - 4) / 6 bottleneck layers, k = 12, a 3x3
+# stem of 2k maps; L = 100 has 0.8M parameters (Table 2).
+DenseNetBC100 = functools.partial(DenseNet, block_sizes=(16, 16, 16), growth_rate=12,
+                                  init_features=24, stem='small', num_classes=10)
