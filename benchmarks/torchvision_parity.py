@@ -47,10 +47,10 @@ def main(argv):
     raise errors.UserError(f'this comparison needs torch and {library}: pip install -r '
                            'benchmarks/requirements-torchvision.txt')
   report = {}
-  print(f"{'model':12s} {'max |difference|':>17s} {'max |logit|':>12s} {'relative':>10s}")
+  print(f"{'model':18s} {'max |difference|':>17s} {'max |logit|':>12s} {'relative':>10s}")
   for name in names:
     report[name] = torchvision_reference.compare(name, _BATCH.value, library=library)
-    print(f"{name:12s} {report[name]['max_abs_difference']:17.3e} "
+    print(f"{name:18s} {report[name]['max_abs_difference']:17.3e} "
           f"{report[name]['max_abs_logit']:12.3e} {report[name]['relative']:10.2e}", flush=True)
   if _OUTPUT.value:  # Adds or replaces these models' entries; other models' stay.
     from convjax.training import metrics  # pylint: disable=import-outside-toplevel

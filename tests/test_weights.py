@@ -33,6 +33,13 @@ TINY = {
     'densenet121': dict(growth_rate=4, init_features=8, block_sizes=(2, 2, 2, 2)),
     'googlenet_torchvision': dict(aux_logits=True, stages=(
         ((4, 4, 4, 2, 2, 2),), ((4, 4, 4, 2, 2, 2),) * 3, ((8, 4, 8, 2, 4, 4),))),
+    # Blocks with and without expansion, squeeze-excite and shortcut.
+    'mobilenet_v2': dict(stages=((1, 8, 1, 1), (6, 8, 2, 2))),
+    'mobilenet_v3_small': dict(settings=((3, 16, 16, True, False, 2), (5, 24, 16, False, True, 1)),
+                               last_width=12),
+    'efficientnet_b0': dict(stages=((1, 3, 1, 8, 1), (6, 5, 2, 16, 2))),
+    'regnet_y_400mf': dict(depth=3, w_0=8, w_a=8, w_m=2),
+    'convnext_tiny': dict(stage_sizes=(1, 2), widths=(8, 16)),
 }
 
 
@@ -62,7 +69,9 @@ state_shapes = functools.lru_cache(maxsize=None)(torchvision_weights.torch_state
 
 # len(torchvision.models.<name>().state_dict()), num_batches_tracked included.
 TORCHVISION_STATE_SIZES = {'alexnet': 16, 'vgg11_bn': 62, 'vgg16': 32, 'resnet18': 122,
-                           'resnet50': 320, 'densenet121': 727}
+                           'resnet50': 320, 'densenet121': 727, 'mobilenet_v2': 314,
+                           'mobilenet_v3_small': 244, 'efficientnet_b0': 360,
+                           'regnet_y_400mf': 384, 'convnext_tiny': 182}
 
 
 @pytest.mark.parametrize('name', sorted(TORCHVISION_STATE_SIZES))
@@ -98,6 +107,18 @@ def test_state_dict_sizes_match_torchvision(name):
     ('googlenet_torchvision', 'inception4a.branch3.1.conv.weight', (48, 16, 3, 3)),
     ('googlenet_torchvision', 'inception5b.branch4.1.conv.weight', (128, 832, 1, 1)),
     ('googlenet_torchvision', 'fc.weight', (1000, 1024)),
+    ('mobilenet_v2', 'features.3.conv.2.weight', (24, 144, 1, 1)),  # Projection: conv, then bn.
+    ('mobilenet_v2', 'features.18.0.weight', (1280, 320, 1, 1)),
+    ('mobilenet_v3_small', 'features.1.block.1.fc1.weight', (8, 16, 1, 1)),  # No expansion.
+    ('mobilenet_v3_small', 'classifier.3.weight', (1000, 1024)),
+    ('efficientnet_b0', 'features.6.2.block.3.1.running_var', (192,)),
+    ('regnet_y_400mf', 'trunk_output.block1.block1-0.f.b.0.weight', (48, 8, 3, 3)),  # 6 groups.
+    ('regnet_y_400mf', 'trunk_output.block2.block2-0.proj.0.weight', (104, 48, 1, 1)),
+    ('regnet_y_400mf', 'trunk_output.block4.block4-5.f.se.fc1.weight', (110, 440, 1, 1)),
+    ('convnext_tiny', 'features.1.0.block.0.weight', (96, 1, 7, 7)),  # Depthwise.
+    ('convnext_tiny', 'features.3.2.block.3.weight', (768, 192)),  # Dense over channels.
+    ('convnext_tiny', 'features.5.8.layer_scale', (384, 1, 1)),
+    ('convnext_tiny', 'features.6.1.weight', (768, 384, 2, 2)),  # Downsampling to stage 4.
 ])
 def test_torchvision_names_and_shapes(name, key, shape):
   assert state_shapes(name)[key] == shape

@@ -3,7 +3,8 @@
   variables = torchvision_weights.load_torch('resnet50', 'resnet50.safetensors')
   logits = models.create('resnet50').apply(variables, images, train=False)  # [b, 224, 224, 3]
 
-convjax's AlexNet, VGG, ResNet, DenseNet and googlenet_torchvision lay out their layers as
+convjax's AlexNet, VGG, ResNet, ResNeXt, Wide ResNet-50-2, DenseNet, googlenet_torchvision,
+MobileNetV2 and V3, EfficientNet-B0, RegNetX/Y-400MF and ConvNeXt-T lay out their layers as
 torchvision's do, one for one, so each convjax layer has exactly one torchvision counterpart,
 which `torch_name` names from the layer's module path by its family's rule. timm's ResNets and
 DenseNet-121 use the same names, so their state dicts load too (benchmarks/results/
@@ -17,6 +18,8 @@ tensors change layout:
                                                PyTorch's NCHW flattening (c, h, w) to convjax's
                                                NHWC flattening (h, w, c)
   batch norm     weight, bias, running_mean, running_var -> scale, bias, mean, var
+  layer norm     weight, bias -> scale, bias
+  layer scale    [c, 1, 1] (ConvNeXt's)  -> [c]
 
 Every tensor on both sides is used exactly once, with matching shapes. Dropped, by rule: batch
 norm's `num_batches_tracked`, a step counter that inference never reads, and the auxiliary heads
@@ -36,7 +39,8 @@ import numpy as np
 from flax import traverse_util
 
 from convjax import errors, models
-from convjax.models import alexnet, densenet, googlenet, resnet, vgg
+from convjax.models import (alexnet, convnext, densenet, googlenet, mobilenet, regnet, resnet,
+                            vgg)
 
 
 class WeightsError(errors.UserError):
@@ -48,7 +52,7 @@ Path = tuple[str, ...]
 
 # Leaf names: convjax's (per kind of layer) -> torchvision's.
 _LEAVES = {'kernel': 'weight', 'bias': 'bias', 'scale': 'weight', 'mean': 'running_mean',
-           'var': 'running_var'}
+           'var': 'running_var', 'layer_scale': 'layer_scale'}
 TORCH_SUFFIXES = ('.pth', '.pt', '.bin')
 
 
@@ -149,6 +153,97 @@ def _alexnet_name(model: alexnet.AlexNet, path: Path) -> str:
   return _sequential_name([0, 3, 6, 8, 10], (1, 4, 6), path)
 
 
+# The units of the blocks of the newer families: Conv2dNormActivation's Sequential, and
+# squeeze-and-excitation's two 1x1 convolutions.
+_UNIT = {'conv': '0', 'norm': '1', 'reduce': 'fc1', 'expand': 'fc2'}
+
+
+def _unit(prefix: str, path: Path) -> str:
+  """prefix + the unit names of path: ('conv',) -> prefix.0, ('norm',) -> prefix.1."""
+  return '.'.join([prefix, *(_UNIT[part] for part in path)])
+
+
+def _inverted_residuals(model) -> list[tuple[bool, bool]]:
+  """(has an expansion, has squeeze-and-excitation) of each inverted residual, in order: the
+  parts torchvision's Sequential numbers."""
+  if isinstance(model, mobilenet.MobileNetV2):
+    return [(t != 1, False) for t, _, n, _ in model.stages for _ in range(n)]
+  if isinstance(model, mobilenet.MobileNetV3):
+    inputs = [16] + [setting[2] for setting in model.settings]
+    return [(setting[1] != width, setting[3]) for setting, width in zip(model.settings, inputs)]
+  return [(e != 1, True) for e, *_, n in model.stages for _ in range(n)]
+
+
+def _inverted_residual_name(prefix: str, parts: tuple[bool, bool], path: Path,
+                            split_projection: bool = False) -> str:
+  """One inverted residual's layer: its parts numbered in order, expand, depthwise, se,
+  project; MobileNetV2's projection is a conv and a norm of their own (split_projection)."""
+  expand, se = parts
+  order = ['expand'] * expand + ['depthwise'] + ['se'] * se + ['project']
+  index = order.index(path[0])
+  if split_projection and path[0] == 'project':
+    return f'{prefix}.{index + (path[1] == "norm")}'
+  return _unit(f'{prefix}.{index}', path[1:])
+
+
+def _mobilenet_name(model, path: Path) -> str:
+  """MobileNetV2/V3: stem -> features.0, blockK -> features.K (V2's parts under .conv, V3's
+  under .block), head -> the last features entry; V3's hidden layer -> classifier.0."""
+  parts = _inverted_residuals(model)
+  v2 = isinstance(model, mobilenet.MobileNetV2)
+  fixed = {'stem': 'features.0', 'head': f'features.{len(parts) + 1}'}
+  if path[0] in fixed:
+    return _unit(fixed[path[0]], path[1:])
+  if path[0] in ('hidden', 'classifier'):
+    return {'hidden': 'classifier.0', 'classifier': 'classifier.1' if v2 else 'classifier.3'}[
+        path[0]]
+  block = int(path[0][len('block'):])
+  return _inverted_residual_name(f'features.{block}.{"conv" if v2 else "block"}',
+                                 parts[block - 1], path[1:], split_projection=v2)
+
+
+def _efficientnet_name(model: mobilenet.EfficientNet, path: Path) -> str:
+  """stem -> features.0; stageS_blockJ -> features.S.(J-1).block; head -> features.8."""
+  fixed = {'stem': 'features.0', 'head': f'features.{len(model.stages) + 1}'}
+  if path[0] in fixed:
+    return _unit(fixed[path[0]], path[1:])
+  if path[0] == 'classifier':
+    return 'classifier.1'
+  stage, block = (int(n) for n in path[0][len('stage'):].split('_block'))
+  number = sum(n for *_, n in model.stages[:stage - 1]) + block - 1
+  return _inverted_residual_name(f'features.{stage}.{block - 1}.block',
+                                 _inverted_residuals(model)[number], path[1:])
+
+
+def _regnet_name(model: regnet.RegNet, path: Path) -> str:
+  """stem -> stem; stageS_blockJ/b -> trunk_output.blockS.blockS-(J-1).f.b; proj stays."""
+  del model
+  if path[0] in ('stem', 'classifier'):
+    return _unit({'stem': 'stem', 'classifier': 'fc'}[path[0]], path[1:])
+  stage, block = (int(n) for n in path[0][len('stage'):].split('_block'))
+  part = path[1] if path[1] == 'proj' else f'f.{path[1]}'
+  return _unit(f'trunk_output.block{stage}.block{stage}-{block - 1}.{part}', path[2:])
+
+
+_CONVNEXT_BLOCK = {'depthwise': '0', 'norm': '2', 'expand': '3', 'project': '5'}
+
+
+def _convnext_name(model: convnext.ConvNeXt, path: Path) -> str:
+  """stem -> features.0; stage S's blocks -> features.(2S-1); the downsampling before stage S
+  -> features.(2S-2); head_norm -> classifier.0. A block's layer scale is its own tensor."""
+  del model
+  fixed = {'stem_conv': 'features.0.0', 'stem_norm': 'features.0.1',
+           'head_norm': 'classifier.0', 'classifier': 'classifier.2'}
+  if path[0] in fixed:
+    return fixed[path[0]]
+  if path[0].startswith('downsample'):
+    stage, part = path[0][len('downsample'):].split('_')
+    return f'features.{2 * int(stage) - 2}.{"0" if part == "norm" else "1"}'
+  stage, block = (int(n) for n in path[0][len('stage'):].split('_block'))
+  name = f'features.{2 * stage - 1}.{block - 1}'
+  return name if len(path) == 1 else f'{name}.block.{_CONVNEXT_BLOCK[path[1]]}'
+
+
 # The registry models with a torchvision counterpart, and the rule naming their layers.
 TORCH_FAMILIES: dict[str, Callable[[Any, Path], str]] = {
     'alexnet': _alexnet_name,
@@ -157,6 +252,11 @@ TORCH_FAMILIES: dict[str, Callable[[Any, Path], str]] = {
                                        'resnet152', 'resnext50_32x4d', 'wide_resnet50_2')},
     'densenet121': _densenet_name,
     'googlenet_torchvision': _googlenet_name,
+    **{name: _mobilenet_name for name in ('mobilenet_v2', 'mobilenet_v3_small',
+                                          'mobilenet_v3_large')},
+    'efficientnet_b0': _efficientnet_name,
+    'regnet_x_400mf': _regnet_name, 'regnet_y_400mf': _regnet_name,
+    'convnext_tiny': _convnext_name,
 }
 
 
@@ -192,6 +292,8 @@ def torch_name(model_name: str, model, path: Path) -> str:
 def _from_torch(array: np.ndarray, leaf: str, trunk_channels: int | None) -> np.ndarray:
   """A torchvision tensor in convjax's layout; trunk_channels: the channels of the conv trunk a
   dense kernel reads flattened, else None."""
+  if leaf == 'layer_scale':  # [c, 1, 1] -> [c].
+    return array.reshape(-1)
   if leaf != 'kernel':
     return array
   if array.ndim == 4:  # OIHW -> HWIO.
@@ -355,6 +457,8 @@ def torch_state_shapes(model_name: str, num_classes: int | None = None, **overri
 def _torch_shape(shape: tuple[int, ...], leaf: str) -> tuple[int, ...]:
   """A convjax variable's shape -> its torchvision tensor's (reordering a dense kernel's inputs
   keeps its shape)."""
+  if leaf == 'layer_scale':
+    return (*shape, 1, 1)
   if leaf != 'kernel':
     return tuple(shape)
   if len(shape) == 4:  # HWIO -> OIHW.
