@@ -455,6 +455,9 @@ TINY = {
        for d in (11, 13, 16, 19) for bn in ('', '_bn')},
     **{f'resnet{d}': dict(widths=(8, 8, 16, 16), stage_sizes=(1, 1, 1, 1))
        for d in (18, 34, 50, 101, 152)},
+    # One block per stage: 32 groups of one channel, then of two (stage 3's 32 * 4 // 64 each).
+    'resnext50_32x4d': dict(widths=(16, 16, 32, 32), stage_sizes=(1, 1, 1, 1)),
+    'wide_resnet50_2': dict(widths=(8, 8, 16, 16), stage_sizes=(1, 1, 1, 1)),
     **{f'resnet{d}': dict(stage_sizes=(1, 1, 1)) for d in (20, 32, 44, 56, 110)},
     'densenet121': dict(growth_rate=4, init_features=8, block_sizes=(1, 1, 1, 1)),
     'densenet_bc100': dict(growth_rate=4, init_features=8, block_sizes=(1, 1, 1)),

@@ -180,10 +180,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                         precision)
   nhwc = (rhs.ndim == 4 and dimension_numbers == NHWC and not kwargs
           and all(d == 1 for d in lhs_dilation or (1,)))
-  # Grouped convolutions take XLA's path: oneDNN's gradients of ResNeXt's 32 groups of one
-  # channel disagree with XLA's (tests/test_onednn.py), to be mended in the extension.
   if (nhwc and backend_name() == 'onednn' and lhs.dtype == rhs.dtype
-      and feature_group_count == 1 and onednn.supports(lhs.shape, rhs.shape, lhs.dtype)):
+      and onednn.supports(lhs.shape, rhs.shape, lhs.dtype)):
     pads = _pairs(padding, lhs.shape[1:3], _dilated(rhs.shape[:2], rhs_dilation), window_strides)
     return onednn.conv2d(lhs, rhs, tuple(window_strides), tuple(map(tuple, pads)),
                          tuple(rhs_dilation or (1, 1)), feature_group_count, _onednn_threads())
