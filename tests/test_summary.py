@@ -51,6 +51,12 @@ def test_well_known_receptive_fields_of_full_models():
   resnet18 = summary.layers(models.create('resnet18'), (224, 224, 3))
   last_block = [r for r in resnet18 if r.path == 'BasicBlock_7'][0]
   assert last_block.receptive_field == (435, 435) and last_block.stride == (32, 32)
+  # A block with a kernel_size field of its own (ConvNormAct) is a container, not a convolution:
+  # stem 3x3/2, then block 1's depthwise 3x3/2.
+  small = {r.path: r for r in summary.layers(models.create('mobilenet_v3_small'), (224, 224, 3))}
+  assert small['stem'].receptive_field == (3, 3) and small['stem'].stride == (2, 2)
+  assert small['block1'].receptive_field == (7, 7) and small['block1'].stride == (4, 4)
+  assert small['head'].stride == (32, 32)
 
 
 def test_lenet5_rows_match_a_hand_count():

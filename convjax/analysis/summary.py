@@ -135,11 +135,11 @@ class _GeometryTracker:
       geometry = Geometry((1,) * spatial, (1,) * spatial)
     elif _is_global(module):
       geometry = Geometry(self.image, None)
+    elif len(self.records) > first_inner:  # A container: its widest inner call.
+      geometry = max(self.records[first_inner:], key=_reach)
     elif sliding is not None:
       kernel, dilation, strides = sliding
       geometry = inputs.then(kernel, dilation, strides)
-    elif len(self.records) > first_inner:  # A container: its widest inner call.
-      geometry = max(self.records[first_inner:], key=_reach)
     else:
       geometry = inputs
     self.records.append(geometry)
@@ -194,13 +194,13 @@ def format_layers(rows: list[Layer]) -> str:
   """A fixed-width table: path, type, output shape, params, FLOPs, receptive field, cumulative
   stride; then the totals."""
   axes = lambda v: '-' if v is None else 'x'.join(map(str, v)) if len(set(v)) > 1 else str(v[0])
-  lines = [f"{'layer':40s} {'type':12s} {'output':>12s} {'params':>12s} {'FLOPs':>15s} "
+  lines = [f"{'layer':40s} {'type':16s} {'output':>12s} {'params':>12s} {'FLOPs':>15s} "
            f"{'RF':>7s} {'stride':>6s}"]
   for row in rows:
     shape = 'x'.join(map(str, row.output_shape))
-    lines.append(f'{row.path:40s} {row.kind:12s} {shape:>12s} {row.params:>12,d} '
+    lines.append(f'{row.path:40s} {row.kind:16s} {shape:>12s} {row.params:>12,d} '
                  f'{row.flops:>15,d} {axes(row.receptive_field):>7s} {axes(row.stride):>6s}')
-  lines.append(f"{'total':40s} {'':12s} {'':>12s} {sum(r.params for r in rows):>12,d} "
+  lines.append(f"{'total':40s} {'':16s} {'':>12s} {sum(r.params for r in rows):>12,d} "
                f'{sum(r.flops for r in rows):>15,d}')
   lines.append('FLOPs: forward pass per example, 1 multiply-add = 2 FLOPs, conv and dense '
                'layers. RF: receptive field in input positions (pixels, samples); stride: '
