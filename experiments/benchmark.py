@@ -59,14 +59,14 @@ def main(argv):
         f'({jnp.dtype(dtype).name}), memory bandwidth {bandwidth / 1e9:,.1f} GB/s, convolutions: '
         f'{backend}', flush=True)
   modes = benchmark.MODES if _MODE.value == 'both' else (_MODE.value,)
-  results = []
+  results, width = [], max(map(len, names))
   for name in names:
     for mode in modes:
       config = benchmark.benchmark_config(default.get_config(), name, _BATCH_SIZE.value,
                                           _HALF.value)
       row = benchmark.measure(config, mode, dp, peak, input_shape, _MIN_SECONDS.value)
       results.append(row)
-      print(f"{name:14s} {mode:5s} {row['images_per_sec']:>11,.1f} img/s  step "
+      print(f"{name:{width}s} {mode:5s} {row['images_per_sec']:>11,.1f} img/s  step "
             f"{row['step_ms']['median']:8.2f} ms (p10 {row['step_ms']['p10']:.2f}, p90 "
             f"{row['step_ms']['p90']:.2f})  compile {row['compile_seconds']:5.1f} s  "
             f"{100 * row['flops_utilization']:5.1f}% of peak", flush=True)
