@@ -257,6 +257,14 @@ def test_another_architecture_is_refused():
     load_tiny('resnet50', tiny_state('resnet18'))
 
 
+@pytest.mark.parametrize('weights, model', [('mobilenet_v2', 'mobilenet_v3_small'),
+                                            ('mobilenet_v3_small', 'efficientnet_b0')])
+def test_another_mobile_family_is_refused(weights, model):
+  """Same top-level names (features.N), other blocks: refused, naming a tensor."""
+  with pytest.raises(torchvision_weights.WeightsError, match=r"'features\.[a-z0-9._]+'"):
+    torchvision_weights.load_torch(model, random_state(weights), num_classes=7)
+
+
 def test_another_number_of_classes_is_refused():
   with pytest.raises(torchvision_weights.WeightsError, match=r"'fc\.(weight|bias)' has shape 7.*needs 10"):
     torchvision_weights.load_torch('resnet18', tiny_state('resnet18'), num_classes=10, **TINY['resnet18'])

@@ -57,8 +57,9 @@ B0_STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80,
 
 
 class _Trunk:
-  """What the three families' __call__ share: the batch norm, the stem, and the feature taps
-  (the last map before each stride-2 block, and the head's map)."""
+  """What the three families' __call__ share: the batch norm, the stem, running the blocks and
+  the head's 1x1 convolution, and the feature taps (the last map before each stride-2 block, and
+  the head's map)."""
 
   def __init__(self, model, train: bool, strides: Sequence[int], feature_indices,
                epsilon: float = 1e-5, momentum: float = 0.9):
@@ -70,6 +71,23 @@ class _Trunk:
   def stem(self, x, width: int, activation: Callable):
     return blocks.ConvNormAct(width, 3, self.norm, activation, strides=self.model.stem_stride,
                               dtype=self.model.dtype, name='stem')(x)
+
+  def body(self, x, residuals: Sequence[nn.Module], head_width: int, activation: Callable):
+    """x [b, h, w, c] through the blocks and the head -> (its map, None), or (None, the
+    requested feature maps) as soon as they are all in."""
+    for block in residuals:
+      if block.strides == 2 and self.taps.take(x):
+        return None, self.taps.maps
+      x = block(x)
+    x = blocks.ConvNormAct(head_width, 1, self.norm, activation, dtype=self.model.dtype,
+                           name='head')(x)
+    return (None, self.taps.maps) if self.taps.take(x) else (x, None)
+
+
+def _pooled_logits(model, x, train: bool, return_features: bool):
+  """Global average pooling, dropout, the classifier: [b, h, w, c] -> [b, num_classes]."""
+  x = layers.dropout(layers.global_pool(x), model.dropout_rate, train)
+  return common.classify(x, model.num_classes, return_features, model.dtype)
 
 
 class MobileNetV2(nn.Module):
@@ -86,16 +104,13 @@ class MobileNetV2(nn.Module):
     settings = [(t, c, s if i == 0 else 1) for t, c, n, s in self.stages for i in range(n)]
     trunk = _Trunk(self, train, [s for *_, s in settings], feature_indices)
     x = trunk.stem(x, 32, nn.relu6)
-    for index, (expansion, width, stride) in enumerate(settings):
-      if stride == 2 and trunk.taps.take(x):
-        return trunk.taps.maps
-      x = blocks.InvertedResidual(width, x.shape[-1] * expansion, trunk.norm, strides=stride,
-                                  dtype=self.dtype, name=f'block{index + 1}')(x)
-    x = blocks.ConvNormAct(1280, 1, trunk.norm, nn.relu6, dtype=self.dtype, name='head')(x)
-    if trunk.taps.take(x):
-      return trunk.taps.maps
-    x = layers.dropout(layers.global_pool(x), self.dropout_rate, train)
-    return common.classify(x, self.num_classes, return_features, self.dtype)
+    inputs = [32] + [c for _, c, _ in settings]
+    residuals = [blocks.InvertedResidual(width, width_in * expansion, trunk.norm, strides=stride,
+                                         dtype=self.dtype, name=f'block{index + 1}')
+                 for index, ((expansion, width, stride), width_in)
+                 in enumerate(zip(settings, inputs))]
+    x, maps = trunk.body(x, residuals, 1280, nn.relu6)
+    return maps if maps is not None else _pooled_logits(self, x, train, return_features)
 
 
 class MobileNetV3(nn.Module):
@@ -113,18 +128,15 @@ class MobileNetV3(nn.Module):
     trunk = _Trunk(self, train, [s[-1] for s in self.settings], feature_indices,
                    epsilon=1e-3, momentum=0.99)
     x = trunk.stem(x, 16, nn.hard_swish)
-    for index, (kernel, expanded, width, se, hard_swish, stride) in enumerate(self.settings):
-      if stride == 2 and trunk.taps.take(x):
-        return trunk.taps.maps
-      x = blocks.InvertedResidual(
-          width, expanded, trunk.norm, kernel_size=kernel, strides=stride,
-          activation=nn.hard_swish if hard_swish else nn.relu,
-          se_squeeze=blocks.make_divisible(expanded // 4) if se else 0,
-          se_gate=nn.hard_sigmoid, dtype=self.dtype, name=f'block{index + 1}')(x)
-    x = blocks.ConvNormAct(6 * x.shape[-1], 1, trunk.norm, nn.hard_swish, dtype=self.dtype,
-                           name='head')(x)
-    if trunk.taps.take(x):
-      return trunk.taps.maps
+    residuals = [blocks.InvertedResidual(
+        width, expanded, trunk.norm, kernel_size=kernel, strides=stride,
+        activation=nn.hard_swish if hard_swish else nn.relu,
+        se_squeeze=blocks.make_divisible(expanded // 4) if se else 0,
+        se_gate=nn.hard_sigmoid, dtype=self.dtype, name=f'block{index + 1}')
+        for index, (kernel, expanded, width, se, hard_swish, stride) in enumerate(self.settings)]
+    x, maps = trunk.body(x, residuals, 6 * self.settings[-1][2], nn.hard_swish)
+    if maps is not None:
+      return maps
     x = nn.hard_swish(nn.Dense(self.last_width, dtype=self.dtype,
                                name='hidden')(layers.global_pool(x)))
     x = layers.dropout(x, self.dropout_rate, train)
@@ -147,20 +159,16 @@ class EfficientNet(nn.Module):
                 for stage, (e, k, s, c, n) in enumerate(self.stages, 1) for i in range(n)]
     trunk = _Trunk(self, train, [s[4] for s in settings], feature_indices)
     x = trunk.stem(x, 32, nn.silu)
-    for number, (stage, index, expansion, kernel, stride, width) in enumerate(settings):
-      if stride == 2 and trunk.taps.take(x):
-        return trunk.taps.maps
-      x = blocks.InvertedResidual(
-          width, x.shape[-1] * expansion, trunk.norm, kernel_size=kernel, strides=stride,
-          activation=nn.silu, se_squeeze=max(1, x.shape[-1] // 4), se_activation=nn.silu,
-          drop_path_rate=self.drop_path_rate * number / len(settings), train=train,
-          dtype=self.dtype, name=f'stage{stage}_block{index + 1}')(x)
-    x = blocks.ConvNormAct(4 * x.shape[-1], 1, trunk.norm, nn.silu, dtype=self.dtype,
-                           name='head')(x)
-    if trunk.taps.take(x):
-      return trunk.taps.maps
-    x = layers.dropout(layers.global_pool(x), self.dropout_rate, train)
-    return common.classify(x, self.num_classes, return_features, self.dtype)
+    inputs = [32] + [setting[-1] for setting in settings]
+    residuals = [blocks.InvertedResidual(
+        width, width_in * expansion, trunk.norm, kernel_size=kernel, strides=stride,
+        activation=nn.silu, se_squeeze=max(1, width_in // 4), se_activation=nn.silu,
+        drop_path_rate=self.drop_path_rate * number / len(settings), train=train,
+        dtype=self.dtype, name=f'stage{stage}_block{index + 1}')
+        for number, ((stage, index, expansion, kernel, stride, width), width_in)
+        in enumerate(zip(settings, inputs))]
+    x, maps = trunk.body(x, residuals, 4 * self.stages[-1][3], nn.silu)
+    return maps if maps is not None else _pooled_logits(self, x, train, return_features)
 
 
 MobileNetV3Large = functools.partial(MobileNetV3, settings=V3_LARGE, last_width=1280)
