@@ -95,6 +95,37 @@ def supports(x_shape, kernel_shape, dtype) -> bool:
   return len(x_shape) == 4 and len(kernel_shape) == 4 and convolves(dtype)
 
 
+_KINDS = ('forward', 'backward_data', 'backward_weights')
+
+
+def overrun_bytes(kind: str, x_shape, kernel_shape, strides=(1, 1),
+                  padding=((0, 0), (0, 0)), dilation=(1, 1), groups: int = 1,
+                  threads: int = 1, shortfall: int = 0) -> int:
+  """Bytes oneDNN writes outside its buffers in one float32 call of `kind` ('forward',
+  'backward_data' or 'backward_weights') on x [N, H, W, C], kernel [KH, KW, C / groups, O].
+
+  The extension runs the call on its own buffers, each between guard bytes of a known pattern
+  (so are the call's temporaries and scratchpad), and counts the guard bytes changed: 0 when
+  oneDNN stayed inside every buffer, -1 when oneDNN refuses the convolution. It calls the library
+  directly, not through XLA, so a stray write cannot corrupt XLA's heap unseen.
+  shortfall: bytes fewer given to the output than it needs (how a test shows an overrun is seen).
+  """
+  library = _load()[0]
+  if library is None:
+    raise RuntimeError(f'convjax.nn.onednn is unavailable: {why_unavailable()}')
+  n, h, w, _ = x_shape
+  kh, kw, _, o = kernel_shape
+  y_shape = (n, convolution_math.output_size(h, kh, tuple(padding[0]), strides[0], dilation[0]),
+             convolution_math.output_size(w, kw, tuple(padding[1]), strides[1], dilation[1]), o)
+  ints = lambda values: (ctypes.c_int64 * len(values))(*values)
+  library.ConvjaxOverrunBytes.restype = ctypes.c_int64
+  return library.ConvjaxOverrunBytes(
+      ctypes.c_int64(_KINDS.index(kind)), ints(x_shape), ints(kernel_shape), ints(y_shape),
+      ints(strides), ints([p for pair in padding for p in pair]), ints(dilation),
+      ctypes.c_int64(groups), ctypes.c_int64(threads), ctypes.c_int64(LAYOUT),
+      ctypes.c_int64(shortfall))
+
+
 def _attributes(strides, padding, dilation, groups, threads) -> dict:
   """The custom calls' attributes; first makes sure their targets are registered with XLA."""
   if not available():

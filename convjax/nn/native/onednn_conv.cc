@@ -187,9 +187,35 @@ ffi::Error Describe(ffi::AnyBuffer::Dimensions x, ffi::AnyBuffer::Dimensions k,
   return ffi::Error::Success();
 }
 
+// Bytes on each side of each buffer that a checked run (ConvjaxOverrunBytes) fills with kPattern and reads
+// back: oneDNN 3.2 has kernels that write past the buffers they are given (see onednn.py).
+constexpr size_t kGuard = 4096;
+constexpr unsigned char kPattern = 0x5a;
+
+// A buffer of `size` bytes for one call, between two runs of `guard` bytes of kPattern.
+class Guarded {
+ public:
+  Guarded(size_t size, size_t guard) : size_(size), guard_(guard), bytes_(size + 2 * guard, kPattern) {}
+  void* data() { return bytes_.data() + guard_; }
+  // How many guard bytes (before or after the buffer) no longer hold kPattern.
+  int64_t Overrun() const {
+    int64_t changed = 0;
+    for (size_t i = 0; i < bytes_.size(); ++i) {
+      changed += (i < guard_ || i >= guard_ + size_) && bytes_[i] != kPattern;
+    }
+    return changed;
+  }
+
+ private:
+  size_t size_, guard_;
+  std::vector<unsigned char> bytes_;
+};
+
 // Runs g's primitive on XLA's buffers, {oneDNN argument: pointer}, reordering operands whose
-// layout oneDNN chose into temporary buffers of this call.
-ffi::Error Run(Geometry g, int64_t threads, const std::map<int, void*>& buffers) {
+// layout oneDNN chose into temporary buffers of this call. With guard > 0 the temporaries and
+// the scratchpad carry that many guard bytes, and *overrun counts those oneDNN changed.
+ffi::Error Run(Geometry g, int64_t threads, const std::map<int, void*>& buffers,
+               size_t guard = 0, int64_t* overrun = nullptr) {
   g.threads = threads;
   try {
     // Before the primitive is built: oneDNN plans its work split (and so its order of summation)
@@ -197,7 +223,7 @@ ffi::Error Run(Geometry g, int64_t threads, const std::map<int, void*>& buffers)
     omp_set_num_threads(static_cast<int>(threads));  // This thread's next parallel regions only.
     const Primitive& p = Cached(g);
     dnnl::stream stream(Engine());
-    std::vector<std::vector<char>> temporaries;
+    std::vector<Guarded> temporaries;  // Moving one keeps its bytes where they are.
     std::vector<std::pair<memory, memory>> outputs;  // (inner, user) reordered after the call
     std::unordered_map<int, memory> args;
     for (const Operand& operand : p.operands) {
@@ -206,7 +232,7 @@ ffi::Error Run(Geometry g, int64_t threads, const std::map<int, void*>& buffers)
         args.emplace(operand.arg, user);
         continue;
       }
-      temporaries.emplace_back(operand.inner.get_size());
+      temporaries.emplace_back(operand.inner.get_size(), guard);
       memory inner(operand.inner, Engine(), temporaries.back().data());
       if (operand.output) {
         outputs.emplace_back(inner, user);
@@ -215,11 +241,14 @@ ffi::Error Run(Geometry g, int64_t threads, const std::map<int, void*>& buffers)
       }
       args.emplace(operand.arg, inner);
     }
-    std::vector<char> scratch(p.scratchpad.get_size());
-    args.emplace(DNNL_ARG_SCRATCHPAD, memory(p.scratchpad, Engine(), scratch.data()));
+    temporaries.emplace_back(p.scratchpad.get_size(), guard);
+    args.emplace(DNNL_ARG_SCRATCHPAD, memory(p.scratchpad, Engine(), temporaries.back().data()));
     p.primitive.execute(stream, args);
     for (auto& [inner, user] : outputs) dnnl::reorder(inner, user).execute(stream, inner, user);
     stream.wait();
+    if (overrun) {
+      for (const Guarded& buffer : temporaries) *overrun += buffer.Overrun();
+    }
   } catch (const dnnl::error& e) {
     return ffi::Error::Internal(std::string("onednn_conv: ") + e.what());
   }
@@ -336,4 +365,49 @@ extern "C" const char* ConvjaxOnednnVersion() {
            std::to_string(v->patch);
   }();
   return version.c_str();
+}
+
+// Runs one convolution (kind 0 forward, 1 backward-data, 2 backward-weights) of the given XLA
+// shapes (x [N, H, W, C], kernel [KH, KW, C/G, O], y [N, OH, OW, O]) and attributes on buffers of
+// its own, each between kGuard bytes of kPattern, as are the call's temporaries and scratchpad.
+// Returns how many guard bytes oneDNN changed (0: it stayed inside every buffer), or -1 when
+// oneDNN refuses the convolution. Inputs are small finite numbers, so the run is a real one.
+// `shortfall` bytes less are given to the output, so that its last writes land in the guard:
+// how a test shows that an overrun is seen.
+extern "C" int64_t ConvjaxOverrunBytes(int64_t kind, const int64_t* x, const int64_t* kernel,
+                                       const int64_t* y, const int64_t* strides,
+                                       const int64_t* padding, const int64_t* dilation,
+                                       int64_t groups, int64_t threads, int64_t layout,
+                                       int64_t shortfall) {
+  using Span = ffi::Span<const int64_t>;
+  Geometry g;
+  const Kind k = static_cast<Kind>(kind);
+  if (Describe(Span(x, 4), Span(kernel, 4), Span(y, 4), ffi::DataType::F32, Span(strides, 2),
+               Span(padding, 4), Span(dilation, 2), groups, layout, k, &g)
+          .failure()) {
+    return -1;
+  }
+  size_t sizes[3] = {sizeof(float) * x[0] * x[1] * x[2] * x[3],
+                           sizeof(float) * kernel[0] * kernel[1] * kernel[2] * kernel[3],
+                           sizeof(float) * y[0] * y[1] * y[2] * y[3]};
+  sizes[k == Kind::kForward ? 2 : k == Kind::kBackwardData ? 0 : 1] -= shortfall;
+  std::vector<Guarded> user;
+  for (size_t size : sizes) {
+    user.emplace_back(size, kGuard);
+    float* values = static_cast<float*>(user.back().data());
+    for (size_t i = 0; i < size / sizeof(float); ++i) values[i] = 0.01f * (i % 7) - 0.03f;
+  }
+  void *xs = user[0].data(), *ks = user[1].data(), *ys = user[2].data();
+  const std::map<int, void*> buffers =
+      k == Kind::kForward ? std::map<int, void*>{{DNNL_ARG_SRC, xs}, {DNNL_ARG_WEIGHTS, ks},
+                                                 {DNNL_ARG_DST, ys}}
+      : k == Kind::kBackwardData
+          ? std::map<int, void*>{{DNNL_ARG_DIFF_DST, ys}, {DNNL_ARG_WEIGHTS, ks},
+                                 {DNNL_ARG_DIFF_SRC, xs}}
+          : std::map<int, void*>{{DNNL_ARG_SRC, xs}, {DNNL_ARG_DIFF_DST, ys},
+                                 {DNNL_ARG_DIFF_WEIGHTS, ks}};
+  int64_t overrun = 0;
+  if (Run(g, threads, buffers, kGuard, &overrun).failure()) return -1;
+  for (const Guarded& buffer : user) overrun += buffer.Overrun();
+  return overrun;
 }
