@@ -1,11 +1,12 @@
 """Steady-state speed of models' train and inference steps on synthetic data (timm's benchmark).
 
   python -m experiments.benchmark --models=lenet5,resnet20 --batch_size=256 --mode=both
-      [--half_precision] [--num_devices=D] [--input_shape=H,W,C] --output=FILE.json
+      [--half_precision] [--num_devices=D] [--input_shape=H,W,C] [--breakdown] --output=FILE.json
 
 Per model and mode: median images/s, step time (median, p10, p90), compile time, parameters,
 forward FLOPs per image, and the achieved FLOP/s as a fraction of the peak that a large matmul
 reaches on the same devices in the same run. A train step is counted as 3 forward passes.
+--breakdown adds where each step's time goes, by class of operation (convjax.analysis.profile).
 On a CPU, --num_devices=D splits the host into D XLA devices (set before JAX starts); without it,
 convjax's default applies: one device per core.
 """
@@ -26,6 +27,9 @@ _MIN_SECONDS = flags.DEFINE_float('min_seconds', 3.0, 'Timed seconds per model a
 _CONV_BACKEND = flags.DEFINE_enum('conv_backend', 'auto', ['auto', 'xla', 'onednn'],
                                   "How convolutions run: 'auto' is oneDNN on CPU where convjax's "
                                   'extension is built, XLA otherwise.')
+_BREAKDOWN = flags.DEFINE_bool('breakdown', False,
+                                'Also profile each step and print where its time goes, by class '
+                                'of operation (convolution, dense, normalisation, ...).')
 _OUTPUT = flags.DEFINE_string('output', None, 'Where to write the JSON results.')
 flags.mark_flags_as_required(['models', 'output'])
 
@@ -39,7 +43,7 @@ def main(argv):
   import jax.numpy as jnp
   from configs import default
   from convjax import models
-  from convjax.analysis import benchmark
+  from convjax.analysis import benchmark, profile
   from convjax.nn import conv_backend
   from convjax.training import metrics
   names = models.match(_MODELS.value)
@@ -64,12 +68,15 @@ def main(argv):
     for mode in modes:
       config = benchmark.benchmark_config(default.get_config(), name, _BATCH_SIZE.value,
                                           _HALF.value)
-      row = benchmark.measure(config, mode, dp, peak, input_shape, _MIN_SECONDS.value)
+      row = benchmark.measure(config, mode, dp, peak, input_shape, _MIN_SECONDS.value,
+                              _BREAKDOWN.value)
       results.append(row)
       print(f"{name:{width}s} {mode:5s} {row['images_per_sec']:>11,.1f} img/s  step "
             f"{row['step_ms']['median']:8.2f} ms (p10 {row['step_ms']['p10']:.2f}, p90 "
             f"{row['step_ms']['p90']:.2f})  compile {row['compile_seconds']:5.1f} s  "
             f"{100 * row['flops_utilization']:5.1f}% of peak", flush=True)
+      if _BREAKDOWN.value:
+        print(profile.format_breakdown(f'{name} {mode}', row['breakdown']), flush=True)
   report = {'device': jax.devices()[0].device_kind, 'platform': jax.default_backend(),
             'num_devices': dp.num_devices, 'dtype': jnp.dtype(dtype).name, 'peak_flops': peak,
             'conv_backend': backend,

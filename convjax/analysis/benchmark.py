@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 
 from convjax import errors, models, parallel
-from convjax.analysis import summary
+from convjax.analysis import profile, summary
 from convjax.training import builder
 
 MODES = ('train', 'infer')
@@ -150,8 +150,9 @@ def infer_step_fn(s: Setup) -> Callable:
 
 
 def measure(config, mode: str, dp: parallel.DataParallel, peak_flops: float, input_shape=None,
-            min_seconds: float = 2.0) -> dict:
-  """One result row of experiments.benchmark for config.model in `mode` ('train' or 'infer')."""
+            min_seconds: float = 2.0, breakdown: bool = False) -> dict:
+  """One result row of experiments.benchmark for config.model in `mode` ('train' or 'infer').
+  With `breakdown`, the row's 'breakdown' is where the step's time goes (profile.profile)."""
   if mode not in MODES:
     raise errors.InvalidValueError(f"unknown mode '{mode}'; valid modes are: {', '.join(MODES)}")
   s = setup(config, dp, input_shape)
@@ -160,8 +161,25 @@ def measure(config, mode: str, dp: parallel.DataParallel, peak_flops: float, inp
   images_per_sec = config.batch_size / (timing.median_ms / 1e3)
   passes = TRAIN_FLOPS_PER_FORWARD if mode == 'train' else 1
   achieved = images_per_sec * s.flops_per_image * passes
-  return {'model': config.model, 'mode': mode, 'batch_size': config.batch_size,
+  row = {'model': config.model, 'mode': mode, 'batch_size': config.batch_size,
           'images_per_sec': images_per_sec, 'step_ms': timing.summary(),
           'compile_seconds': timing.compile_seconds, 'params': s.params,
           'flops_per_image': s.flops_per_image, 'achieved_flops': achieved,
           'flops_utilization': achieved / peak_flops}
+  if breakdown:
+    row['breakdown'] = _breakdown(s, mode, dp)
+  return row
+
+
+def _breakdown(s: Setup, mode: str, dp: parallel.DataParallel) -> dict:
+  """profile.profile of the timed step, run again from a fresh state (the timed one was
+  donated to its last step)."""
+  state = dp.replicate(s.run.init_state())
+  if mode == 'train':
+    step, hlo = train_step_fn(s), s.run.p_train_step.lower(state, s.batch).compile().as_text()
+  else:
+    s = dataclasses.replace(s, state=state)
+    step = infer_step_fn(s)
+    hlo = s.run.p_infer_step.lower(state, s.batch['image']).compile().as_text()
+  carry = jax.block_until_ready(step(state))
+  return profile.profile(step, carry, hlo, devices=dp.num_devices)

@@ -162,9 +162,10 @@ def apply_update(state: TrainState, grads, batch_stats, step_metrics: dict,
   grads = parallel.mean(grads)
   # A frozen backbone's statistics stay bit for bit: a mean over devices could round them.
   batch_stats = state.batch_stats if recipe.frozen_backbone else parallel.mean(batch_stats)
-  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  if recipe.ema_decay:
-    new_state = new_state.replace(ema=ema_update(state.ema, new_state, recipe.ema_decay))
+  with jax.named_scope('optimizer'):  # How analysis.profile tells the update's operations.
+    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    if recipe.ema_decay:
+      new_state = new_state.replace(ema=ema_update(state.ema, new_state, recipe.ema_decay))
   step_metrics = parallel.mean(step_metrics)
   # From averaged values, so every device takes the same decision.
   finite = jnp.isfinite(step_metrics.pop('total_loss')) & jnp.isfinite(optax.tree.norm(grads))
