@@ -1,6 +1,7 @@
 """The PyTorch peer of `experiments.benchmark --mode=train`: the same models, batch and timing.
 
   python -m benchmarks.pytorch --models=lenet5,resnet20 --batch_size=256 --output=FILE.json
+  python -m benchmarks.pytorch --models=resnet50 --batch_size=16 --breakdown ...  # By operation
 
   python -m benchmarks.pytorch --models=resnet50 --batch_size=256 --device=cuda --amp ...  # GPU
 
@@ -25,6 +26,9 @@ _THREADS = flags.DEFINE_integer('threads', None, 'torch.set_num_threads; default
 _DEVICE = flags.DEFINE_enum('device', 'cpu', ['cpu', 'cuda'], 'Where PyTorch runs.')
 _AMP = flags.DEFINE_bool('amp', False, 'bfloat16 autocast (fp32 master weights), the GPU peer of '
                          'experiments.benchmark --half_precision.')
+_BREAKDOWN = flags.DEFINE_bool('breakdown', False,
+                                'Also profile the step (torch.profiler) and print where its time '
+                                'goes, in the classes of experiments.benchmark --breakdown.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Where to write the JSON results.')
 flags.mark_flags_as_required(['output'])
 
@@ -56,6 +60,42 @@ def train_step_fn(name: str, batch_size: int, input_shape, device: str = 'cpu', 
   return model, step
 
 
+# PyTorch's operator names -> convjax.analysis.profile's classes (the first pattern found wins);
+# the optimiser's class is every operator under its step.
+_TORCH_CLASSES = (('conv', 'convolution'), ('addmm', 'dense'), ('aten::mm', 'dense'),
+                  ('linear', 'dense'), ('matmul', 'dense'), ('norm', 'normalisation'),
+                  ('pool', 'pooling'), ('copy_', 'layout copies'), ('clone', 'layout copies'),
+                  ('contiguous', 'layout copies'))
+
+
+def _torch_class(event) -> str:
+  parent = event
+  while parent is not None:
+    if parent.name.startswith('Optimizer.'):
+      return 'optimiser'
+    parent = parent.cpu_parent
+  name = event.name.lower()
+  return next((cls for pattern, cls in _TORCH_CLASSES if pattern in name), 'elementwise and other')
+
+
+def breakdown(step, steps: int = 5) -> dict:
+  """profile.profile's result for a PyTorch step: each operator's own (self) CPU time, by
+  class, per step. An operator's time is its wall time on the calling thread, its intra-op
+  threads included."""
+  import time
+  import torch
+  from convjax.analysis import profile
+  with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+    start = time.perf_counter()
+    for _ in range(steps):
+      step(None).item()
+    wall = time.perf_counter() - start
+  classes = dict.fromkeys(profile.CLASSES, 0.0)
+  for event in prof.events():
+    classes[_torch_class(event)] += event.self_cpu_time_total / 1e3 / steps
+  return {'classes': classes, 'total_ms': sum(classes.values()), 'step_ms': 1e3 * wall / steps}
+
+
 def main(argv):
   del argv
   import torch
@@ -81,6 +121,11 @@ def main(argv):
                     'step_ms': timing.summary(), 'params': torch_models.count_params(model)})
     print(f'pytorch {name:10s} train {rate:>11,.1f} img/s  step {timing.median_ms:8.2f} ms '
           f'(p10 {timing.percentile(10):.2f}, p90 {timing.percentile(90):.2f})', flush=True)
+    if _BREAKDOWN.value:
+      from convjax.analysis import profile
+      results[-1]['breakdown'] = breakdown(step)
+      print(profile.format_breakdown(f'pytorch {name} train', results[-1]['breakdown']),
+            flush=True)
   report = {'framework': 'pytorch', 'version': torch.__version__, 'device': _DEVICE.value,
             'num_threads': torch.get_num_threads(),
             'dtype': 'bfloat16' if _AMP.value else 'float32',
