@@ -241,11 +241,11 @@ def test_vmap_and_jit_with_donation():
 def test_unknown_or_impossible_backend_is_one_sentence(monkeypatch):
   with pytest.raises(conv_backend.BackendError, match="conv_backend must be one of auto, xla, onednn"):
     conv_backend.use_backend('mkl')
-  monkeypatch.setattr(onednn, 'LIBRARY', '/nonexistent/_onednn_conv.so')
+  monkeypatch.setattr(onednn, 'LIBRARY', '/nonexistent/_onednn.so')
   onednn._load.cache_clear()  # pylint: disable=protected-access
   try:
     with pytest.raises(conv_backend.BackendError, match='needs convjax.s oneDNN extension, and '
-                                                    '/nonexistent/_onednn_conv.so is not built'):
+                                                    '/nonexistent/_onednn.so is not built'):
       conv_backend.use_backend('onednn')
     assert conv_backend.backend_name() == 'xla'  # 'auto' falls back.
   finally:

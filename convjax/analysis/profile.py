@@ -75,13 +75,13 @@ def classify(ops: list[_Op]) -> str:
   """The class (one of CLASSES) of a run operation, given it and everything it contains."""
   opcodes = {op.opcode for op in ops}
   targets = ' '.join(op.target for op in ops)
-  if 'convolution' in opcodes or 'conv' in targets:
+  if 'convolution' in opcodes or re.search(r'conv_|convolution', targets):
     return 'convolution'
   if 'dot' in opcodes or 'matmul' in targets:
     return 'dense'
   if opcodes & {'reduce-window', 'select-and-scatter'}:
     return 'pooling'
-  if any(_NORM.search(op.op_name + '/') for op in ops):
+  if 'norm' in targets or any(_NORM.search(op.op_name + '/') for op in ops):
     return 'normalisation'
   if any('optimizer' in op.op_name for op in ops):
     return 'optimiser'

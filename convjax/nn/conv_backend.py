@@ -101,7 +101,8 @@ def backend_note(dtype) -> str:
           'faster here)')
 
 
-def _onednn_threads() -> int:
+def onednn_threads() -> int:
+  """OpenMP threads of each oneDNN call: use_backend's share of the cores per device."""
   return _backend['threads'] or onednn.threads_per_call()
 
 
@@ -187,7 +188,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
       and feature_group_count == 1 and onednn.supports(lhs.shape, rhs.shape, lhs.dtype)):
     pads = _pairs(padding, lhs.shape[1:3], _dilated(rhs.shape[:2], rhs_dilation), window_strides)
     return onednn.conv2d(lhs, rhs, tuple(window_strides), tuple(map(tuple, pads)),
-                         tuple(rhs_dilation or (1, 1)), feature_group_count, _onednn_threads())
+                         tuple(rhs_dilation or (1, 1)), feature_group_count, onednn_threads())
   plain = (nhwc and feature_group_count == 1 and all(d == 1 for d in rhs_dilation or (1,)))
   if plain:
     pads = _pairs(padding, lhs.shape[1:3], rhs.shape[:2], window_strides)

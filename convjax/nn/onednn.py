@@ -27,10 +27,12 @@ import numpy as np
 
 from convjax.nn import convolution_math
 
-LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'native', '_onednn_conv.so')
+LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'native', '_onednn.so')
 _TARGETS = {'convjax_conv_forward': 'ConvjaxConvForward',
             'convjax_conv_backward_data': 'ConvjaxConvBackwardData',
-            'convjax_conv_backward_weights': 'ConvjaxConvBackwardWeights'}
+            'convjax_conv_backward_weights': 'ConvjaxConvBackwardWeights',
+            'convjax_batch_norm_forward': 'ConvjaxBatchNormForward',
+            'convjax_batch_norm_backward': 'ConvjaxBatchNormBackward'}
 # Which layouts oneDNN may choose: 0 none (XLA's NHWC / HWIO throughout), 1 the weights',
 # 2 the weights' and the activations' (each costing a reorder per call).
 LAYOUT = int(os.environ.get('CONVJAX_ONEDNN_LAYOUT', '1'))

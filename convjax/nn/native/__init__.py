@@ -1,1 +1,1 @@
-"""convjax's native code: the oneDNN convolution extension (onednn_conv.cc) and its build."""
+"""convjax's native code: the oneDNN extension (onednn_conv.cc: convolutions; onednn_norm.cc: batch normalisation) and its build."""

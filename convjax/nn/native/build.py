@@ -1,8 +1,8 @@
-"""Builds convjax's oneDNN convolution extension: python -m convjax.nn.native.build [--force].
+"""Builds convjax's oneDNN extension: python -m convjax.nn.native.build [--force].
 
-Compiles onednn_conv.cc with g++ against jax's FFI headers and the pinned oneDNN wheels of
+Compiles onednn_conv.cc (convolutions) and onednn_norm.cc (batch normalisation) with g++ against jax's FFI headers and the pinned oneDNN wheels of
 requirements.txt (onednn-cpu-gomp for the library, onednn-devel-cpu-gomp for the headers), into
-convjax/nn/native/_onednn_conv.so. It rebuilds only when the source, jaxlib or oneDNN changed (a
+convjax/nn/native/_onednn.so. It rebuilds only when a source, jaxlib or oneDNN changed (a
 stamp file records them). It never fails the set-up: if the build is impossible, it prints one
 warning line and convjax computes convolutions with XLA.
 """
@@ -13,8 +13,8 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCE = os.path.join(HERE, 'onednn_conv.cc')
-OUTPUT = os.path.join(HERE, '_onednn_conv.so')
+SOURCES = [os.path.join(HERE, name) for name in ('onednn_conv.cc', 'onednn_norm.cc')]
+OUTPUT = os.path.join(HERE, '_onednn.so')
 STAMP = OUTPUT + '.stamp'
 LIBRARY_PACKAGE, HEADER_PACKAGE = 'onednn-cpu-gomp', 'onednn-devel-cpu-gomp'
 
@@ -41,14 +41,17 @@ COMPILER = 'g++'
 def _command(include: str, library: str) -> list[str]:
   import jax  # pylint: disable=import-outside-toplevel
   return [COMPILER, '-O2', '-std=c++17', '-shared', '-fPIC', '-fopenmp',
-          f'-I{jax.ffi.include_dir()}', f'-I{include}', SOURCE, '-o', OUTPUT + '.tmp',
+          f'-I{jax.ffi.include_dir()}', f'-I{include}', *SOURCES, '-o', OUTPUT + '.tmp',
           f'-L{library}', '-l:libdnnl.so.3', f'-Wl,-rpath,{library}']
 
 
 def _fingerprint(command: list[str]) -> str:
   versions = [importlib.metadata.version(p) for p in ('jaxlib', LIBRARY_PACKAGE, HEADER_PACKAGE)]
-  with open(SOURCE, 'rb') as source:
-    return hashlib.sha256(source.read() + repr((versions, command)).encode()).hexdigest()
+  digest = hashlib.sha256(repr((versions, command)).encode())
+  for path in SOURCES:
+    with open(path, 'rb') as source:
+      digest.update(source.read())
+  return digest.hexdigest()
 
 
 def build(force: bool = False) -> bool:

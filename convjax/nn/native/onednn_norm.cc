@@ -1,0 +1,165 @@
+// Batch normalisation forward (training) and backward through oneDNN, as XLA FFI handlers.
+//
+// x is channels-last of any rank, so oneDNN sees it as a matrix [rows, C] (format nc): each
+// channel is normalised over the rows (batch and spatial positions).
+//
+//   forward:  mean, var = batch mean and biased variance of x per channel
+//             y = (x - mean) / sqrt(var + epsilon) * scale + shift
+//   backward: dx, dscale, dshift from x, dy, scale and the forward's mean and var (the gradient
+//             through the batch statistics included, as differentiating the formula gives)
+//
+// Attributes: epsilon (float), threads (OpenMP threads for this call, as for the convolutions).
+// Primitives are built once per (rows, C, epsilon, threads, direction) and cached; each call
+// gets its own scratchpad.
+#include <omp.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+
+namespace {
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+const auto kFlags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
+
+struct NormKey {
+  int64_t rows, channels;
+  float epsilon;
+  int64_t threads;
+  bool backward;
+  bool operator<(const NormKey& o) const {
+    return std::tie(rows, channels, epsilon, threads, backward) <
+           std::tie(o.rows, o.channels, o.epsilon, o.threads, o.backward);
+  }
+};
+
+struct NormPrimitive {
+  dnnl::primitive primitive;
+  memory::desc data, channel, scratchpad;  // [rows, C], [C], the scratchpad's
+};
+
+dnnl::batch_normalization_forward::primitive_desc ForwardDesc(const NormKey& k) {
+  memory::desc data({k.rows, k.channels}, memory::data_type::f32, memory::format_tag::nc);
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return {Engine(), dnnl::prop_kind::forward_training, data, data, k.epsilon, kFlags, attr};
+}
+
+const NormPrimitive& Cached(const NormKey& k) {
+  static std::mutex mutex;
+  static std::map<NormKey, std::unique_ptr<NormPrimitive>> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto& entry = cache[k];
+  if (!entry) {
+    memory::desc data({k.rows, k.channels}, memory::data_type::f32, memory::format_tag::nc);
+    memory::desc channel({k.channels}, memory::data_type::f32, memory::format_tag::a);
+    auto forward = ForwardDesc(k);
+    if (!k.backward) {
+      entry.reset(new NormPrimitive{dnnl::batch_normalization_forward(forward), data, channel,
+                                    forward.scratchpad_desc()});
+    } else {
+      dnnl::primitive_attr attr;
+      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+      dnnl::batch_normalization_backward::primitive_desc pd(
+          Engine(), dnnl::prop_kind::backward, data, data, data, k.epsilon, kFlags, forward, attr);
+      entry.reset(new NormPrimitive{dnnl::batch_normalization_backward(pd), data, channel,
+                                    pd.scratchpad_desc()});
+    }
+  }
+  return *entry;  // Entries are never erased, so the reference stays valid after unlocking.
+}
+
+// Runs k's primitive with {argument: (pointer, is it [rows, C] data or a [C] channel vector)}.
+ffi::Error Run(const NormKey& k, const std::map<int, std::pair<void*, bool>>& buffers) {
+  try {
+    omp_set_num_threads(static_cast<int>(k.threads));  // Before the build, as for convolutions.
+    const NormPrimitive& p = Cached(k);
+    std::unordered_map<int, memory> args;
+    for (const auto& [arg, buffer] : buffers) {
+      args.emplace(arg, memory(buffer.second ? p.data : p.channel, Engine(), buffer.first));
+    }
+    std::vector<char> scratch(p.scratchpad.get_size());
+    args.emplace(DNNL_ARG_SCRATCHPAD, memory(p.scratchpad, Engine(), scratch.data()));
+    dnnl::stream stream(Engine());
+    p.primitive.execute(stream, args);
+    stream.wait();
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("onednn_norm: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+NormKey Key(ffi::Buffer<ffi::F32> x, float epsilon, int64_t threads, bool backward) {
+  const auto dims = x.dimensions();
+  const int64_t channels = dims.back();
+  return {channels ? static_cast<int64_t>(x.element_count()) / channels : 0, channels, epsilon,
+          threads, backward};
+}
+
+ffi::Error NormForward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale,
+                       ffi::Buffer<ffi::F32> shift, ffi::ResultBuffer<ffi::F32> y,
+                       ffi::ResultBuffer<ffi::F32> mean, ffi::ResultBuffer<ffi::F32> var,
+                       float epsilon, int64_t threads) {
+  return Run(Key(x, epsilon, threads, false),
+             {{DNNL_ARG_SRC, {x.typed_data(), true}}, {DNNL_ARG_DST, {y->typed_data(), true}},
+              {DNNL_ARG_SCALE, {scale.typed_data(), false}},
+              {DNNL_ARG_SHIFT, {shift.typed_data(), false}},
+              {DNNL_ARG_MEAN, {mean->typed_data(), false}},
+              {DNNL_ARG_VARIANCE, {var->typed_data(), false}}});
+}
+
+ffi::Error NormBackward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
+                        ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::F32> mean,
+                        ffi::Buffer<ffi::F32> var, ffi::ResultBuffer<ffi::F32> dx,
+                        ffi::ResultBuffer<ffi::F32> dscale, ffi::ResultBuffer<ffi::F32> dshift,
+                        float epsilon, int64_t threads) {
+  return Run(Key(x, epsilon, threads, true),
+             {{DNNL_ARG_SRC, {x.typed_data(), true}}, {DNNL_ARG_DIFF_DST, {dy.typed_data(), true}},
+              {DNNL_ARG_SCALE, {scale.typed_data(), false}},
+              {DNNL_ARG_MEAN, {mean.typed_data(), false}},
+              {DNNL_ARG_VARIANCE, {var.typed_data(), false}},
+              {DNNL_ARG_DIFF_SRC, {dx->typed_data(), true}},
+              {DNNL_ARG_DIFF_SCALE, {dscale->typed_data(), false}},
+              {DNNL_ARG_DIFF_SHIFT, {dshift->typed_data(), false}}});
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvjaxBatchNormForward, NormForward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<float>("epsilon")
+                                  .Attr<int64_t>("threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvjaxBatchNormBackward, NormBackward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<float>("epsilon")
+                                  .Attr<int64_t>("threads"));

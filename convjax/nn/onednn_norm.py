@@ -1,0 +1,77 @@
+"""Batch normalisation in training through oneDNN on CPU, with its gradient (a custom VJP).
+
+For x [..., C] (channels last), per channel c over every other position i (M of them):
+
+  mean[c] = sum_i x[i, c] / M,   var[c] = sum_i (x[i, c] - mean[c])^2 / M   (biased, as flax's)
+  y[i, c] = (x[i, c] - mean[c]) / sqrt(var[c] + epsilon) * scale[c] + shift[c]
+
+The backward pass is oneDNN's too: dx through the batch statistics (each x moves the mean and
+variance every other output is normalised with), dscale = sum_i dy * x_hat, dshift = sum_i dy.
+XLA computes the same as several reductions and element-wise passes over x and dy; oneDNN makes
+one fused pass for the statistics and one for the output, forward and backward alike.
+
+The handlers live in the extension beside the convolutions (native/onednn_norm.cc), loaded and
+registered by `onednn`; `layers.BatchNorm` calls `batch_norm` where the 'onednn' backend is on.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import custom_derivatives
+
+from convjax.nn import onednn
+
+
+def supports(x) -> bool:
+  """Whether `batch_norm` takes x: float32 with at least one position and channel."""
+  return x.dtype == jnp.float32 and x.ndim >= 2 and x.size > 0
+
+
+def _attributes(epsilon: float, threads: int) -> dict:
+  if not onednn.available():
+    raise RuntimeError(f'convjax.nn.onednn is unavailable: {onednn.why_unavailable()}')
+  return dict(epsilon=np.float32(epsilon), threads=np.int64(threads))
+
+
+def _forward(x, scale, shift, epsilon, threads):
+  channel = jax.ShapeDtypeStruct(scale.shape, jnp.float32)
+  return jax.ffi.ffi_call('convjax_batch_norm_forward',
+                          (jax.ShapeDtypeStruct(x.shape, x.dtype), channel, channel),
+                          vmap_method='sequential')(x, scale, shift,
+                                                    **_attributes(epsilon, threads))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def batch_norm(x, scale, shift, epsilon: float = 1e-5, threads: int = 1):
+  """(y, mean, var): x [..., C] normalised per channel with its batch statistics, scaled and
+  shifted (scale, shift [C]); mean and var [C] are those statistics (var biased)."""
+  return _forward(x, scale, shift, epsilon, threads)
+
+
+def _batch_norm_fwd(x, scale, shift, epsilon, threads):
+  y, mean, var = _forward(x.value, scale.value, shift.value, epsilon, threads)
+  return (y, mean, var), (x.value, scale.value, mean, var)
+
+
+def _batch_norm_bwd(epsilon, threads, residuals, cotangents):
+  x, scale, mean, var = residuals
+  dy, dmean, dvar = cotangents
+  if isinstance(dy, custom_derivatives.SymbolicZero):
+    dy = jnp.zeros_like(x)
+  channel = jax.ShapeDtypeStruct(scale.shape, jnp.float32)
+  dx, dscale, dshift = jax.ffi.ffi_call(
+      'convjax_batch_norm_backward', (jax.ShapeDtypeStruct(x.shape, x.dtype), channel, channel),
+      vmap_method='sequential')(x, dy, scale, mean, var, **_attributes(epsilon, threads))
+  # A training step only feeds the statistics to the running averages, outside the loss, so
+  # their cotangents are (symbolic) zeros and cost nothing; otherwise d mean / dx = 1 / M and
+  # d var / dx = 2 (x - mean) / M.
+  count = x.size // x.shape[-1]
+  if not isinstance(dmean, custom_derivatives.SymbolicZero):
+    dx = dx + dmean / count
+  if not isinstance(dvar, custom_derivatives.SymbolicZero):
+    dx = dx + dvar * 2 * (x - mean) / count
+  return dx, dscale, dshift
+
+
+batch_norm.defvjp(_batch_norm_fwd, _batch_norm_bwd, symbolic_zeros=True)
