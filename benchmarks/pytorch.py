@@ -118,7 +118,8 @@ def main(argv):
     rate = _BATCH_SIZE.value / (timing.median_ms / 1e3)
     results.append({'model': name, 'mode': 'train', 'batch_size': _BATCH_SIZE.value,
                     'input_shape': list(shape), 'images_per_sec': rate,
-                    'step_ms': timing.summary(), 'params': torch_models.count_params(model)})
+                    'step_ms': timing.summary(), 'params': torch_models.count_params(model),
+                    'peak_rss_bytes': benchmark.peak_rss_bytes()})
     print(f'pytorch {name:10s} train {rate:>11,.1f} img/s  step {timing.median_ms:8.2f} ms '
           f'(p10 {timing.percentile(10):.2f}, p90 {timing.percentile(90):.2f})', flush=True)
     if _BREAKDOWN.value:

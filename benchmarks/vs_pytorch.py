@@ -9,7 +9,7 @@
 Each round runs `experiments.benchmark --mode=train` and then `benchmarks.pytorch` for every case,
 each in a fresh process, so neither framework's threads or caches disturb the other's timing and
 a slow spell of the machine hits both. The ratio is convjax's median images/s over PyTorch's,
-medians taken over rounds. Cases: LeNet-5 at batch 256 on 28x28x1 and ResNet-20 at batch 128 on
+medians taken over rounds; beside it, each side's peak resident memory (the most over rounds). Cases: LeNet-5 at batch 256 on 28x28x1 and ResNet-20 at batch 128 on
 32x32x3 by default, and five ImageNet architectures at batch 16 on 224x224x3 on request; all
 float32. With several cases it also prints the ratios' geometric mean. convjax runs on the
 device count that measured fastest for each model (CASES: one device for LeNet-5, AlexNet and
@@ -62,8 +62,8 @@ def _cases() -> dict:
   return GPU_CASES if _GPU.value else CASES
 
 
-def _round(name: str) -> tuple[float, float]:
-  """One alternation for case `name`: (convjax images/s, PyTorch images/s)."""
+def _round(name: str) -> tuple[dict, dict]:
+  """One alternation for case `name`: (convjax's result row, PyTorch's)."""
   batch, shape, devices = _cases()[name]
   common = [f'--models={name}', f'--batch_size={batch}', f'--min_seconds={_MIN_SECONDS.value}',
             '--input_shape=' + ','.join(map(str, shape))]
@@ -77,7 +77,7 @@ def _round(name: str) -> tuple[float, float]:
     raise errors.InvalidValueError(
         f"{name}: convjax has {ours['params']:,} parameters and the PyTorch "
         f"reference {theirs['params']:,}, so they are not the same architecture")
-  return ours['images_per_sec'], theirs['images_per_sec']
+  return ours, theirs
 
 
 def main(argv):
@@ -91,15 +91,20 @@ def main(argv):
   if _ROUNDS.value < 1:
     raise errors.InvalidValueError(f'--rounds must be at least 1, got {_ROUNDS.value}')
   report = {}
-  print(f"{'model':10s} {'batch':>5s} {'convjax img/s':>14s} {'PyTorch img/s':>14s} {'ratio':>6s}")
+  print(f"{'model':10s} {'batch':>5s} {'convjax img/s':>14s} {'PyTorch img/s':>14s} {'ratio':>6s}"
+        f"  peak memory MiB (convjax, PyTorch)")
   for name in names:
     rounds = [_round(name) for _ in range(_ROUNDS.value)]
-    ours, theirs = (float(np.median(r)) for r in zip(*rounds))
+    ours, theirs = (float(np.median([r['images_per_sec'] for r in side])) for side in zip(*rounds))
+    # Each round is a fresh process, whose peak resident memory is this model's step's.
+    memory = [max(r['peak_rss_bytes'] for r in side) / 2**20 for side in zip(*rounds)]
     report[name] = {'batch_size': cases[name][0], 'input_shape': list(cases[name][1]),
-                    'rounds': [{'convjax': a, 'pytorch': b} for a, b in rounds],
-                    'convjax': ours, 'pytorch': theirs, 'ratio': ours / theirs}
-    print(f'{name:10s} {cases[name][0]:5d} {ours:14,.1f} {theirs:14,.1f} {ours / theirs:6.2f}',
-          flush=True)
+                    'rounds': [{'convjax': a['images_per_sec'], 'pytorch': b['images_per_sec']}
+                               for a, b in rounds],
+                    'convjax': ours, 'pytorch': theirs, 'ratio': ours / theirs,
+                    'peak_rss_mib': {'convjax': memory[0], 'pytorch': memory[1]}}
+    print(f'{name:10s} {cases[name][0]:5d} {ours:14,.1f} {theirs:14,.1f} {ours / theirs:6.2f}'
+          f'  {memory[0]:8,.0f} {memory[1]:8,.0f}', flush=True)
   if len(report) > 1:
     ratios = [r['ratio'] for r in report.values()]
     print(f'geometric mean of the ratios: {float(np.exp(np.mean(np.log(ratios)))):.2f}, '

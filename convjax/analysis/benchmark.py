@@ -5,6 +5,7 @@ the median with its 10th and 90th percentiles. Data is synthetic and already on 
 so only the model's step is measured, never the input pipeline.
 """
 import dataclasses
+import resource
 import time
 from typing import Any, Callable
 
@@ -166,9 +167,16 @@ def measure(config, mode: str, dp: parallel.DataParallel, peak_flops: float, inp
           'compile_seconds': timing.compile_seconds, 'params': s.params,
           'flops_per_image': s.flops_per_image, 'achieved_flops': achieved,
           'flops_utilization': achieved / peak_flops}
+  row['peak_rss_bytes'] = peak_rss_bytes()
   if breakdown:
     row['breakdown'] = _breakdown(s, mode, dp)
   return row
+
+
+def peak_rss_bytes() -> int:
+  """This process's peak resident memory so far (Linux's ru_maxrss, in KiB): with one model per
+  process, as benchmarks.vs_pytorch runs them, the memory that model's step needed at most."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _breakdown(s: Setup, mode: str, dp: parallel.DataParallel) -> dict:

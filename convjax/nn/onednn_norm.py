@@ -14,6 +14,7 @@ The handlers live in the extension beside the convolutions (native/onednn_norm.c
 registered by `onednn`; `layers.BatchNorm` calls `batch_norm` where the 'onednn' backend is on.
 """
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -23,9 +24,14 @@ from jax import custom_derivatives
 from convjax.nn import onednn
 
 
+# CONVJAX_ONEDNN_NORM=0 leaves batch norm to XLA under the 'onednn' backend (to compare the two).
+ENABLED = os.environ.get('CONVJAX_ONEDNN_NORM', '1') != '0'
+
+
 def supports(x) -> bool:
-  """Whether `batch_norm` takes x: float32 with at least one position and channel."""
-  return x.dtype == jnp.float32 and x.ndim >= 2 and x.size > 0
+  """Whether `batch_norm` takes x: float32 with at least one position and channel (and
+  CONVJAX_ONEDNN_NORM is not 0)."""
+  return ENABLED and x.dtype == jnp.float32 and x.ndim >= 2 and x.size > 0
 
 
 def _attributes(epsilon: float, threads: int) -> dict:
