@@ -158,13 +158,19 @@ def _forward(x, kernel, strides, padding, dilation, groups, threads):
 _POINTWISE_BLOCK = 16
 
 
+def subsamples_first(kernel_shape, strides, padding) -> bool:
+  """Whether conv2d hands oneDNN x[:, ::sh, ::sw] at unit strides instead (_POINTWISE_BLOCK):
+  a strided 1x1 convolution without padding, of fewer input channels per group than a block."""
+  pointwise = tuple(kernel_shape[:2]) == (1, 1) and all(p == (0, 0) for p in map(tuple, padding))
+  return pointwise and tuple(strides) != (1, 1) and kernel_shape[2] < _POINTWISE_BLOCK
+
+
 def _unit_stride_pointwise(x, kernel, strides, padding):
   """A strided 1x1 convolution without padding as (x subsampled, unit strides); else unchanged.
 
   y[n, i, j] = sum_c x[n, s * i, s * j, c] k[c]: the same outputs, and JAX's transpose of the
   slice puts the input gradient back on the sampled pixels (zeros elsewhere)."""
-  pointwise = kernel.shape[:2] == (1, 1) and all(p == (0, 0) for p in map(tuple, padding))
-  if not pointwise or tuple(strides) == (1, 1) or kernel.shape[2] >= _POINTWISE_BLOCK:
+  if not subsamples_first(kernel.shape, strides, padding):
     return x, strides
   return x[:, ::strides[0], ::strides[1], :], (1, 1)
 

@@ -13,6 +13,7 @@ one fused pass for the statistics and one for the output, forward and backward a
 The handlers live in the extension beside the convolutions (native/onednn_norm.cc), loaded and
 registered by `onednn`; `layers.BatchNorm` calls `batch_norm` where the 'onednn' backend is on.
 """
+import ctypes
 import functools
 import os
 
@@ -32,6 +33,19 @@ def supports(x) -> bool:
   """Whether `batch_norm` takes x: float32 with at least one position and channel (and
   CONVJAX_ONEDNN_NORM is not 0)."""
   return ENABLED and x.dtype == jnp.float32 and x.ndim >= 2 and x.size > 0
+
+
+def overrun_bytes(rows: int, channels: int, backward: bool, epsilon: float = 1e-5,
+                  threads: int = 1) -> int:
+  """Bytes oneDNN writes outside its buffers in one batch norm call on [rows, channels] (as
+  onednn.overrun_bytes does for convolutions): 0 when it stays inside, -1 when it refuses."""
+  library = onednn._load()[0]  # pylint: disable=protected-access
+  if library is None:
+    raise RuntimeError(f'convjax.nn.onednn is unavailable: {onednn.why_unavailable()}')
+  library.ConvjaxNormOverrunBytes.restype = ctypes.c_int64
+  return library.ConvjaxNormOverrunBytes(ctypes.c_int64(rows), ctypes.c_int64(channels),
+                                         ctypes.c_float(epsilon), ctypes.c_int64(threads),
+                                         ctypes.c_int64(int(backward)))
 
 
 def _attributes(epsilon: float, threads: int) -> dict:

@@ -14,6 +14,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = [os.path.join(HERE, name) for name in ('onednn_conv.cc', 'onednn_norm.cc')]
+HEADERS = [os.path.join(HERE, 'guarded.h')]
 OUTPUT = os.path.join(HERE, '_onednn.so')
 STAMP = OUTPUT + '.stamp'
 LIBRARY_PACKAGE, HEADER_PACKAGE = 'onednn-cpu-gomp', 'onednn-devel-cpu-gomp'
@@ -48,7 +49,7 @@ def _command(include: str, library: str) -> list[str]:
 def _fingerprint(command: list[str]) -> str:
   versions = [importlib.metadata.version(p) for p in ('jaxlib', LIBRARY_PACKAGE, HEADER_PACKAGE)]
   digest = hashlib.sha256(repr((versions, command)).encode())
-  for path in SOURCES:
+  for path in SOURCES + HEADERS:
     with open(path, 'rb') as source:
       digest.update(source.read())
   return digest.hexdigest()

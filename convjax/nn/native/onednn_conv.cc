@@ -28,10 +28,13 @@
 #include <unordered_map>
 #include <vector>
 
+#include "guarded.h"
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
+using convjax::Guarded;
+using convjax::kGuard;
 using dnnl::memory;
 
 namespace {
@@ -186,30 +189,6 @@ ffi::Error Describe(ffi::AnyBuffer::Dimensions x, ffi::AnyBuffer::Dimensions k,
   g->any_activations = layout >= 2;
   return ffi::Error::Success();
 }
-
-// Bytes on each side of each buffer that a checked run (ConvjaxOverrunBytes) fills with kPattern and reads
-// back: oneDNN 3.2 has kernels that write past the buffers they are given (see onednn.py).
-constexpr size_t kGuard = 4096;
-constexpr unsigned char kPattern = 0x5a;
-
-// A buffer of `size` bytes for one call, between two runs of `guard` bytes of kPattern.
-class Guarded {
- public:
-  Guarded(size_t size, size_t guard) : size_(size), guard_(guard), bytes_(size + 2 * guard, kPattern) {}
-  void* data() { return bytes_.data() + guard_; }
-  // How many guard bytes (before or after the buffer) no longer hold kPattern.
-  int64_t Overrun() const {
-    int64_t changed = 0;
-    for (size_t i = 0; i < bytes_.size(); ++i) {
-      changed += (i < guard_ || i >= guard_ + size_) && bytes_[i] != kPattern;
-    }
-    return changed;
-  }
-
- private:
-  size_t size_, guard_;
-  std::vector<unsigned char> bytes_;
-};
 
 // Runs g's primitive on XLA's buffers, {oneDNN argument: pointer}, reordering operands whose
 // layout oneDNN chose into temporary buffers of this call. With guard > 0 the temporaries and

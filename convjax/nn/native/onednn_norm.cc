@@ -22,10 +22,13 @@
 #include <unordered_map>
 #include <vector>
 
+#include "guarded.h"
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
+using convjax::Guarded;
+using convjax::kGuard;
 using dnnl::memory;
 
 namespace {
@@ -85,7 +88,9 @@ const NormPrimitive& Cached(const NormKey& k) {
 }
 
 // Runs k's primitive with {argument: (pointer, is it [rows, C] data or a [C] channel vector)}.
-ffi::Error Run(const NormKey& k, const std::map<int, std::pair<void*, bool>>& buffers) {
+// With guard > 0 the scratchpad carries guard bytes, and *overrun counts those oneDNN changed.
+ffi::Error Run(const NormKey& k, const std::map<int, std::pair<void*, bool>>& buffers,
+               size_t guard = 0, int64_t* overrun = nullptr) {
   try {
     omp_set_num_threads(static_cast<int>(k.threads));  // Before the build, as for convolutions.
     const NormPrimitive& p = Cached(k);
@@ -93,11 +98,12 @@ ffi::Error Run(const NormKey& k, const std::map<int, std::pair<void*, bool>>& bu
     for (const auto& [arg, buffer] : buffers) {
       args.emplace(arg, memory(buffer.second ? p.data : p.channel, Engine(), buffer.first));
     }
-    std::vector<char> scratch(p.scratchpad.get_size());
+    Guarded scratch(p.scratchpad.get_size(), guard);
     args.emplace(DNNL_ARG_SCRATCHPAD, memory(p.scratchpad, Engine(), scratch.data()));
     dnnl::stream stream(Engine());
     p.primitive.execute(stream, args);
     stream.wait();
+    if (overrun) *overrun += scratch.Overrun();
   } catch (const dnnl::error& e) {
     return ffi::Error::Internal(std::string("onednn_norm: ") + e.what());
   }
@@ -163,3 +169,36 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvjaxBatchNormBackward, NormBackward,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<float>("epsilon")
                                   .Attr<int64_t>("threads"));
+
+// Runs batch norm forward (backward = 0) or backward (1) on [rows, channels] float32 buffers of
+// its own, each between kGuard bytes of kPattern, as is the scratchpad; returns how many guard
+// bytes oneDNN changed (0: it stayed inside every buffer), or -1 when oneDNN refuses.
+extern "C" int64_t ConvjaxNormOverrunBytes(int64_t rows, int64_t channels, float epsilon,
+                                           int64_t threads, int64_t backward) {
+  const NormKey k{rows, channels, epsilon, threads, backward != 0};
+  const size_t data = sizeof(float) * rows * channels, channel = sizeof(float) * channels;
+  std::vector<Guarded> buffers;
+  const int forward_args[] = {DNNL_ARG_SRC, DNNL_ARG_DST, DNNL_ARG_SCALE, DNNL_ARG_SHIFT,
+                              DNNL_ARG_MEAN, DNNL_ARG_VARIANCE};
+  const int backward_args[] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_SRC, DNNL_ARG_SCALE,
+                               DNNL_ARG_MEAN, DNNL_ARG_VARIANCE, DNNL_ARG_DIFF_SCALE,
+                               DNNL_ARG_DIFF_SHIFT};
+  const int* args = backward ? backward_args : forward_args;
+  const int count = backward ? 8 : 6, data_count = backward ? 3 : 2;
+  buffers.reserve(count);
+  std::map<int, std::pair<void*, bool>> pointers;
+  for (int i = 0; i < count; ++i) {
+    const bool is_data = i < data_count;
+    buffers.emplace_back(is_data ? data : channel, kGuard);
+    float* values = static_cast<float*>(buffers.back().data());
+    // Positive variances, small finite values elsewhere: a real run.
+    for (size_t j = 0; j < (is_data ? data : channel) / sizeof(float); ++j) {
+      values[j] = args[i] == DNNL_ARG_VARIANCE ? 1.0f : 0.01f * (j % 7) - 0.03f;
+    }
+    pointers[args[i]] = {buffers.back().data(), is_data};
+  }
+  int64_t overrun = 0;
+  if (Run(k, pointers, kGuard, &overrun).failure()) return -1;
+  for (const Guarded& buffer : buffers) overrun += buffer.Overrun();
+  return overrun;
+}
