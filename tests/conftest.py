@@ -21,7 +21,33 @@ if _CACHE:
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import gc  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# Every compiled program keeps its machine code in memory mappings of its own, and JAX's caches
+# keep the programs. Over the whole suite they passed Linux's limit of 65,530 mappings per
+# process (vm.max_map_count), and the next program loaded crashed the run (a segmentation fault
+# in JAX's cache read). Past this many, a test's end empties JAX's caches; the persistent cache
+# still saves recompiling.
+MAX_MAPPINGS = 20_000
+
+
+def _mappings() -> int:
+  try:
+    with open('/proc/self/maps', 'rb') as maps:
+      return sum(1 for _ in maps)
+  except OSError:  # Not Linux: no such limit to keep under.
+    return 0
+
+
+@pytest.fixture(autouse=True)
+def _bounded_memory_mappings():
+  yield
+  if _mappings() > MAX_MAPPINGS:
+    import jax  # pylint: disable=import-outside-toplevel
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture
