@@ -4,7 +4,8 @@ Same architectures as `convjax.models` layer for layer, with the same parameter 
 (`benchmarks.vs_pytorch` refuses a mismatch): LeNet-5 61,706, ResNet-20 269,722, and at 224x224x3
 the torchvision-equivalent ResNet-18 11,689,512, ResNet-50 25,557,032, AlexNet 61,100,840,
 VGG-11-BN 132,868,840 and DenseNet-121 7,978,856. They are written out here rather than imported
-from torchvision, whose builds do not import with the CPU-only torch wheel this machine installs.
+from torchvision, whose builds do not import with the CPU-only torch wheel this machine installs;
+MobileNetV2, EfficientNet-B0 and ConvNeXt-T are torchvision's own, where it is installed.
 PyTorch is a benchmark dependency, never a library one: `pip install -r benchmarks/requirements.txt`.
 """
 import torch
@@ -201,9 +202,23 @@ def densenet121(num_classes: int = 1000, in_channels: int = 3) -> nn.Module:
                        nn.Flatten(), nn.Linear(channels, num_classes))
 
 
+def _torchvision(name: str):
+  """torchvision's own builder of `name` (the modern families, whose counts convjax matches
+  exactly); torchvision 0.29.1 needs torch 2.14.1, so these run only where both are installed
+  (benchmarks/requirements-torchvision.txt)."""
+  def build(num_classes: int = 1000, in_channels: int = 3) -> nn.Module:
+    import torchvision  # pylint: disable=import-outside-toplevel
+    if in_channels != 3:
+      raise ValueError(f'torchvision {name} takes 3 input channels, not {in_channels}')
+    return getattr(torchvision.models, name)(num_classes=num_classes)
+  return build
+
+
 MODELS = {'lenet5': LeNet5, 'resnet20': lambda **kw: CifarResNet(20, **kw), 'resnet50': ResNet50,
           'resnet18': lambda **kw: imagenet_resnet(BasicBlockB, 1, (2, 2, 2, 2), **kw),
-          'alexnet': alexnet, 'vgg11_bn': vgg11_bn, 'densenet121': densenet121}
+          'alexnet': alexnet, 'vgg11_bn': vgg11_bn, 'densenet121': densenet121,
+          **{name: _torchvision(name) for name in ('mobilenet_v2', 'efficientnet_b0',
+                                                   'convnext_tiny')}}
 
 
 def count_params(model: nn.Module) -> int:

@@ -32,7 +32,10 @@ from experiments import cli
 # them and adds an all-reduce of their gradients, and was measured 1.3x to 1.6x slower.
 CASES = {'lenet5': (256, (28, 28, 1), 1), 'resnet20': (128, (32, 32, 3), None),
          **{name: (16, (224, 224, 3), None) for name in ('resnet18', 'resnet50', 'densenet121')},
-         **{name: (16, (224, 224, 3), 1) for name in ('alexnet', 'vgg11_bn')}}
+         **{name: (16, (224, 224, 3), 1) for name in ('alexnet', 'vgg11_bn')},
+         # PyTorch's side is torchvision's (benchmarks/requirements-torchvision.txt).
+         **{name: (16, (224, 224, 3), None)
+            for name in ('mobilenet_v2', 'efficientnet_b0', 'convnext_tiny')}}
 DEFAULT_CASES = ('lenet5', 'resnet20')  # The 224x224 cases take minutes each: ask for them.
 # With --gpu: bf16 compute with fp32 master weights on both sides (convjax --half_precision,
 # PyTorch autocast), one GPU.
@@ -40,7 +43,8 @@ GPU_CASES = {'resnet50': (256, (224, 224, 3), 1), 'resnet20': (512, (32, 32, 3),
 
 _MODELS = flags.DEFINE_list('models', None, 'Cases to run; default: lenet5 and resnet20 (with '
                             '--gpu: all of GPU_CASES). The 224x224 cases: resnet18, resnet50, '
-                            'alexnet, vgg11_bn, densenet121.')
+                            'alexnet, vgg11_bn, densenet121, and with torchvision installed '
+                            'mobilenet_v2, efficientnet_b0, convnext_tiny.')
 _GPU = flags.DEFINE_bool('gpu', False, 'Run GPU_CASES on the GPU in bfloat16.')
 _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Alternating rounds; medians are taken over them.')
 _MIN_SECONDS = flags.DEFINE_float('min_seconds', 3.0, 'Timed seconds per model, run and framework.')

@@ -30,7 +30,7 @@ import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 # process (vm.max_map_count), and the next program loaded crashed the run (a segmentation fault
 # in JAX's cache read). Past this many, a test's end empties JAX's caches; the persistent cache
 # still saves recompiling.
-MAX_MAPPINGS = 20_000
+MAX_MAPPINGS = 40_000
 
 
 def _mappings() -> int:

