@@ -45,6 +45,26 @@ def check_usable(workdir: str) -> None:
     raise WorkdirError(f'workdir {workdir} cannot be created: {existing} is a file')
   if not _can_write_in(existing):
     raise WorkdirError(f'workdir {workdir} is not writable ({existing} refuses new files)')
+  _check_not_in_use(os.path.join(workdir, LOCK_FILE))
+
+
+def _check_not_in_use(path: str) -> None:
+  """Raises `_in_use`'s WorkdirError if a live run holds the lock at `path`; takes nothing.
+
+  Checked before anything reads the workdir: a live run may be writing a checkpoint there, and
+  a half-written one would fail the reader with a stray error instead of this one sentence."""
+  try:
+    fd = os.open(path, os.O_RDONLY)
+  except OSError:  # No lock file: no run.
+    return
+  try:
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # Refused while the owner's LOCK_EX stands.
+  except OSError as e:
+    if e.errno not in (errno.EAGAIN, errno.EACCES):
+      raise
+    raise _in_use(path) from None
+  finally:
+    os.close(fd)  # Closing releases the shared lock, if it was taken.
 
 
 def _can_write_in(directory: str) -> bool:
@@ -96,8 +116,7 @@ def _acquire(path: str) -> int:
       os.close(fd)
       if e.errno not in (errno.EAGAIN, errno.EACCES):
         raise
-      raise WorkdirError(f'workdir {os.path.dirname(path)} is in use by {_owner(path)}; wait for '
-                         'it to finish or stop it, or use another --workdir') from None
+      raise _in_use(path) from None
     # The owner we waited on may have removed the file between our open and our flock; then
     # we hold a lock on a deleted file, and must try again on the new one.
     if _same_file(fd, path):
@@ -112,6 +131,11 @@ def _acquire(path: str) -> int:
   os.ftruncate(fd, 0)
   os.pwrite(fd, json.dumps(record).encode(), 0)
   return fd
+
+
+def _in_use(path: str) -> WorkdirError:
+  return WorkdirError(f'workdir {os.path.dirname(path)} is in use by {_owner(path)}; wait for '
+                      'it to finish or stop it, or use another --workdir')
 
 
 def _same_file(fd: int, path: str) -> bool:
