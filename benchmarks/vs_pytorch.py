@@ -9,8 +9,8 @@
 Each round runs `experiments.benchmark --mode=train` and then `benchmarks.pytorch` for every case,
 each in a fresh process, so neither framework's threads or caches disturb the other's timing and
 a slow spell of the machine hits both. The ratio is convjax's median images/s over PyTorch's,
-medians taken over rounds; beside it, each side's peak resident memory (the most over rounds). Cases: LeNet-5 at batch 256 on 28x28x1 and ResNet-20 at batch 128 on
-32x32x3 by default, and five ImageNet architectures at batch 16 on 224x224x3 on request; all
+medians taken over rounds; beside it, each side's peak resident memory (the most over rounds).
+Cases: LeNet-5 at batch 256 on 28x28x1 and ResNet-20 at batch 128 on 32x32x3 by default, and five ImageNet architectures at batch 16 on 224x224x3 on request; all
 float32. With several cases it also prints the ratios' geometric mean. convjax runs on the
 device count that measured fastest for each model (CASES: one device for LeNet-5, AlexNet and
 VGG-11-BN, one per core for the others); --num_devices overrides them all.

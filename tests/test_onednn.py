@@ -166,8 +166,8 @@ def _as_called(x, kernel, strides, padding, dilation, groups):
 def test_onednn_stays_inside_its_buffers_for_every_convolution_of_the_zoo(monkeypatch):
   """Every forward convolution of every tiny family model (grouped and depthwise included) at the
   tests' batch sizes, as conv2d hands it to oneDNN, in all three directions, and every batch norm
-  both ways, on 1 and 2 threads: no byte written outside the buffers, temporaries and scratchpad. oneDNN 3.2 has kernels that
-  do (see _POINTWISE_BLOCK), and a stray write inside XLA corrupts its heap and crashes some
+  both ways, on 1 and 2 threads: no byte written outside the buffers, temporaries and
+  scratchpad. oneDNN 3.2 has kernels that do (see _POINTWISE_BLOCK), and a stray write inside XLA corrupts its heap and crashes some
   later, unrelated test. Checked with this processor's kernels and with AVX2's (an AMD EPYC's,
   where oneDNN 3.2 finds no AVX-512): only AVX2's 1x1 kernels show oneDNN#6035."""
   monkeypatch.setattr(conv_backend, 'ROWS_MAX_CHANNELS', 0)  # Every convolution a lax one.

@@ -1,1 +1,2 @@
-"""convjax's native code: the oneDNN extension (onednn_conv.cc: convolutions; onednn_norm.cc: batch normalisation) and its build."""
+"""convjax's native code: the oneDNN extension (onednn_conv.cc: convolutions; onednn_norm.cc:
+batch normalisation; guarded.h: the overrun check both use) and its build."""

@@ -1,10 +1,11 @@
 """Builds convjax's oneDNN extension: python -m convjax.nn.native.build [--force].
 
-Compiles onednn_conv.cc (convolutions) and onednn_norm.cc (batch normalisation) with g++ against jax's FFI headers and the pinned oneDNN wheels of
-requirements.txt (onednn-cpu-gomp for the library, onednn-devel-cpu-gomp for the headers), into
-convjax/nn/native/_onednn.so. It rebuilds only when a source, jaxlib or oneDNN changed (a
-stamp file records them). It never fails the set-up: if the build is impossible, it prints one
-warning line and convjax computes convolutions with XLA.
+Compiles onednn_conv.cc (convolutions) and onednn_norm.cc (batch normalisation) with g++
+against jax's FFI headers and the pinned oneDNN wheels of requirements.txt (onednn-cpu-gomp for
+the library, onednn-devel-cpu-gomp for the headers), into convjax/nn/native/_onednn.so. It
+rebuilds only when a source, jaxlib or oneDNN changed (a stamp file records them). It never fails
+the set-up: if the build is impossible, it prints one warning line and convjax computes
+convolutions and batch norm with XLA.
 """
 import hashlib
 import importlib.metadata
