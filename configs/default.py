@@ -132,6 +132,10 @@ def get_config() -> ml_collections.ConfigDict:
   # the class (digits, characters). A detector averages heatmaps and sizes instead (CenterNet's
   # flip test), reported as tta_test_AP, tta_test_AP50, ...
   config.tta_flip = False
+  # Evaluation also averages in each image shifted this many pixels up-left and down-right,
+  # zero-filled as augment.crop_padding trains (and their mirrors with tta_flip): the untranslated
+  # and the translated views weigh half each, as in airbench (Jordan 2024). Images only; 0 is off.
+  config.tta_translate = 0
   # Mixup (Zhang et al. 2018) and CutMix (Yun et al. 2019) inside the train step, with timm's
   # semantics: each device's batch is mixed with its reverse, lam ~ Beta(alpha, alpha) per batch,
   # labels mixed as soft targets. An alpha of 0 turns that kind off; mix_prob is the chance a

@@ -75,6 +75,29 @@ def test_tta_averages_the_logits_of_the_image_and_its_mirror():
   assert sums['correct'][0] == np.sum(np.argmax(logits(images), -1) == labels)
 
 
+@pytest.mark.parametrize('flip', [False, True])
+def test_translated_tta_weighs_the_shifted_views_half(flip):
+  """airbench's views, written out by hand: a 2-pixel shift moves the content, the vacated
+  pixels are zero (black, as the training crop pads), and the shifted views weigh half."""
+  dp = parallel.DataParallel(1)
+  model = TinyDense()
+  state = steps.create_train_state(model, optax.sgd(0.1), (5, 5, 1), seed=1)
+  images = np.random.default_rng(3).integers(1, 256, (6, 5, 5, 1)).astype(np.uint8)
+  labels, normalize = np.arange(6, dtype=np.int32) % 3, lambda u: u / 255.0 - 0.5
+  batch = dp.shard({'image': images, 'label': labels, 'mask': np.ones(6, np.float32)})
+  evaluate = dp.pmap(functools.partial(steps.eval_step, normalize=normalize,
+                                       recipe=steps.Recipe(tta_flip=flip, tta_translate=2)))
+  sums = jax.device_get(evaluate(dp.replicate(state), batch))
+  up_left, down_right = np.zeros_like(images), np.zeros_like(images)
+  up_left[:, :3, :3], down_right[:, 2:, 2:] = images[:, 2:, 2:], images[:, :3, :3]
+  logits = lambda x: np.asarray(model.apply({'params': state.params}, normalize(x)))
+  view = lambda x: (logits(x) + logits(x[:, :, ::-1])) / 2 if flip else logits(x)
+  want = view(images) / 2 + (view(up_left) + view(down_right)) / 4
+  np.testing.assert_allclose(sums['tta_loss'][0], steps.cross_entropy(want, labels).sum(),
+                             rtol=1e-5)
+  assert sums['tta_correct'][0] == np.sum(np.argmax(want, -1) == labels)
+
+
 def schedule_of(digits_config, **fields):
   digits_config.update(learning_rate=0.4, **fields)
   return optimizer.create_schedule(digits_config, steps_per_epoch=10, total_steps=100)
@@ -99,6 +122,10 @@ def test_onecycle_is_a_triangle(digits_config):
     ({'grad_accum_steps': 3}, 'batch_size=64 does not split into grad_accum_steps=3 '
                               'micro-batches on each of the 4 devices; use a multiple of 12'),
     ({'tta_flip': True}, "tta_flip would average 'digits' examples with mirrors"),
+    ({'tta_translate': -1}, 'tta_translate must be a whole number of pixels >= 0, got -1'),
+    ({'tta_translate': 28}, 'tta_translate=28 would shift every pixel out of the 28x28 images'),
+    ({'dataset': 'spoken_digit', 'model': 'm5', 'image_size': None, 'tta_translate': 1},
+     "tta_translate shifts images; 'spoken_digit' holds audio examples"),
     ({'lr_schedule': 'onecycle', 'warmup_epochs': 1.0}, 'set warmup_epochs=0'),
     ({'lr_schedule': 'onecycle', 'onecycle_pct_start': 1.0}, 'onecycle_pct_start must be in (0, 1)'),
     ({'mixup_alpha': -0.2}, 'mixup_alpha must be >= 0 (0 turns it off), got -0.2'),

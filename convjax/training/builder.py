@@ -81,6 +81,7 @@ class Run:
                         skip_nonfinite=config.skip_nonfinite_steps > 0,
                         label_smoothing=config.label_smoothing,
                         grad_accum_steps=config.grad_accum_steps, tta_flip=config.tta_flip,
+                        tta_translate=config.get('tta_translate', 0),
                         mixing=mixing.Mixing(config.mixup_alpha, config.cutmix_alpha,
                                              config.mix_prob, config.mix_switch_prob),
                         ema_decay=config.ema_decay,

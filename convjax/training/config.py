@@ -25,7 +25,8 @@ RESUMABLE_FIELDS = (
     'num_epochs', 'num_train_steps', 'train_budget_seconds', 'log_every_steps',
     'eval_every_steps', 'checkpoint_every_steps', 'max_checkpoints_to_keep', 'eval_batch_size',
     'skip_nonfinite_steps', 'num_devices', 'distributed', 'data_dir', 'data_source', 'download',
-    'manual_dir', 'input_workers', 'prefetch_batches', 'conv_backend', 'tta_flip')
+    'manual_dir', 'input_workers', 'prefetch_batches', 'conv_backend', 'tta_flip',
+    'tta_translate')
 
 
 def validate(config, num_devices: int) -> None:
@@ -105,6 +106,20 @@ def _check_augmentation(config) -> None:
       raise ConfigError(f'{field} must be in (0, 1], got {value}')
   if config.input_workers < 1:
     raise ConfigError(f'input_workers must be at least 1, got {config.input_workers}')
+
+
+def _check_tta_translate(config, info) -> None:
+  shift = config.get('tta_translate', 0)
+  if not (isinstance(shift, int) and shift >= 0):
+    raise ConfigError(f'tta_translate must be a whole number of pixels >= 0, got {shift}')
+  if shift and info.modality != 'image':
+    raise ConfigError(f"tta_translate shifts images; '{config.dataset}' holds "
+                      f'{info.modality} examples')
+  # The images the model sees: resized to image_size where set.
+  size = (config.image_size,) * 2 if config.image_size else (info.image_shape or (0, 0))[:2]
+  if shift and shift >= min(size, default=0) > 0:
+    raise ConfigError(f'tta_translate={shift} would shift every pixel out of the '
+                      f'{size[0]}x{size[1]} images')
 
 
 def _why_no_mirror(info) -> str:
@@ -210,6 +225,7 @@ def _check_recipe(config, num_devices: int) -> None:
   if config.tta_flip and not info.flip:
     raise ConfigError(f"tta_flip would average '{config.dataset}' examples with mirrors of "
                       f'another class ({_why_no_mirror(info)})')
+  _check_tta_translate(config, info)
   for field in ('mixup_alpha', 'cutmix_alpha'):
     if not config[field] >= 0:
       raise ConfigError(f'{field} must be >= 0 (0 turns it off), got {config[field]}')

@@ -59,6 +59,13 @@ def _test_metrics(sums: list[dict]) -> dict:
   return results
 
 
+def _tta_name(config) -> str:
+  """'flip TTA', 'shift TTA' or 'flip+shift TTA': the views config.tta_* averages."""
+  views = [name for name, on in (('flip', config.tta_flip),
+                                 ('shift', config.get('tta_translate', 0))) if on]
+  return '+'.join(views) + ' TTA'
+
+
 @dataclasses.dataclass
 class _Loop:
   """What the loop needs besides the assembled run, set up once by `_setup`."""
@@ -206,7 +213,7 @@ def _train_and_report(loop: _Loop, state: steps.TrainState, start_step: int,
   stopped = (f' (training budget of {config.train_budget_seconds:g} s reached at step {last_step})'
              if last_step < loop.run.total_steps else '')
   extra = ''.join(f', {label} {final[key]:.4f}' for key, label in (
-      ('ema_test_accuracy', 'EMA'), ('tta_test_accuracy', 'flip TTA'),
+      ('ema_test_accuracy', 'EMA'), ('tta_test_accuracy', _tta_name(config)),
       ('tta_test_AP', 'flip-test AP'), ('tta_test_AP50', 'AP50'),
       ('baseline_test_accuracy', f'{config.baseline} baseline')) if key in final)
   loop.progress.message(

@@ -72,6 +72,9 @@ class Recipe:
     averages K times, as K successive forward passes would.
   tta_flip: evaluation also classifies each image's mirror and averages the two logits,
     reported as tta_* beside the plain figures.
+  tta_translate: p > 0 also classifies each image shifted p pixels up-left and down-right
+    (zero-filled; with their mirrors under tta_flip); the tta_* logits are half the mean over
+    the untranslated views and half that over the translated ones (airbench's, Jordan 2024).
   mixing: Mixup and CutMix of each device's batch, with soft targets (mixing.Mixing).
   ema_decay: d > 0 keeps state.ema, an exponential moving average of the parameters and batch
     statistics, updated after every step with min(d, (1 + step) / (10 + step)) so that early
@@ -87,6 +90,7 @@ class Recipe:
   label_smoothing: float = 0.0
   grad_accum_steps: int = 1
   tta_flip: bool = False
+  tta_translate: int = 0
   mixing: mixing_lib.Mixing = mixing_lib.Mixing()
   ema_decay: float = 0.0
   frozen_backbone: bool = False
@@ -253,8 +257,8 @@ def _accumulated_grads(state: TrainState, images, targets: dict, rng, recipe: Re
 def eval_step(state: TrainState, batch: dict, *, normalize: Callable,
               recipe: Recipe = Recipe()) -> dict:
   """Summed loss, top-1 and top-5 hits and example count over the masked global batch; with
-  recipe.tta_flip also 'tta_loss' and 'tta_correct', from the image's and its mirror's mean
-  logits; with recipe.ema_decay also 'ema_loss' and 'ema_correct', from the averaged variables.
+  recipe.tta_flip or recipe.tta_translate also 'tta_loss' and 'tta_correct', from the mean
+  logits of the image's views (`_tta_logits`); with recipe.ema_decay also 'ema_loss' and 'ema_correct', from the averaged variables.
 
   batch: image uint8 [per_device_batch, h, w, c], label int32 [...], mask float32 [...] (0 = padding).
   """
@@ -270,13 +274,39 @@ def eval_step(state: TrainState, batch: dict, *, normalize: Callable,
     sums[f'{prefix}correct'] = masked_sum(jnp.argmax(scored_logits, -1) == labels)
 
   score('', logits)
-  if recipe.tta_flip:
-    mirrored = _evaluation_logits(state, _variables(state.params, state.batch_stats),
-                                  images[:, :, ::-1])
-    score('tta_', (logits.astype(jnp.float32) + mirrored.astype(jnp.float32)) / 2)
+  if recipe.tta_flip or recipe.tta_translate:
+    score('tta_', _tta_logits(state, batch['image'], images, logits, normalize, recipe))
   if recipe.ema_decay:
     score('ema_', _evaluation_logits(state, state.ema, images))
   return parallel.sum(sums)
+
+
+def _tta_logits(state: TrainState, raw: jnp.ndarray, images: jnp.ndarray, logits: jnp.ndarray,
+                normalize: Callable, recipe: Recipe) -> jnp.ndarray:
+  """Float32 logits [n, classes] averaged over the test-time views of raw images [n, h, w, c]
+  (images: them normalised; logits: theirs): each with its mirror under recipe.tta_flip, and
+  with recipe.tta_translate = p the mean over the views shifted by (p, p) and (-p, -p) weighs
+  half."""
+  variables = _variables(state.params, state.batch_stats)
+
+  def with_mirror(images, plain=None):
+    plain = _evaluation_logits(state, variables, images) if plain is None else plain
+    if not recipe.tta_flip:
+      return plain.astype(jnp.float32)
+    mirrored = _evaluation_logits(state, variables, images[:, :, ::-1])
+    return (plain.astype(jnp.float32) + mirrored.astype(jnp.float32)) / 2
+
+  untranslated = with_mirror(images, logits)
+  p = recipe.tta_translate
+  if not p:
+    return untranslated
+  # Zero-fill in pixel space before normalising, as the training crop pads (augment.random_crop).
+  padded = jnp.pad(raw, ((0, 0), (p, p), (p, p), (0, 0)))
+  height, width = raw.shape[1:3]
+  shifted = [padded[:, 2 * p:2 * p + height, 2 * p:2 * p + width],  # Content moves up-left.
+             padded[:, :height, :width]]  # Down-right.
+  translated = sum(with_mirror(normalize(view)) for view in shifted) / len(shifted)
+  return (untranslated + translated) / 2
 
 
 def infer_step(state: TrainState, images: jnp.ndarray, *, normalize: Callable) -> jnp.ndarray:
