@@ -109,18 +109,19 @@ def _geometries(jaxpr, found):
 
 
 def _norms(jaxpr, found):
-  """Adds (rows, channels) of every oneDNN batch norm call in a jaxpr to the set `found`."""
+  """Adds (rows, channels, relu) of every oneDNN batch norm call in a jaxpr to the set `found`."""
   def visit(eqn):
     if eqn.params.get('target_name') == 'convjax_batch_norm_forward':
       shape = eqn.invars[0].aval.shape
-      found.add((int(np.prod(shape[:-1])), shape[-1]))
+      relu = bool(dict(eqn.params['attributes'])['relu'])
+      found.add((int(np.prod(shape[:-1])), shape[-1], relu))
   _visit(jaxpr, visit)
   return found
 
 
 # Runs in a fresh process, whose oneDNN may be held to an instruction set (ONEDNN_MAX_CPU_ISA):
 # the geometries from stdin, each as the three calls on 1 and 2 threads; prints those that stray.
-# Batch norms ({'norms': [[rows, channels], ...]}) go forward and backward.
+# Batch norms ({'norms': [[rows, channels, relu], ...]}) go forward and backward.
 _CHECK_OVERRUNS = """
 import json, sys
 from convjax.nn import onednn, onednn_norm
@@ -130,7 +131,7 @@ strays = [[kind, threads, geometry] for geometry in calls.get('convolutions', ()
           if onednn.overrun_bytes(kind, *geometry, threads=threads) != 0]
 strays += [['batch_norm', threads, norm] for norm in calls.get('norms', ()) for threads in (1, 2)
            for backward in (False, True)
-           if onednn_norm.overrun_bytes(*norm, backward, threads=threads) != 0]
+           if onednn_norm.overrun_bytes(*norm[:2], backward, threads=threads, relu=norm[2]) != 0]
 print(json.dumps(strays))
 """
 

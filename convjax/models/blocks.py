@@ -46,8 +46,7 @@ class ConvNormAct(nn.Module):
   def __call__(self, x):
     x = layers.conv2d(self.features, self.kernel_size, strides=self.strides, padding='HALF',
                       groups=self.groups, use_bias=False, dtype=self.dtype, name='conv')(x)
-    x = self.norm(name='norm')(x)
-    return x if self.activation is None else self.activation(x)
+    return layers.norm_act(self.norm(name='norm'), self.activation, x)
 
 
 class SqueezeExcite(nn.Module):

@@ -50,8 +50,7 @@ def conv_bn(x: jnp.ndarray, features: int, kernel_size, train: bool, dtype: Any 
   then ReLU unless relu=False. [b, *spatial, c] -> [b, *spatial / strides, features]."""
   x = layers.conv(features, kernel_size, ndim=ndim, strides=strides, padding='SAME',
                   use_bias=False, dtype=dtype)(x)
-  x = layers.batch_norm(train, dtype=dtype)(x)
-  return nn.relu(x) if relu else x
+  return layers.norm_act(layers.batch_norm(train, dtype=dtype), nn.relu if relu else None, x)
 
 
 class FeatureTaps:

@@ -43,8 +43,9 @@ class DenseLayer(nn.Module):
   def __call__(self, x, train: bool):
     y = x
     if self.bn_size:
-      y = self.conv(self.bn_size * self.growth_rate, 1)(self.activation(self.norm()(y)))
-    y = self.conv(self.growth_rate, 3)(self.activation(self.norm()(y)))
+      y = self.conv(self.bn_size * self.growth_rate, 1)(
+          layers.norm_act(self.norm(), self.activation, y))
+    y = self.conv(self.growth_rate, 3)(layers.norm_act(self.norm(), self.activation, y))
     y = layers.drop_path(layers.dropout(y, self.dropout_rate, train), self.drop_path_rate, train)
     return jnp.concatenate([x, y], axis=-1)
 
@@ -76,8 +77,8 @@ class DenseNet(nn.Module):
     # transition), and the last block after the final norm and activation.
     taps = common.FeatureTaps(feature_indices, 1 + len(self.block_sizes))
     if self.stem == 'imagenet':
-      x = self.activation(norm(name='stem_norm')(conv(self.init_features, 7, strides=2,
-                                                      name='stem_conv')(x)))
+      x = layers.norm_act(norm(name='stem_norm'), self.activation,
+                          conv(self.init_features, 7, strides=2, name='stem_conv')(x))
       if taps.take(x):
         return taps.maps
       x = layers.max_pool(x, window=3, strides=2, padding=1)
@@ -96,9 +97,10 @@ class DenseNet(nn.Module):
       if index < len(self.block_sizes) - 1:  # Transition layer.
         if taps.take(x):
           return taps.maps
-        x = conv(int(x.shape[-1] * self.compression), 1)(self.activation(norm()(x)))
+        x = conv(int(x.shape[-1] * self.compression), 1)(
+            layers.norm_act(norm(), self.activation, x))
         x = layers.avg_pool(x, window=2)
-    x = self.activation(norm(name='final_norm')(x))
+    x = layers.norm_act(norm(name='final_norm'), self.activation, x)
     if taps.take(x):
       return taps.maps
     x = layers.global_pool(x)

@@ -40,12 +40,13 @@ class PreActBlock(nn.Module):
   def __call__(self, x):
     conv = functools.partial(layers.conv2d, padding='HALF', use_bias=False, dtype=self.dtype)
     norm = functools.partial(layers.batch_norm, self.train, dtype=self.dtype)
-    activated = nn.relu(norm(name='norm_1')(x))
+    activated = layers.norm_act(norm(name='norm_1'), nn.relu, x)
     changes = self.strides != 1 or x.shape[-1] != self.filters
     shortcut = (conv(self.filters, 1, strides=self.strides, name='shortcut_conv')(activated)
                 if changes else x)
     y = conv(self.filters, 3, strides=self.strides, name='conv_1')(activated)
-    y = layers.dropout(nn.relu(norm(name='norm_2')(y)), self.dropout_rate, self.train)
+    y = layers.dropout(layers.norm_act(norm(name='norm_2'), nn.relu, y), self.dropout_rate,
+                       self.train)
     return shortcut + conv(self.filters, 3, name='conv_2')(y)
 
 
@@ -77,7 +78,7 @@ class PreActResNet(nn.Module):
                         self.dtype, name=f'stage{stage + 1}_block{index + 1}')(x)
       if taps.take(x):
         return taps.maps
-    x = nn.relu(layers.batch_norm(train, dtype=self.dtype, name='final_norm')(x))
+    x = layers.norm_act(layers.batch_norm(train, dtype=self.dtype, name='final_norm'), nn.relu, x)
     return common.classify(layers.global_pool(x), self.num_classes, return_features, self.dtype)
 
 

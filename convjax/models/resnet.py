@@ -73,7 +73,8 @@ class BasicBlock(ResidualBlock):
 
   @nn.compact
   def __call__(self, x):
-    y = self.activation(self.norm()(self.conv(self.filters, 3, strides=self.strides)(x)))
+    y = layers.norm_act(self.norm(), self.activation,
+                        self.conv(self.filters, 3, strides=self.strides)(x))
     return self.close(x, self.conv(self.filters, 3)(y))
 
 
@@ -92,9 +93,9 @@ class Bottleneck(ResidualBlock):
   @nn.compact
   def __call__(self, x):
     inner = self.filters * self.base_width // 64 * self.groups
-    y = self.activation(self.norm()(self.conv(inner, 1)(x)))
-    y = self.activation(self.norm()(self.conv(inner, 3, strides=self.strides,
-                                              groups=self.groups)(y)))
+    y = layers.norm_act(self.norm(), self.activation, self.conv(inner, 1)(x))
+    y = layers.norm_act(self.norm(), self.activation,
+                        self.conv(inner, 3, strides=self.strides, groups=self.groups)(y))
     return self.close(x, self.conv(self.filters * self.expansion, 1)(y))
 
 
@@ -127,13 +128,14 @@ class ResNet(nn.Module):
     # Taps: the stem's activations (before its max pool), then each stage's output.
     taps = common.FeatureTaps(feature_indices, 1 + len(self.stage_sizes))
     if self.stem == 'imagenet':
-      x = self.activation(norm(name='stem_norm')(conv(self.widths[0], 7, strides=2,
-                                                        name='stem_conv')(x)))
+      x = layers.norm_act(norm(name='stem_norm'), self.activation,
+                          conv(self.widths[0], 7, strides=2, name='stem_conv')(x))
       if taps.take(x):
         return taps.maps
       x = layers.max_pool(x, window=3, strides=2, padding=1)
     elif self.stem == 'small':
-      x = self.activation(norm(name='stem_norm')(conv(self.widths[0], 3, name='stem_conv')(x)))
+      x = layers.norm_act(norm(name='stem_norm'), self.activation,
+                          conv(self.widths[0], 3, name='stem_conv')(x))
       if taps.take(x):
         return taps.maps
     else:

@@ -49,9 +49,8 @@ class VGG(nn.Module):
         # The _bn convs keep their (redundant) biases, as torchvision's do: its published
         # parameter counts include them.
         x = layers.conv2d(filters, 3, padding=1, dtype=self.dtype)(x)
-        if self.batch_norm:
-          x = layers.batch_norm(train, dtype=self.dtype)(x)
-        x = self.activation(x)
+        x = (layers.norm_act(layers.batch_norm(train, dtype=self.dtype), self.activation, x)
+             if self.batch_norm else self.activation(x))
       if taps.take(x):
         return taps.maps
       x = layers.max_pool(x, window=2, padding='CEIL')

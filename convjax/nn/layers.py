@@ -394,23 +394,27 @@ class BatchNorm(nn.BatchNorm):
   In training, where convolutions take the 'onednn' backend (conv_backend), a float32
   channels-last input is normalised by oneDNN (onednn_norm.batch_norm: one fused pass each way
   where XLA makes several); elsewhere flax computes it. Both give the same numbers up to rounding.
+  relu=True returns relu(batch norm(x)), in oneDNN's same pass where oneDNN normalises (see
+  `norm_act`, which the models call).
   """
   momentum: float = 0.9
   epsilon: float = 1e-5
 
   @nn.compact
-  def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
+  def __call__(self, x, use_running_average: bool | None = None, *, mask=None,
+               relu: bool = False):
     train = not nn.merge_param('use_running_average', self.use_running_average,
                                use_running_average)
     if not (train and mask is None and self._onednn_takes(x)) or self.is_initializing():
-      return super().__call__(x, use_running_average, mask=mask)
+      y = super().__call__(x, use_running_average, mask=mask)
+      return nn.relu(y) if relu else y
     channels = (x.shape[-1],)
     ra_mean = self.variable('batch_stats', 'mean', lambda s: jnp.zeros(s, jnp.float32), channels)
     ra_var = self.variable('batch_stats', 'var', lambda s: jnp.ones(s, jnp.float32), channels)
     scale = self.param('scale', self.scale_init, channels, self.param_dtype)
     bias = self.param('bias', self.bias_init, channels, self.param_dtype)
     y, mean, var = onednn_norm.batch_norm(x, scale, bias, self.epsilon,
-                                          conv_backend.onednn_threads())
+                                          conv_backend.onednn_threads(), relu)
     ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
     ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
     return y
@@ -427,6 +431,15 @@ class BatchNorm(nn.BatchNorm):
 def batch_norm(train: bool, dtype: Any = jnp.float32, **kwargs) -> nn.BatchNorm:
   """Batch norm over [batch, *spatial] per channel; running averages in 'batch_stats'."""
   return BatchNorm(use_running_average=not train, dtype=dtype, **kwargs)
+
+
+def norm_act(norm: nn.Module, activation: Callable | None, x: jnp.ndarray) -> jnp.ndarray:
+  """activation(norm(x)) (None: no activation): one pass where norm is a `BatchNorm` that
+  oneDNN runs and the activation is ReLU, two otherwise."""
+  if activation is nn.relu and isinstance(norm, BatchNorm) and onednn_norm.FUSE_RELU:
+    return norm(x, relu=True)
+  y = norm(x)
+  return activation(y) if activation is not None else y
 
 
 class GroupNorm(nn.Module):

@@ -5,6 +5,9 @@ For x [..., C] (channels last), per channel c over every other position i (M of 
   mean[c] = sum_i x[i, c] / M,   var[c] = sum_i (x[i, c] - mean[c])^2 / M   (biased, as flax's)
   y[i, c] = (x[i, c] - mean[c]) / sqrt(var[c] + epsilon) * scale[c] + shift[c]
 
+and with relu=True max(y, 0) in the same pass (oneDNN's fuse_norm_relu), where XLA would read
+and write the activations once more for the ReLU alone.
+
 The backward pass is oneDNN's too: dx through the batch statistics (each x moves the mean and
 variance every other output is normalised with), dscale = sum_i dy * x_hat, dshift = sum_i dy.
 XLA computes the same as several reductions and element-wise passes over x and dy; oneDNN makes
@@ -27,6 +30,8 @@ from convjax.nn import onednn
 
 # CONVJAX_ONEDNN_NORM=0 leaves batch norm to XLA under the 'onednn' backend (to compare the two).
 ENABLED = os.environ.get('CONVJAX_ONEDNN_NORM', '1') != '0'
+# CONVJAX_ONEDNN_NORM_RELU=0 keeps the ReLU after it a pass of XLA's (to measure the fusion).
+FUSE_RELU = os.environ.get('CONVJAX_ONEDNN_NORM_RELU', '1') != '0'
 
 
 def supports(x) -> bool:
@@ -36,16 +41,17 @@ def supports(x) -> bool:
 
 
 def overrun_bytes(rows: int, channels: int, backward: bool, epsilon: float = 1e-5,
-                  threads: int = 1) -> int:
+                  threads: int = 1, relu: bool = False) -> int:
   """Bytes oneDNN writes outside its buffers in one batch norm call on [rows, channels] (as
-  onednn.overrun_bytes does for convolutions): 0 when it stays inside, -1 when it refuses."""
+  onednn.overrun_bytes does for convolutions; relu: the forward's fused ReLU): 0 when it stays
+  inside, -1 when it refuses."""
   library = onednn._load()[0]  # pylint: disable=protected-access
   if library is None:
     raise RuntimeError(f'convjax.nn.onednn is unavailable: {onednn.why_unavailable()}')
   library.ConvjaxNormOverrunBytes.restype = ctypes.c_int64
   return library.ConvjaxNormOverrunBytes(ctypes.c_int64(rows), ctypes.c_int64(channels),
                                          ctypes.c_float(epsilon), ctypes.c_int64(threads),
-                                         ctypes.c_int64(int(backward)))
+                                         ctypes.c_int64(int(backward)), ctypes.c_int64(int(relu)))
 
 
 def _attributes(epsilon: float, threads: int) -> dict:
@@ -54,31 +60,35 @@ def _attributes(epsilon: float, threads: int) -> dict:
   return dict(epsilon=np.float32(epsilon), threads=np.int64(threads))
 
 
-def _forward(x, scale, shift, epsilon, threads):
+def _forward(x, scale, shift, epsilon, threads, relu):
   channel = jax.ShapeDtypeStruct(scale.shape, jnp.float32)
   return jax.ffi.ffi_call('convjax_batch_norm_forward',
                           (jax.ShapeDtypeStruct(x.shape, x.dtype), channel, channel),
-                          vmap_method='sequential')(x, scale, shift,
+                          vmap_method='sequential')(x, scale, shift, relu=np.int64(relu),
                                                     **_attributes(epsilon, threads))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def batch_norm(x, scale, shift, epsilon: float = 1e-5, threads: int = 1):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def batch_norm(x, scale, shift, epsilon: float = 1e-5, threads: int = 1, relu: bool = False):
   """(y, mean, var): x [..., C] normalised per channel with its batch statistics, scaled and
-  shifted (scale, shift [C]); mean and var [C] are those statistics (var biased)."""
-  return _forward(x, scale, shift, epsilon, threads)
+  shifted (scale, shift [C]), then ReLU'd with relu; mean and var [C] are those statistics
+  (var biased)."""
+  return _forward(x, scale, shift, epsilon, threads, relu)
 
 
-def _batch_norm_fwd(x, scale, shift, epsilon, threads):
-  y, mean, var = _forward(x.value, scale.value, shift.value, epsilon, threads)
-  return (y, mean, var), (x.value, scale.value, mean, var)
+def _batch_norm_fwd(x, scale, shift, epsilon, threads, relu):
+  y, mean, var = _forward(x.value, scale.value, shift.value, epsilon, threads, relu)
+  # The ReLU's gradient reads y (kept alive anyway as the next layer's input).
+  return (y, mean, var), (x.value, scale.value, mean, var, y if relu else None)
 
 
-def _batch_norm_bwd(epsilon, threads, residuals, cotangents):
-  x, scale, mean, var = residuals
+def _batch_norm_bwd(epsilon, threads, relu, residuals, cotangents):
+  x, scale, mean, var, y = residuals
   dy, dmean, dvar = cotangents
   if isinstance(dy, custom_derivatives.SymbolicZero):
     dy = jnp.zeros_like(x)
+  elif relu:
+    dy = jnp.where(y > 0, dy, 0)
   channel = jax.ShapeDtypeStruct(scale.shape, jnp.float32)
   dx, dscale, dshift = jax.ffi.ffi_call(
       'convjax_batch_norm_backward', (jax.ShapeDtypeStruct(x.shape, x.dtype), channel, channel),

@@ -4,13 +4,18 @@
 // channel is normalised over the rows (batch and spatial positions).
 //
 //   forward:  mean, var = batch mean and biased variance of x per channel
-//             y = (x - mean) / sqrt(var + epsilon) * scale + shift
+//             y = (x - mean) / sqrt(var + epsilon) * scale + shift, then max(y, 0) with relu
+//             (oneDNN's fuse_norm_relu: the ReLU in the same pass, not one of its own)
 //   backward: dx, dscale, dshift from x, dy, scale and the forward's mean and var (the gradient
 //             through the batch statistics included, as differentiating the formula gives)
 //
-// Attributes: epsilon (float), threads (OpenMP threads for this call, as for the convolutions).
-// Primitives are built once per (rows, C, epsilon, threads, direction) and cached; each call
-// gets its own scratchpad.
+// The backward takes dy as it reaches the normalised value: with relu the caller has already
+// zeroed it where the output was clipped, from the output it keeps anyway for the next layer.
+//
+// Attributes: epsilon (float), threads (OpenMP threads for this call, as for the convolutions),
+// relu (forward only, 0 or 1). Primitives are built once per (rows, C, epsilon, threads,
+// direction, relu) and cached; each call gets its own scratchpad, and with relu its own
+// workspace (the ReLU's mask, which only oneDNN's own backward would read).
 #include <omp.h>
 
 #include <cstdint>
@@ -40,27 +45,32 @@ dnnl::engine& Engine() {
 
 const auto kFlags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
 
+dnnl::normalization_flags Flags(bool relu) {
+  return relu ? kFlags | dnnl::normalization_flags::fuse_norm_relu : kFlags;
+}
+
 struct NormKey {
   int64_t rows, channels;
   float epsilon;
   int64_t threads;
-  bool backward;
+  bool backward, relu;
   bool operator<(const NormKey& o) const {
-    return std::tie(rows, channels, epsilon, threads, backward) <
-           std::tie(o.rows, o.channels, o.epsilon, o.threads, o.backward);
+    return std::tie(rows, channels, epsilon, threads, backward, relu) <
+           std::tie(o.rows, o.channels, o.epsilon, o.threads, o.backward, o.relu);
   }
 };
 
 struct NormPrimitive {
   dnnl::primitive primitive;
-  memory::desc data, channel, scratchpad;  // [rows, C], [C], the scratchpad's
+  memory::desc data, channel, scratchpad, workspace;  // [rows, C], [C], and oneDNN's own
 };
 
 dnnl::batch_normalization_forward::primitive_desc ForwardDesc(const NormKey& k) {
   memory::desc data({k.rows, k.channels}, memory::data_type::f32, memory::format_tag::nc);
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  return {Engine(), dnnl::prop_kind::forward_training, data, data, k.epsilon, kFlags, attr};
+  return {Engine(), dnnl::prop_kind::forward_training, data, data, k.epsilon, Flags(k.relu),
+          attr};
 }
 
 const NormPrimitive& Cached(const NormKey& k) {
@@ -74,14 +84,14 @@ const NormPrimitive& Cached(const NormKey& k) {
     auto forward = ForwardDesc(k);
     if (!k.backward) {
       entry.reset(new NormPrimitive{dnnl::batch_normalization_forward(forward), data, channel,
-                                    forward.scratchpad_desc()});
+                                    forward.scratchpad_desc(), forward.workspace_desc()});
     } else {
       dnnl::primitive_attr attr;
       attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
       dnnl::batch_normalization_backward::primitive_desc pd(
           Engine(), dnnl::prop_kind::backward, data, data, data, k.epsilon, kFlags, forward, attr);
       entry.reset(new NormPrimitive{dnnl::batch_normalization_backward(pd), data, channel,
-                                    pd.scratchpad_desc()});
+                                    pd.scratchpad_desc(), memory::desc()});
     }
   }
   return *entry;  // Entries are never erased, so the reference stays valid after unlocking.
@@ -98,30 +108,33 @@ ffi::Error Run(const NormKey& k, const std::map<int, std::pair<void*, bool>>& bu
     for (const auto& [arg, buffer] : buffers) {
       args.emplace(arg, memory(buffer.second ? p.data : p.channel, Engine(), buffer.first));
     }
-    Guarded scratch(p.scratchpad.get_size(), guard);
+    Guarded scratch(p.scratchpad.get_size(), guard), workspace(p.workspace.get_size(), guard);
     args.emplace(DNNL_ARG_SCRATCHPAD, memory(p.scratchpad, Engine(), scratch.data()));
+    if (p.workspace.get_size()) {
+      args.emplace(DNNL_ARG_WORKSPACE, memory(p.workspace, Engine(), workspace.data()));
+    }
     dnnl::stream stream(Engine());
     p.primitive.execute(stream, args);
     stream.wait();
-    if (overrun) *overrun += scratch.Overrun();
+    if (overrun) *overrun += scratch.Overrun() + workspace.Overrun();
   } catch (const dnnl::error& e) {
     return ffi::Error::Internal(std::string("onednn_norm: ") + e.what());
   }
   return ffi::Error::Success();
 }
 
-NormKey Key(ffi::Buffer<ffi::F32> x, float epsilon, int64_t threads, bool backward) {
+NormKey Key(ffi::Buffer<ffi::F32> x, float epsilon, int64_t threads, bool backward, bool relu) {
   const auto dims = x.dimensions();
   const int64_t channels = dims.back();
   return {channels ? static_cast<int64_t>(x.element_count()) / channels : 0, channels, epsilon,
-          threads, backward};
+          threads, backward, relu};
 }
 
 ffi::Error NormForward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale,
                        ffi::Buffer<ffi::F32> shift, ffi::ResultBuffer<ffi::F32> y,
                        ffi::ResultBuffer<ffi::F32> mean, ffi::ResultBuffer<ffi::F32> var,
-                       float epsilon, int64_t threads) {
-  return Run(Key(x, epsilon, threads, false),
+                       float epsilon, int64_t threads, int64_t relu) {
+  return Run(Key(x, epsilon, threads, false, relu != 0),
              {{DNNL_ARG_SRC, {x.typed_data(), true}}, {DNNL_ARG_DST, {y->typed_data(), true}},
               {DNNL_ARG_SCALE, {scale.typed_data(), false}},
               {DNNL_ARG_SHIFT, {shift.typed_data(), false}},
@@ -134,7 +147,7 @@ ffi::Error NormBackward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
                         ffi::Buffer<ffi::F32> var, ffi::ResultBuffer<ffi::F32> dx,
                         ffi::ResultBuffer<ffi::F32> dscale, ffi::ResultBuffer<ffi::F32> dshift,
                         float epsilon, int64_t threads) {
-  return Run(Key(x, epsilon, threads, true),
+  return Run(Key(x, epsilon, threads, true, false),
              {{DNNL_ARG_SRC, {x.typed_data(), true}}, {DNNL_ARG_DIFF_DST, {dy.typed_data(), true}},
               {DNNL_ARG_SCALE, {scale.typed_data(), false}},
               {DNNL_ARG_MEAN, {mean.typed_data(), false}},
@@ -155,7 +168,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvjaxBatchNormForward, NormForward,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<float>("epsilon")
-                                  .Attr<int64_t>("threads"));
+                                  .Attr<int64_t>("threads")
+                                  .Attr<int64_t>("relu"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvjaxBatchNormBackward, NormBackward,
                               ffi::Ffi::Bind()
@@ -170,12 +184,13 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvjaxBatchNormBackward, NormBackward,
                                   .Attr<float>("epsilon")
                                   .Attr<int64_t>("threads"));
 
-// Runs batch norm forward (backward = 0) or backward (1) on [rows, channels] float32 buffers of
-// its own, each between kGuard bytes of kPattern, as is the scratchpad; returns how many guard
-// bytes oneDNN changed (0: it stayed inside every buffer), or -1 when oneDNN refuses.
+// Runs batch norm forward (backward = 0, with the fused ReLU where relu = 1) or backward (1) on
+// [rows, channels] float32 buffers of its own, each between kGuard bytes of kPattern, as are
+// the scratchpad and workspace; returns how many guard bytes oneDNN changed (0: it stayed inside
+// every buffer), or -1 when oneDNN refuses.
 extern "C" int64_t ConvjaxNormOverrunBytes(int64_t rows, int64_t channels, float epsilon,
-                                           int64_t threads, int64_t backward) {
-  const NormKey k{rows, channels, epsilon, threads, backward != 0};
+                                           int64_t threads, int64_t backward, int64_t relu) {
+  const NormKey k{rows, channels, epsilon, threads, backward != 0, relu != 0 && !backward};
   const size_t data = sizeof(float) * rows * channels, channel = sizeof(float) * channels;
   std::vector<Guarded> buffers;
   const int forward_args[] = {DNNL_ARG_SRC, DNNL_ARG_DST, DNNL_ARG_SCALE, DNNL_ARG_SHIFT,
