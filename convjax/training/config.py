@@ -115,9 +115,9 @@ def _check_tta_translate(config, info) -> None:
   if shift and info.modality != 'image':
     raise ConfigError(f"tta_translate shifts images; '{config.dataset}' holds "
                       f'{info.modality} examples')
-  # The images the model sees: resized to image_size where set.
-  size = (config.image_size,) * 2 if config.image_size else (info.image_shape or (0, 0))[:2]
-  if shift and shift >= min(size, default=0) > 0:
+  # The images the model sees: resized to image_size where set (streamed ones have no fixed size).
+  size = (config.image_size,) * 2 if config.image_size else (info.image_shape or (None,))[:2]
+  if shift and None not in size and shift >= min(size):
     raise ConfigError(f'tta_translate={shift} would shift every pixel out of the '
                       f'{size[0]}x{size[1]} images')
 

@@ -258,7 +258,8 @@ def eval_step(state: TrainState, batch: dict, *, normalize: Callable,
               recipe: Recipe = Recipe()) -> dict:
   """Summed loss, top-1 and top-5 hits and example count over the masked global batch; with
   recipe.tta_flip or recipe.tta_translate also 'tta_loss' and 'tta_correct', from the mean
-  logits of the image's views (`_tta_logits`); with recipe.ema_decay also 'ema_loss' and 'ema_correct', from the averaged variables.
+  logits of the image's views (`_tta_logits`); with recipe.ema_decay also 'ema_loss' and
+  'ema_correct', from the averaged variables.
 
   batch: image uint8 [per_device_batch, h, w, c], label int32 [...], mask float32 [...] (0 = padding).
   """
