@@ -22,11 +22,6 @@ from convjax.models import blocks, common
 from convjax.nn import layers
 
 
-def exact_gelu(x: jnp.ndarray) -> jnp.ndarray:
-  """x * Phi(x), with the normal CDF Phi by erf (PyTorch's nn.GELU; flax's default is tanh's)."""
-  return nn.gelu(x, approximate=False)
-
-
 class ConvNeXtBlock(nn.Module):
   """x + drop_path(layer_scale * mlp(norm(depthwise7x7(x)))): [b, h, w, c] -> [b, h, w, c]."""
   layer_scale: float = 1e-6
@@ -39,7 +34,7 @@ class ConvNeXtBlock(nn.Module):
     width = x.shape[-1]
     y = layers.conv2d(width, 7, padding=3, groups=width, dtype=self.dtype, name='depthwise')(x)
     y = blocks.channel_layer_norm(self.dtype, name='norm')(y)
-    y = exact_gelu(nn.Dense(4 * width, dtype=self.dtype, name='expand')(y))
+    y = layers.gelu(nn.Dense(4 * width, dtype=self.dtype, name='expand')(y), approximate=False)
     y = nn.Dense(width, dtype=self.dtype, name='project')(y)
     scale = self.param('layer_scale', nn.initializers.constant(self.layer_scale), (width,))
     return x + layers.drop_path(y * scale.astype(y.dtype), self.drop_path_rate, self.train)

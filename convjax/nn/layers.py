@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from convjax import errors
-from convjax.nn import conv_backend, convolution_math, onednn_norm
+from convjax.nn import conv_backend, convolution_math, onednn_gelu, onednn_norm
 
 Padding = str | int | Sequence[tuple[int, int]]
 
@@ -73,12 +73,22 @@ def _elu_backward(y, g):
 elu.defvjp(_elu_forward, _elu_backward)
 
 
+def gelu(x: jnp.ndarray, approximate: bool = True) -> jnp.ndarray:
+  """x * Phi(x), Phi the normal CDF by erf, or by its tanh approximation with approximate (the
+  default, as flax's nn.gelu; PyTorch's nn.GELU() is erf's): [...] -> [...]. oneDNN's kernels
+  compute it where the 'onednn' backend is on and take the dtype (onednn_gelu), XLA's loops
+  otherwise; the two agree to rounding."""
+  if conv_backend.backend_name() == 'onednn' and onednn_gelu.supports(x):
+    return onednn_gelu.gelu(x, conv_backend.onednn_threads(), approximate)
+  return nn.gelu(x, approximate=approximate)
+
+
 ACTIVATIONS: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {
     'relu': nn.relu,
     'elu': elu,
     'tanh': jnp.tanh,
     'sigmoid': nn.sigmoid,
-    'gelu': nn.gelu,
+    'gelu': gelu,
     'scaled_tanh': scaled_tanh,
 }
 
