@@ -45,12 +45,12 @@ class SpeedNet(nn.Module):
                              dtype=self.dtype)
     norm = functools.partial(layers.batch_norm, train, self.dtype, use_scale=False)
     taps = common.FeatureTaps(feature_indices, 1 + len(self.widths))  # Stem, then each stage.
-    x = nn.gelu(norm()(conv(self.stem_width)(x)))
+    x = layers.gelu(norm()(conv(self.stem_width)(x)))
     if taps.take(x):
       return taps.maps
     for width in self.widths:
-      x = nn.gelu(norm()(layers.max_pool(conv(width)(x), window=2)))
-      x = nn.gelu(norm()(conv(width)(x)))
+      x = layers.gelu(norm()(layers.max_pool(conv(width)(x), window=2)))
+      x = layers.gelu(norm()(conv(width)(x)))
       if taps.take(x):
         return taps.maps
     return common.classify(layers.global_pool(x, 'max'), self.num_classes, return_features,
