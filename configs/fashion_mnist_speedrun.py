@@ -7,18 +7,19 @@ SpeedNet (convjax/models/speednet.py, which gives its rationale) under the speed
 a large batch on a one-cycle schedule with Nesterov momentum, label smoothing, an EMA of the
 weights, random 2-pixel translations and flips, flip-and-shift test-time augmentation, and
 bfloat16 activations. Wall time counts everything: start-up, loading the data, compiling,
-training and every evaluation. --config.num_epochs=11 is the 5-minute run: 0.94 in 261 s.
+training and every evaluation. Over seeds 0-2 on 2 Xeon cores: 0.9471 flip+shift TTA (0.9436
+plain) in 337 s of wall time; --config.num_epochs=11 is the under-5-minute run: 0.9428 in 210 s (seed 0).
 
 bfloat16: this Xeon's AMX kernels run SpeedNet's convolutions 2.7 times faster than float32,
-and the step 30% faster (2,657 against 2,025 images/s at batch 512, `experiments.benchmark
---models=speednet --batch_size=512 --mode=train [--half_precision]`). A processor whose oneDNN
-has no bfloat16 convolutions sends them to XLA, which is slower: the run says so at its start,
-and --config.half_precision=False is then the faster choice.
+and oneDNN's GELU kernel (layers.gelu) runs its bfloat16 GELU 3 times faster than XLA's loops:
+the step goes from 2,025 images/s in float32 to 3,400 at batch 512 (PERFORMANCE.md). A processor
+whose oneDNN has no bfloat16 convolutions sends them to XLA, which is slower: the run says so at
+its start, and --config.half_precision=False is then the faster choice.
 
 The score is the flip-TTA test accuracy, as the speed-run literature counts it (airbench's 94%
 on CIFAR-10 is its TTA accuracy); the plain figure is reported beside it. Accuracy is the same
-from run to run; time is not: this virtual machine's 2 cores train SpeedNet at anywhere from
-1,200 to 1,800 images/s from one hour to the next, so the config leaves room for a slow hour.
+from run to run; time is not: this virtual machine's 2 cores trained float32 SpeedNet at anywhere
+from 1,200 to 1,800 images/s from one hour to the next, so the config leaves room for a slow hour.
 
 How it got here, on the same 2 Xeon cores (test accuracy, plain / flip TTA), each line a change to
 the first:
@@ -39,10 +40,15 @@ the first:
   side by side, untimed. 12 epochs, seed 0: 0.9383 / 0.9438 in 389.4 s.
 - In bfloat16 (half_precision=True), seeds 0-2: 0.9370 / 0.9425, 0.9410 / 0.9420, 0.9381 / 0.9408
   (mean TTA 0.9418); seed 0 alone took 261.1 s (2,681 images/s).
+- bfloat16 and 18 epochs, with XLA's GELU (84726a8), seeds 0-2: 0.9432 / 0.9462, 0.9428 /
+  0.9474, 0.9422 / 0.9467 (mean TTA 0.9468), each alone: 448.9 s (a build ran beside it), 425.1
+  s and 435.5 s.
+- The same with oneDNN's GELU (this config), seeds 0-2: 0.9422 / 0.9462, 0.9442 / 0.9476,
+  0.9443 / 0.9474 (mean 0.9436 / 0.9471), each alone: 340.9, 332.9 and 337.5 s (3,282 to 3,362
+  images/s); 11 epochs, seed 0: 0.9379 / 0.9428 in 210.0 s.
 - bfloat16, 14 epochs of a wider SpeedNet (--config.model_kwargs.stem_width=32
   --config.model_kwargs.widths='(48,96,192)', 0.66 times the images/s), seed 0: 0.9450 / 0.9484,
-  untimed; about 500 s alone by its speed beside the 18-epoch run, too near the 600 s for a slow
-  hour.
+  untimed, with XLA's GELU; about 500 s alone by its speed beside the 18-epoch run then.
 """
 from configs import default
 
