@@ -8,7 +8,7 @@ a large batch on a one-cycle schedule with Nesterov momentum, label smoothing, a
 weights, random 2-pixel translations and flips, flip-and-shift test-time augmentation, and
 bfloat16 activations. Wall time counts everything: start-up, loading the data, compiling,
 training and every evaluation. Over seeds 0-2 on 2 Xeon cores: 0.9471 flip+shift TTA (0.9436
-plain) in 337 s of wall time; --config.num_epochs=11 is the under-5-minute run: 0.9428 in 210 s (seed 0).
+plain) in 337 s of wall time; --config.num_epochs=11 is the under-5-minute run: 0.9424 in 207 s.
 
 bfloat16: this Xeon's AMX kernels run SpeedNet's convolutions 2.7 times faster than float32,
 and oneDNN's GELU kernel (layers.gelu) runs its bfloat16 GELU 3 times faster than XLA's loops:
@@ -45,7 +45,8 @@ the first:
   s and 435.5 s.
 - The same with oneDNN's GELU (this config), seeds 0-2: 0.9422 / 0.9462, 0.9442 / 0.9476,
   0.9443 / 0.9474 (mean 0.9436 / 0.9471), each alone: 340.9, 332.9 and 337.5 s (3,282 to 3,362
-  images/s); 11 epochs, seed 0: 0.9379 / 0.9428 in 210.0 s.
+  images/s); 11 epochs, seeds 0-2: 0.9379 / 0.9428, 0.9398 / 0.9418, 0.9399 / 0.9427 (mean
+  TTA 0.9424) in 210.0, 209.2 and 203.0 s.
 - bfloat16, 14 epochs of a wider SpeedNet (--config.model_kwargs.stem_width=32
   --config.model_kwargs.widths='(48,96,192)', 0.66 times the images/s), seed 0: 0.9450 / 0.9484,
   untimed, with XLA's GELU; about 500 s alone by its speed beside the 18-epoch run then.
