@@ -46,15 +46,15 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
   if not os.path.exists(LIBRARY):
     return None, f'{LIBRARY} is not built (run: bash .ci/setup)'
   try:
-    library = ctypes.cdll.LoadLibrary(LIBRARY)
-    handlers = {target: getattr(library, symbol) for target, symbol in _TARGETS.items()}
+    loaded = ctypes.cdll.LoadLibrary(LIBRARY)
+    handlers = {target: getattr(loaded, symbol) for target, symbol in _TARGETS.items()}
   except (OSError, AttributeError) as error:
     return None, f'{LIBRARY} does not load: {error}'
   for target, handler in handlers.items():
     jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(handler), platform='cpu')
-  library.ConvjaxOnednnVersion.restype = ctypes.c_char_p
-  library.ConvjaxConvolvesBfloat16.argtypes = [ctypes.c_int64]
-  return library, ''
+  loaded.ConvjaxOnednnVersion.restype = ctypes.c_char_p
+  loaded.ConvjaxConvolvesBfloat16.argtypes = [ctypes.c_int64]
+  return loaded, ''
 
 
 def available() -> bool:
@@ -67,10 +67,18 @@ def why_unavailable() -> str:
   return _load()[1]
 
 
+def library() -> ctypes.CDLL:
+  """The loaded extension, its XLA targets registered; RuntimeError saying why where it is not."""
+  loaded, why = _load()
+  if loaded is None:
+    raise RuntimeError(f'convjax.nn.onednn is unavailable: {why}')
+  return loaded
+
+
 def version() -> str:
   """oneDNN's version, as the extension was built against it ('' when unavailable)."""
-  library = _load()[0]
-  return library.ConvjaxOnednnVersion().decode() if library else ''
+  loaded = _load()[0]
+  return loaded.ConvjaxOnednnVersion().decode() if loaded else ''
 
 
 def threads_per_call() -> int:
@@ -83,8 +91,8 @@ def threads_per_call() -> int:
 def convolves_bfloat16() -> bool:
   """Whether this processor's oneDNN has bfloat16 convolutions (AVX-512 BF16 or AMX kernels;
   oneDNN 3.2 found neither on an AMD EPYC, and ran AVX2 float32 kernels there)."""
-  library = _load()[0]
-  return bool(library and library.ConvjaxConvolvesBfloat16(LAYOUT))
+  loaded = _load()[0]
+  return bool(loaded and loaded.ConvjaxConvolvesBfloat16(LAYOUT))
 
 
 def convolves(dtype) -> bool:
@@ -114,16 +122,14 @@ def overrun_bytes(kind: str, x_shape, kernel_shape, strides=(1, 1),
   directly, not through XLA, so a stray write cannot corrupt XLA's heap unseen.
   shortfall: bytes fewer given to the output than it needs (how a test shows an overrun is seen).
   """
-  library = _load()[0]
-  if library is None:
-    raise RuntimeError(f'convjax.nn.onednn is unavailable: {why_unavailable()}')
+  extension = library()
   n, h, w, _ = x_shape
   kh, kw, _, o = kernel_shape
   y_shape = (n, convolution_math.output_size(h, kh, tuple(padding[0]), strides[0], dilation[0]),
              convolution_math.output_size(w, kw, tuple(padding[1]), strides[1], dilation[1]), o)
   ints = lambda values: (ctypes.c_int64 * len(values))(*values)
-  library.ConvjaxOverrunBytes.restype = ctypes.c_int64
-  return library.ConvjaxOverrunBytes(
+  extension.ConvjaxOverrunBytes.restype = ctypes.c_int64
+  return extension.ConvjaxOverrunBytes(
       ctypes.c_int64(_KINDS.index(kind)), ints(x_shape), ints(kernel_shape), ints(y_shape),
       ints(strides), ints([p for pair in padding for p in pair]), ints(dilation),
       ctypes.c_int64(groups), ctypes.c_int64(threads), ctypes.c_int64(LAYOUT),
@@ -132,8 +138,7 @@ def overrun_bytes(kind: str, x_shape, kernel_shape, strides=(1, 1),
 
 def _attributes(strides, padding, dilation, groups, threads) -> dict:
   """The custom calls' attributes; first makes sure their targets are registered with XLA."""
-  if not available():
-    raise RuntimeError(f'convjax.nn.onednn is unavailable: {why_unavailable()}')
+  library()
   return dict(strides=np.asarray(strides, np.int64),
               padding=np.asarray([p for pair in padding for p in pair], np.int64),
               dilation=np.asarray(dilation, np.int64), groups=np.int64(groups),

@@ -27,16 +27,10 @@ from convjax.nn import onednn
 ENABLED = os.environ.get('CONVJAX_ONEDNN_GELU', '1') != '0'
 
 
-def _library() -> ctypes.CDLL:
-  library = onednn._load()[0]  # pylint: disable=protected-access
-  if library is None:
-    raise RuntimeError(f'convjax.nn.onednn is unavailable: {onednn.why_unavailable()}')
-  return library
-
-
 @functools.cache
 def _has_kernels(bfloat16: bool) -> bool:
-  return bool(onednn.available() and _library().ConvjaxGeluSupports(ctypes.c_int64(bfloat16)))
+  return bool(onednn.available()
+              and onednn.library().ConvjaxGeluSupports(ctypes.c_int64(bfloat16)))
 
 
 def supports(x) -> bool:
@@ -50,14 +44,14 @@ def overrun_bytes(count: int, backward: bool, threads: int = 1, approximate: boo
                   dtype=jnp.float32) -> int:
   """Bytes oneDNN writes outside its buffers in one GELU call on `count` values of dtype (as
   onednn.overrun_bytes does for convolutions): 0 when it stays inside, -1 when it refuses."""
-  library = _library()
+  library = onednn.library()
   library.ConvjaxGeluOverrunBytes.restype = ctypes.c_int64
   return library.ConvjaxGeluOverrunBytes(*(ctypes.c_int64(int(v)) for v in (
       count, threads, backward, approximate, jnp.dtype(dtype) == jnp.bfloat16)))
 
 
 def _call(target: str, like, *args, threads: int, approximate: bool):
-  _library()
+  onednn.library()  # Registers the targets, or says why it cannot.
   return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(like.shape, like.dtype),
                           vmap_method='sequential')(
                               *args, threads=np.int64(threads), approximate=np.int64(approximate))

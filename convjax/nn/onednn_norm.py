@@ -45,9 +45,7 @@ def overrun_bytes(rows: int, channels: int, backward: bool, epsilon: float = 1e-
   """Bytes oneDNN writes outside its buffers in one batch norm call on [rows, channels] (as
   onednn.overrun_bytes does for convolutions; relu: the forward's fused ReLU): 0 when it stays
   inside, -1 when it refuses."""
-  library = onednn._load()[0]  # pylint: disable=protected-access
-  if library is None:
-    raise RuntimeError(f'convjax.nn.onednn is unavailable: {onednn.why_unavailable()}')
+  library = onednn.library()
   library.ConvjaxNormOverrunBytes.restype = ctypes.c_int64
   return library.ConvjaxNormOverrunBytes(ctypes.c_int64(rows), ctypes.c_int64(channels),
                                          ctypes.c_float(epsilon), ctypes.c_int64(threads),
@@ -55,8 +53,7 @@ def overrun_bytes(rows: int, channels: int, backward: bool, epsilon: float = 1e-
 
 
 def _attributes(epsilon: float, threads: int) -> dict:
-  if not onednn.available():
-    raise RuntimeError(f'convjax.nn.onednn is unavailable: {onednn.why_unavailable()}')
+  onednn.library()  # Registers the targets, or says why it cannot.
   return dict(epsilon=np.float32(epsilon), threads=np.int64(threads))
 
 

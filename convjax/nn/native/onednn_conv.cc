@@ -28,11 +28,13 @@
 #include <unordered_map>
 #include <vector>
 
+#include "engine.h"
 #include "guarded.h"
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
+using convjax::Engine;
 using convjax::Guarded;
 using convjax::kGuard;
 using dnnl::memory;
@@ -58,11 +60,6 @@ struct Geometry {
   }
   bool operator<(const Geometry& other) const { return key() < other.key(); }
 };
-
-dnnl::engine& Engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
 
 memory::desc Activations(const memory::dims& nchw, memory::data_type type) {
   return memory::desc(nchw, type, memory::format_tag::nhwc);

@@ -19,21 +19,18 @@
 #include <unordered_map>
 #include <vector>
 
+#include "engine.h"
 #include "guarded.h"
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
+using convjax::Engine;
 using convjax::Guarded;
 using convjax::kGuard;
 using dnnl::memory;
 
 namespace {
-
-dnnl::engine& Engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
 
 struct GeluKey {
   int64_t count, threads;
