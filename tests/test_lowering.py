@@ -110,6 +110,24 @@ def test_max_pool_from_taps_equals_reduce_window_bitwise_even_with_ties(window, 
     np.testing.assert_array_equal(got_vjp(dy)[0], expected_vjp(dy)[0])
 
 
+def test_max_pool_from_taps_in_bfloat16_equals_reduce_window_bitwise():
+  """bfloat16 compares and sums in float32 (layers._first_max, for XLA:CPU's speed): the same
+  maxima, winners and integer gradient sums as reduce_window's in bfloat16, under jit."""
+  rng = np.random.default_rng(5)
+  window, strides, padding = (3, 3), (2, 2), ((1, 1), (1, 1))  # ResNet's stem pool
+  for x in (rng.normal(size=(2, 12, 12, 2)), rng.integers(0, 3, size=(2, 12, 12, 2))):
+    x = jnp.asarray(x, jnp.bfloat16)
+    dy = jnp.asarray(rng.integers(-4, 5, size=(2, 6, 6, 2)), jnp.bfloat16)
+    def pool_and_grad(pool):
+      y, vjp = jax.vjp(lambda x: pool(x, window, strides, padding), x)
+      return y, vjp(dy)[0]
+    got = jax.jit(lambda: pool_and_grad(layers.max_pool_taps))()
+    expected = jax.jit(lambda: pool_and_grad(nn.max_pool))()
+    for g, e in zip(got, expected):
+      assert g.dtype == jnp.bfloat16
+      np.testing.assert_array_equal(np.asarray(g, np.float32), np.asarray(e, np.float32))
+
+
 def test_max_pool_gradients_survive_xla_recomputing_the_pool_input(monkeypatch):
   """Under jit XLA may recompute a pool's input (batch norm, ReLU) inside the backward pass with
   other rounding; a backward that compared that recomputation with the forward's maximum lost

@@ -223,14 +223,18 @@ def _pooled_shape(spatial, window, strides) -> tuple[int, ...]:
 def _first_max(x: jnp.ndarray, window: tuple[int, ...], strides: tuple[int, ...]):
   """VALID max pool of already-padded x over the window's taps: [b, *spatial, c] -> the maximum
   and the index of the first tap (row-major) that holds it, both [b, *pooled, c]."""
+  # Compared in float32, which holds every bfloat16 exactly. XLA:CPU computes a bfloat16 chain
+  # through a conversion at every step, and it fuses this chain into the backward's pads, once
+  # per tap: in bfloat16 that made a 3x3/2 pool's gradient 17 times slower than in float32.
+  wide = x.astype(jnp.promote_types(x.dtype, jnp.float32))
   taps = (tap for _, tap in
-          _window_taps(x, window, strides, _pooled_shape(x.shape[1:-1], window, strides)))
+          _window_taps(wide, window, strides, _pooled_shape(x.shape[1:-1], window, strides)))
   best = next(taps)
   index = jnp.zeros(best.shape, jnp.int8 if math.prod(window) <= 127 else jnp.int32)
   for t, tap in enumerate(taps, start=1):
     better = tap > best  # Strictly: a tie keeps the earlier tap.
     best, index = jnp.where(better, tap, best), jnp.where(better, t, index)
-  return best, index
+  return best.astype(x.dtype), index
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
@@ -260,13 +264,15 @@ def _max_pool_taps_backward(window, strides, spatial, index, g):
   if window == strides:  # Disjoint windows: interleave the taps' shares, no sums.
     return (_interleave([jnp.where(index == t, g, jnp.zeros_like(g))
                          for t in range(math.prod(window))], window, spatial),)
-  dx = jnp.zeros((g.shape[0], *spatial, g.shape[-1]), g.dtype)
+  # Summed in float32, as _first_max compares: bfloat16 adds convert at each step.
+  wide = g.astype(jnp.promote_types(g.dtype, jnp.float32))
+  dx = jnp.zeros((g.shape[0], *spatial, g.shape[-1]), wide.dtype)
   for t, offset in enumerate(itertools.product(*map(range, window))):
     spread = [(o, size - o - (n - 1) * s - 1, s - 1)
               for o, size, n, s in zip(offset, spatial, pooled, strides)]
-    dx = dx + jax.lax.pad(jnp.where(index == t, g, jnp.zeros_like(g)), jnp.zeros((), g.dtype),
+    dx = dx + jax.lax.pad(jnp.where(index == t, wide, 0), jnp.zeros((), wide.dtype),
                           [(0, 0, 0), *spread, (0, 0, 0)])
-  return (dx,)
+  return (dx.astype(g.dtype),)
 
 
 _max_pool_taps.defvjp(_max_pool_taps_forward, _max_pool_taps_backward)
