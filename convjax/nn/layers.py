@@ -220,15 +220,20 @@ def _pooled_shape(spatial, window, strides) -> tuple[int, ...]:
   return tuple(convolution_math.output_size(n, k, 0, s) for n, k, s in zip(spatial, window, strides))
 
 
+def _wide(x: jnp.ndarray) -> jnp.ndarray:
+  """x in float32 where it is narrower (bfloat16, float16), which holds its values exactly.
+
+  The max pools compare and sum in it: XLA:CPU computes a bfloat16 chain of operations through a
+  conversion at every step, and it fuses a pool's comparisons into the backward, once per tap.
+  In bfloat16 that made a 3x3/2 pool's gradient 17 times slower than in float32."""
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def _first_max(x: jnp.ndarray, window: tuple[int, ...], strides: tuple[int, ...]):
   """VALID max pool of already-padded x over the window's taps: [b, *spatial, c] -> the maximum
   and the index of the first tap (row-major) that holds it, both [b, *pooled, c]."""
-  # Compared in float32, which holds every bfloat16 exactly. XLA:CPU computes a bfloat16 chain
-  # through a conversion at every step, and it fuses this chain into the backward's pads, once
-  # per tap: in bfloat16 that made a 3x3/2 pool's gradient 17 times slower than in float32.
-  wide = x.astype(jnp.promote_types(x.dtype, jnp.float32))
   taps = (tap for _, tap in
-          _window_taps(wide, window, strides, _pooled_shape(x.shape[1:-1], window, strides)))
+          _window_taps(_wide(x), window, strides, _pooled_shape(x.shape[1:-1], window, strides)))
   best = next(taps)
   index = jnp.zeros(best.shape, jnp.int8 if math.prod(window) <= 127 else jnp.int32)
   for t, tap in enumerate(taps, start=1):
@@ -264,8 +269,7 @@ def _max_pool_taps_backward(window, strides, spatial, index, g):
   if window == strides:  # Disjoint windows: interleave the taps' shares, no sums.
     return (_interleave([jnp.where(index == t, g, jnp.zeros_like(g))
                          for t in range(math.prod(window))], window, spatial),)
-  # Summed in float32, as _first_max compares: bfloat16 adds convert at each step.
-  wide = g.astype(jnp.promote_types(g.dtype, jnp.float32))
+  wide = _wide(g)  # Summed in float32 (_wide).
   dx = jnp.zeros((g.shape[0], *spatial, g.shape[-1]), wide.dtype)
   for t, offset in enumerate(itertools.product(*map(range, window))):
     spread = [(o, size - o - (n - 1) * s - 1, s - 1)
@@ -321,8 +325,8 @@ def _window_corners(x: jnp.ndarray) -> list[jnp.ndarray]:
 @jax.custom_vjp
 def _max_pool_2x2_even(x: jnp.ndarray) -> jnp.ndarray:
   """[b, h, w, c] with even h, w -> [b, h / 2, w / 2, c]: the max of the four window corners."""
-  a, b, c, d = _window_corners(x)
-  return jnp.maximum(jnp.maximum(a, b), jnp.maximum(c, d))
+  a, b, c, d = _window_corners(_wide(x))
+  return jnp.maximum(jnp.maximum(a, b), jnp.maximum(c, d)).astype(x.dtype)
 
 
 def _max_pool_2x2_forward(x):
@@ -339,9 +343,10 @@ def _max_pool_2x2_backward(residuals, g):
   backward pass with other rounding: after a convolution and ReLU, as in LeNet-5, not after
   batch norm (see `_max_pool_taps_backward`)."""
   x, y = residuals
+  y = _wide(y)
   taken = jnp.zeros(y.shape, bool)
   grads = []
-  for corner in _window_corners(x):
+  for corner in _window_corners(_wide(x)):
     first = (corner == y) & ~taken
     taken = taken | first
     grads.append(jnp.where(first, g, jnp.zeros_like(g)))
