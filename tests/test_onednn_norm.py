@@ -48,6 +48,74 @@ def test_values_statistics_and_gradients_follow_the_formula(shape, threads, relu
     np.testing.assert_allclose(mine, want, rtol=1e-4, atol=1e-4 * float(jnp.abs(want).max()))
 
 
+needs_bfloat16 = pytest.mark.skipif(
+    not onednn_norm.supports(jnp.ones((1, 1), jnp.bfloat16)),
+    reason="this processor's oneDNN has no bfloat16 batch norm (or the extension is missing)")
+
+
+@needs_bfloat16
+@pytest.mark.parametrize('shape,relu', [((4, 5, 6, 3), False), ((3, 7, 7, 17), True),
+                                        ((2, 4, 5, 5, 64), True)])
+def test_bfloat16_activations_follow_the_float32_kernel(shape, relu):
+  """bfloat16 x, y, dy and dx with float32 statistics: the statistics of the same (bfloat16)
+  values as float32's, and y and the gradients within bfloat16's rounding of them."""
+  rng = np.random.default_rng(sum(shape) + relu)
+  x = jnp.asarray(rng.normal(3, 2, shape), jnp.bfloat16)
+  scale, shift = (jnp.asarray(rng.normal(m, 0.3, shape[-1]), jnp.float32) for m in (1, 0))
+  dy = jnp.asarray(rng.normal(size=shape), jnp.bfloat16)
+  def run(x, dy):
+    y, vjp = jax.vjp(lambda *a: onednn_norm.batch_norm(*a, 1e-3, 1, relu)[0], x, scale, shift)
+    _, mean, var = onednn_norm.batch_norm(x, scale, shift, 1e-3, 1, relu)
+    return (y, mean, var, *vjp(dy))
+  half = run(x, dy)
+  full = run(x.astype(jnp.float32), dy.astype(jnp.float32))
+  assert [a.dtype for a in half] == [jnp.bfloat16, jnp.float32, jnp.float32, jnp.bfloat16,
+                                     jnp.float32, jnp.float32]
+  for name, mine, want, tolerance in zip(('y', 'mean', 'var', 'dx', 'dscale', 'dshift'), half,
+                                         full, (1e-2, 1e-5, 1e-5, 2e-2, 1e-2, 1e-2)):
+    mine, want = np.asarray(mine, np.float32), np.asarray(want, np.float32)
+    np.testing.assert_allclose(mine, want, rtol=tolerance,
+                               atol=tolerance * float(np.abs(want).max()), err_msg=name)
+
+
+@needs_bfloat16
+def test_a_bfloat16_layer_goes_to_onednn_and_trains_as_flax_computes_it():
+  """layers.BatchNorm(dtype=bfloat16) on bfloat16 x, as the models build it with
+  half_precision: oneDNN's call, flax's numbers to bfloat16's rounding."""
+  x = (jax.random.normal(jax.random.PRNGKey(0), (8, 5, 5, 12)) * 2 + 1).astype(jnp.bfloat16)
+  layer = layers.BatchNorm(use_running_average=False, dtype=jnp.bfloat16)
+  variables = layer.init(jax.random.PRNGKey(1), x)
+  def run(backend):
+    conv_backend.use_backend(backend)
+    try:
+      def loss(params):
+        y, updates = layer.apply({**variables, 'params': params}, x, mutable=['batch_stats'])
+        return (y.astype(jnp.float32) * jnp.cos(y.astype(jnp.float32))).sum(), (y, updates)
+      (_, (y, stats)), grads = jax.value_and_grad(loss, has_aux=True)(variables['params'])
+      program = str(jax.make_jaxpr(lambda v: layer.apply(v, x, mutable=['batch_stats']))(variables))
+      return y, stats, grads, program
+    finally:
+      conv_backend.use_backend('auto')
+  y_xla, stats_xla, grads_xla, program_xla = run('xla')
+  y_ours, stats_ours, grads_ours, program_ours = run('onednn')
+  assert 'convjax_batch_norm_forward' in program_ours and y_ours.dtype == jnp.bfloat16
+  assert 'convjax_batch_norm' not in program_xla
+  np.testing.assert_allclose(np.asarray(y_ours, np.float32), np.asarray(y_xla, np.float32),
+                             rtol=1e-2, atol=2e-2)
+  for mine, theirs in zip(jax.tree.leaves((stats_ours, grads_ours)),
+                          jax.tree.leaves((stats_xla, grads_xla))):
+    np.testing.assert_allclose(mine, theirs, rtol=2e-2, atol=2e-2 * float(jnp.abs(theirs).max()))
+
+
+@needs_bfloat16
+@pytest.mark.parametrize('rows,channels', [(1, 1), (7, 3), (50, 17), (16 * 8 * 8, 64)])
+def test_bfloat16_kernels_write_only_inside_their_buffers(rows, channels):
+  for backward, relu in ((False, False), (False, True), (True, False)):
+    for threads in (1, 2):
+      assert onednn_norm.overrun_bytes(rows, channels, backward, threads=threads, relu=relu,
+                                       dtype=jnp.bfloat16) == 0
+
+
 def _apply(backend, variables, x, train=True, relu=False):
   conv_backend.use_backend(backend)
   try:

@@ -412,8 +412,8 @@ class BatchNorm(nn.BatchNorm):
   1e-5 the reference (PyTorch/Caffe) networks train with: flax's default momentum of 0.99 adapts
   too slowly for short runs.
 
-  In training, where convolutions take the 'onednn' backend (conv_backend), a float32
-  channels-last input is normalised by oneDNN (onednn_norm.batch_norm: one fused pass each way
+  In training, where convolutions take the 'onednn' backend (conv_backend), a float32 (or, where
+  oneDNN has the kernels, bfloat16) channels-last input is normalised by oneDNN (onednn_norm.batch_norm: one fused pass each way
   where XLA makes several); elsewhere flax computes it. Both give the same numbers up to rounding.
   relu=True returns relu(batch norm(x)), in oneDNN's same pass where oneDNN normalises (see
   `norm_act`, which the models call).
@@ -442,10 +442,11 @@ class BatchNorm(nn.BatchNorm):
 
   def _onednn_takes(self, x) -> bool:
     """Whether this layer's training pass can go to oneDNN: the backend is on, and the layer is
-    the plain per-device, last-axis, float32, scaled and shifted kind."""
+    the plain per-device, last-axis, scaled and shifted kind, with float32 parameters, whose
+    output has x's dtype (flax's: the layer's dtype, else x's and the parameters' promoted)."""
+    output = self.dtype or jnp.promote_types(x.dtype, self.param_dtype)
     plain = (self.axis in (-1, x.ndim - 1) and self.axis_name is None and self.use_scale
-             and self.use_bias and self.dtype in (None, jnp.float32)
-             and self.param_dtype == jnp.float32)
+             and self.use_bias and self.param_dtype == jnp.float32 and output == x.dtype)
     return (plain and conv_backend.backend_name() == 'onednn' and onednn_norm.supports(x))
 
 

@@ -6,7 +6,8 @@ For x [..., C] (channels last), per channel c over every other position i (M of 
   y[i, c] = (x[i, c] - mean[c]) / sqrt(var[c] + epsilon) * scale[c] + shift[c]
 
 and with relu=True max(y, 0) in the same pass (oneDNN's fuse_norm_relu), where XLA would read
-and write the activations once more for the ReLU alone.
+and write the activations once more for the ReLU alone. x (and y, dy, dx) is float32, or bfloat16
+where this processor's oneDNN has those kernels; the statistics, scale and shift stay float32.
 
 The backward pass is oneDNN's too: dx through the batch statistics (each x moves the mean and
 variance every other output is normalised with), dscale = sum_i dy * x_hat, dshift = sum_i dy.
@@ -34,22 +35,30 @@ ENABLED = os.environ.get('CONVJAX_ONEDNN_NORM', '1') != '0'
 FUSE_RELU = os.environ.get('CONVJAX_ONEDNN_NORM_RELU', '1') != '0'
 
 
+@functools.cache
+def _has_kernels(bfloat16: bool) -> bool:
+  return bool(onednn.available()
+              and onednn.library().ConvjaxNormSupports(ctypes.c_int64(bfloat16)))
+
+
 def supports(x) -> bool:
-  """Whether `batch_norm` takes x: float32 with at least one position and channel (and
-  CONVJAX_ONEDNN_NORM is not 0)."""
-  return ENABLED and x.dtype == jnp.float32 and x.ndim >= 2 and x.size > 0
+  """Whether `batch_norm` takes x: float32, or bfloat16 where this processor's oneDNN has
+  bfloat16 kernels, with at least one position and channel (and CONVJAX_ONEDNN_NORM is not 0)."""
+  return (ENABLED and x.dtype in (jnp.float32, jnp.bfloat16) and x.ndim >= 2 and x.size > 0
+          and _has_kernels(x.dtype == jnp.bfloat16))
 
 
 def overrun_bytes(rows: int, channels: int, backward: bool, epsilon: float = 1e-5,
-                  threads: int = 1, relu: bool = False) -> int:
-  """Bytes oneDNN writes outside its buffers in one batch norm call on [rows, channels] (as
-  onednn.overrun_bytes does for convolutions; relu: the forward's fused ReLU): 0 when it stays
-  inside, -1 when it refuses."""
+                  threads: int = 1, relu: bool = False, dtype=jnp.float32) -> int:
+  """Bytes oneDNN writes outside its buffers in one batch norm call on [rows, channels] of dtype
+  (as onednn.overrun_bytes does for convolutions; relu: the forward's fused ReLU): 0 when it
+  stays inside, -1 when it refuses."""
   library = onednn.library()
   library.ConvjaxNormOverrunBytes.restype = ctypes.c_int64
-  return library.ConvjaxNormOverrunBytes(ctypes.c_int64(rows), ctypes.c_int64(channels),
-                                         ctypes.c_float(epsilon), ctypes.c_int64(threads),
-                                         ctypes.c_int64(int(backward)), ctypes.c_int64(int(relu)))
+  return library.ConvjaxNormOverrunBytes(
+      ctypes.c_int64(rows), ctypes.c_int64(channels), ctypes.c_float(epsilon),
+      ctypes.c_int64(threads), ctypes.c_int64(int(backward)), ctypes.c_int64(int(relu)),
+      ctypes.c_int64(int(jnp.dtype(dtype) == jnp.bfloat16)))
 
 
 def _attributes(epsilon: float, threads: int) -> dict:
@@ -98,7 +107,7 @@ def _batch_norm_bwd(epsilon, threads, relu, residuals, cotangents):
     dx = dx + dmean / count
   if not isinstance(dvar, custom_derivatives.SymbolicZero):
     dx = dx + dvar * 2 * (x - mean) / count
-  return dx, dscale, dshift
+  return dx.astype(x.dtype), dscale, dshift  # The float32 statistics' terms promote dx.
 
 
 batch_norm.defvjp(_batch_norm_fwd, _batch_norm_bwd, symbolic_zeros=True)

@@ -1,7 +1,9 @@
 // Batch normalisation forward (training) and backward through oneDNN, as XLA FFI handlers.
 //
 // x is channels-last of any rank, so oneDNN sees it as a matrix [rows, C] (format nc): each
-// channel is normalised over the rows (batch and spatial positions).
+// channel is normalised over the rows (batch and spatial positions). x, y, dy and dx are float32
+// or bfloat16, all four the same; scale, shift, mean, var and their gradients are float32, and
+// oneDNN accumulates the statistics in float32 either way.
 //
 //   forward:  mean, var = batch mean and biased variance of x per channel
 //             y = (x - mean) / sqrt(var + epsilon) * scale + shift, then max(y, 0) with relu
@@ -14,11 +16,13 @@
 //
 // Attributes: epsilon (float), threads (OpenMP threads for this call, as for the convolutions),
 // relu (forward only, 0 or 1). Primitives are built once per (rows, C, epsilon, threads,
-// direction, relu) and cached; each call gets its own scratchpad, and with relu its own
+// direction, relu, dtype) and cached; each call gets its own scratchpad, and with relu its own
 // workspace (the ReLU's mask, which only oneDNN's own backward would read).
 #include <omp.h>
 
 #include <cstdint>
+#include <cstring>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -50,12 +54,19 @@ struct NormKey {
   int64_t rows, channels;
   float epsilon;
   int64_t threads;
-  bool backward, relu;
+  bool backward, relu, bf16;
   bool operator<(const NormKey& o) const {
-    return std::tie(rows, channels, epsilon, threads, backward, relu) <
-           std::tie(o.rows, o.channels, o.epsilon, o.threads, o.backward, o.relu);
+    return std::tie(rows, channels, epsilon, threads, backward, relu, bf16) <
+           std::tie(o.rows, o.channels, o.epsilon, o.threads, o.backward, o.relu, o.bf16);
   }
 };
+
+// The [rows, C] activations' descriptor: float32 or bfloat16.
+memory::desc DataDesc(const NormKey& k) {
+  return memory::desc({k.rows, k.channels},
+                      k.bf16 ? memory::data_type::bf16 : memory::data_type::f32,
+                      memory::format_tag::nc);
+}
 
 struct NormPrimitive {
   dnnl::primitive primitive;
@@ -63,7 +74,7 @@ struct NormPrimitive {
 };
 
 dnnl::batch_normalization_forward::primitive_desc ForwardDesc(const NormKey& k) {
-  memory::desc data({k.rows, k.channels}, memory::data_type::f32, memory::format_tag::nc);
+  const memory::desc data = DataDesc(k);
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   return {Engine(), dnnl::prop_kind::forward_training, data, data, k.epsilon, Flags(k.relu),
@@ -76,7 +87,7 @@ const NormPrimitive& Cached(const NormKey& k) {
   std::lock_guard<std::mutex> lock(mutex);
   auto& entry = cache[k];
   if (!entry) {
-    memory::desc data({k.rows, k.channels}, memory::data_type::f32, memory::format_tag::nc);
+    const memory::desc data = DataDesc(k);
     memory::desc channel({k.channels}, memory::data_type::f32, memory::format_tag::a);
     auto forward = ForwardDesc(k);
     if (!k.backward) {
@@ -120,36 +131,54 @@ ffi::Error Run(const NormKey& k, const std::map<int, std::pair<void*, bool>>& bu
   return ffi::Error::Success();
 }
 
-NormKey Key(ffi::Buffer<ffi::F32> x, float epsilon, int64_t threads, bool backward, bool relu) {
+NormKey Key(const ffi::AnyBuffer& x, float epsilon, int64_t threads, bool backward, bool relu) {
   const auto dims = x.dimensions();
   const int64_t channels = dims.back();
   return {channels ? static_cast<int64_t>(x.element_count()) / channels : 0, channels, epsilon,
-          threads, backward, relu};
+          threads, backward, relu, x.element_type() == ffi::DataType::BF16};
 }
 
-ffi::Error NormForward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale,
-                       ffi::Buffer<ffi::F32> shift, ffi::ResultBuffer<ffi::F32> y,
+// Whether the activations are all float32 or all bfloat16, the pairs of kernels there are.
+bool SameFloatType(std::initializer_list<ffi::DataType> types) {
+  const ffi::DataType first = *types.begin();
+  if (first != ffi::DataType::F32 && first != ffi::DataType::BF16) return false;
+  for (ffi::DataType type : types) {
+    if (type != first) return false;
+  }
+  return true;
+}
+
+const char kTypeError[] = "onednn_norm: x, y, dy and dx must be all float32 or all bfloat16";
+
+ffi::Error NormForward(ffi::AnyBuffer x, ffi::Buffer<ffi::F32> scale,
+                       ffi::Buffer<ffi::F32> shift, ffi::Result<ffi::AnyBuffer> y,
                        ffi::ResultBuffer<ffi::F32> mean, ffi::ResultBuffer<ffi::F32> var,
                        float epsilon, int64_t threads, int64_t relu) {
+  if (!SameFloatType({x.element_type(), y->element_type()})) {
+    return ffi::Error::InvalidArgument(kTypeError);
+  }
   return Run(Key(x, epsilon, threads, false, relu != 0),
-             {{DNNL_ARG_SRC, {x.typed_data(), true}}, {DNNL_ARG_DST, {y->typed_data(), true}},
+             {{DNNL_ARG_SRC, {x.untyped_data(), true}}, {DNNL_ARG_DST, {y->untyped_data(), true}},
               {DNNL_ARG_SCALE, {scale.typed_data(), false}},
               {DNNL_ARG_SHIFT, {shift.typed_data(), false}},
               {DNNL_ARG_MEAN, {mean->typed_data(), false}},
               {DNNL_ARG_VARIANCE, {var->typed_data(), false}}});
 }
 
-ffi::Error NormBackward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
-                        ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::F32> mean,
-                        ffi::Buffer<ffi::F32> var, ffi::ResultBuffer<ffi::F32> dx,
-                        ffi::ResultBuffer<ffi::F32> dscale, ffi::ResultBuffer<ffi::F32> dshift,
-                        float epsilon, int64_t threads) {
+ffi::Error NormBackward(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Buffer<ffi::F32> scale,
+                        ffi::Buffer<ffi::F32> mean, ffi::Buffer<ffi::F32> var,
+                        ffi::Result<ffi::AnyBuffer> dx, ffi::ResultBuffer<ffi::F32> dscale,
+                        ffi::ResultBuffer<ffi::F32> dshift, float epsilon, int64_t threads) {
+  if (!SameFloatType({x.element_type(), dy.element_type(), dx->element_type()})) {
+    return ffi::Error::InvalidArgument(kTypeError);
+  }
   return Run(Key(x, epsilon, threads, true, false),
-             {{DNNL_ARG_SRC, {x.typed_data(), true}}, {DNNL_ARG_DIFF_DST, {dy.typed_data(), true}},
+             {{DNNL_ARG_SRC, {x.untyped_data(), true}},
+              {DNNL_ARG_DIFF_DST, {dy.untyped_data(), true}},
               {DNNL_ARG_SCALE, {scale.typed_data(), false}},
               {DNNL_ARG_MEAN, {mean.typed_data(), false}},
               {DNNL_ARG_VARIANCE, {var.typed_data(), false}},
-              {DNNL_ARG_DIFF_SRC, {dx->typed_data(), true}},
+              {DNNL_ARG_DIFF_SRC, {dx->untyped_data(), true}},
               {DNNL_ARG_DIFF_SCALE, {dscale->typed_data(), false}},
               {DNNL_ARG_DIFF_SHIFT, {dshift->typed_data(), false}}});
 }
@@ -158,10 +187,10 @@ ffi::Error NormBackward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvjaxBatchNormForward, NormForward,
                               ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<float>("epsilon")
@@ -170,25 +199,43 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvjaxBatchNormForward, NormForward,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvjaxBatchNormBackward, NormBackward,
                               ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<float>("epsilon")
                                   .Attr<int64_t>("threads"));
 
+// Whether this processor's oneDNN has batch norm kernels, forward (with and without the ReLU)
+// and backward, for bfloat16 activations (bf16 = 1) or float32 ones (0): where it has none,
+// building the primitive fails, and XLA computes the layer.
+extern "C" int64_t ConvjaxNormSupports(int64_t bf16) {
+  try {
+    // Forward without and with the ReLU, then backward (which never fuses it).
+    for (int kind = 0; kind < 3; ++kind) {
+      Cached(NormKey{16, 16, 1e-5f, 1, kind == 2, kind == 1, bf16 != 0});
+    }
+  } catch (const dnnl::error&) {
+    return 0;
+  }
+  return 1;
+}
+
 // Runs batch norm forward (backward = 0, with the fused ReLU where relu = 1) or backward (1) on
-// [rows, channels] float32 buffers of its own, each between kGuard bytes of kPattern, as are
-// the scratchpad and workspace; returns how many guard bytes oneDNN changed (0: it stayed inside
-// every buffer), or -1 when oneDNN refuses.
+// [rows, channels] float32 (bf16 = 0) or bfloat16 (1) activations in buffers of its own, each
+// between kGuard bytes of kPattern, as are the float32 channel vectors, the scratchpad and the
+// workspace; returns how many guard bytes oneDNN changed (0: it stayed inside every buffer), or
+// -1 when oneDNN refuses.
 extern "C" int64_t ConvjaxNormOverrunBytes(int64_t rows, int64_t channels, float epsilon,
-                                           int64_t threads, int64_t backward, int64_t relu) {
-  const NormKey k{rows, channels, epsilon, threads, backward != 0, relu != 0 && !backward};
-  const size_t data = sizeof(float) * rows * channels, channel = sizeof(float) * channels;
+                                           int64_t threads, int64_t backward, int64_t relu,
+                                           int64_t bf16) {
+  const NormKey k{rows, channels, epsilon, threads, backward != 0, relu != 0 && !backward,
+                  bf16 != 0};
+  const size_t data = (bf16 ? 2 : 4) * rows * channels, channel = sizeof(float) * channels;
   std::vector<Guarded> buffers;
   const int forward_args[] = {DNNL_ARG_SRC, DNNL_ARG_DST, DNNL_ARG_SCALE, DNNL_ARG_SHIFT,
                               DNNL_ARG_MEAN, DNNL_ARG_VARIANCE};
@@ -202,10 +249,17 @@ extern "C" int64_t ConvjaxNormOverrunBytes(int64_t rows, int64_t channels, float
   for (int i = 0; i < count; ++i) {
     const bool is_data = i < data_count;
     buffers.emplace_back(is_data ? data : channel, kGuard);
-    float* values = static_cast<float*>(buffers.back().data());
-    // Positive variances, small finite values elsewhere: a real run.
-    for (size_t j = 0; j < (is_data ? data : channel) / sizeof(float); ++j) {
-      values[j] = args[i] == DNNL_ARG_VARIANCE ? 1.0f : 0.01f * (j % 7) - 0.03f;
+    // Positive variances, small finite values elsewhere: a real run. A bfloat16 is a float32's
+    // upper halfword.
+    for (size_t j = 0; j < (is_data ? data : channel) / (is_data && bf16 ? 2 : 4); ++j) {
+      const float value = args[i] == DNNL_ARG_VARIANCE ? 1.0f : 0.01f * (j % 7) - 0.03f;
+      if (is_data && bf16) {
+        uint32_t bits;
+        std::memcpy(&bits, &value, sizeof(bits));
+        static_cast<uint16_t*>(buffers.back().data())[j] = static_cast<uint16_t>(bits >> 16);
+      } else {
+        static_cast<float*>(buffers.back().data())[j] = value;
+      }
     }
     pointers[args[i]] = {buffers.back().data(), is_data};
   }
