@@ -13,7 +13,9 @@ The runs so far, alone on 2 Intel Xeon cores (Emerald Rapids), test AP / AP50 (f
 - bfloat16, 19 epochs, every 4 (after the max pools' bfloat16 fix, before batch norm's):
   0.6082 / 0.8183 (0.6352 / 0.8315) in 1,511 s, at 158 scenes/s against float32's 107. AP was
   0.4046 after 4 epochs, 0.4826 after 8 and 0.5630 after 12;
-- this config, 22 epochs with batch norm in bfloat16 too: RESULT_22.
+- this config, 22 epochs with batch norm in bfloat16 too, at 177 scenes/s: 0.6327 / 0.8323
+  (0.6545 / 0.8419), AP75 0.7516, in 1,564 s. AP was 0.3886, 0.4815, 0.5383, 0.6050 and 0.6289
+  after 4, 8, 12, 16 and 20 epochs.
 More epochs within the 30 minutes are what bfloat16 buys; what limits AP is telling garments
 apart (docs/detection.md).
 """
