@@ -53,3 +53,27 @@ def test_scatter_labels_stay_inside_the_axes(tmp_path):
     box = text.get_window_extent(renderer)
     assert frame.x0 <= box.x0 and box.x1 <= frame.x1, text.get_text()
     assert frame.y0 <= box.y0 and box.y1 <= frame.y1, text.get_text()
+
+
+def test_detections_in_one_box_share_one_label_best_first(tmp_path):
+  """An object found in several classes (one CenterNet peak, one box) gets one label, not
+  several printed over each other."""
+  found = [{'bbox': (14, 62, 29, 39), 'class': 'Pullover', 'score': 0.46},
+           {'bbox': (88, 65, 29, 11), 'class': 'Sandal', 'score': 0.67},
+           {'bbox': (14.0, 62.0, 29.0, 39.0), 'class': 'Coat', 'score': 0.52}]
+  assert plots.box_labels(found) == [((14.0, 62.0, 29.0, 39.0), 'Coat 0.52 / Pullover 0.46'),
+                                     ((88.0, 65.0, 29.0, 11.0), 'Sandal 0.67')]
+  path = tmp_path / 'boxes.png'
+  plots.detections(np.zeros((128, 128)), found, str(path))
+  assert Image.open(path).size[0] > 100
+
+
+def test_bfloat16_feature_maps_draw_as_their_float32_values(tmp_path):
+  """A half-precision model's maps: matplotlib drew a bfloat16 32x32 map as one flat colour."""
+  import ml_dtypes
+  maps = np.random.default_rng(0).normal(size=(32, 32, 4)).astype(ml_dtypes.bfloat16)
+  pictures = []
+  for name, stage in (('half', maps), ('full', maps.astype(np.float32))):
+    plots.feature_rows([('stage', stage)], str(tmp_path / f'{name}.png'))
+    pictures.append(np.asarray(Image.open(tmp_path / f'{name}.png')))
+  np.testing.assert_array_equal(pictures[0], pictures[1])

@@ -128,6 +128,9 @@ def feature_rows(stages: Sequence[tuple[str, np.ndarray]], path: str, max_maps: 
   time_across: draw 2-D maps transposed with the origin low, as spectrograms are drawn (their
   first axis is time, their second frequency).
   """
+  # float32 for matplotlib, which draws a bfloat16 map (a half-precision model's) wrongly: a
+  # 32x32 one came out one flat colour.
+  stages = [(label, np.asarray(maps, np.float32)) for label, maps in stages]
   widths = [maps.shape[-1] for _, maps in stages if maps.ndim == 3]
   widths += [maps.shape[0] for _, maps in stages if maps.ndim == 4]  # Frames.
   columns = min(max_maps, max(widths) if widths else max_maps)
@@ -235,11 +238,24 @@ def detections(image: np.ndarray, found: Sequence[Mapping], path: str, title: st
   for x, y, w, h in truth:
     ax.add_patch(patches.Rectangle((x - 0.5, y - 0.5), w, h, fill=False, edgecolor='white',
                                    linestyle='--', linewidth=0.8))
-  for detection in found:
-    x, y, w, h = detection['bbox']
+  for (x, y, w, h), label in box_labels(found):
     ax.add_patch(patches.Rectangle((x - 0.5, y - 0.5), w, h, fill=False, edgecolor='lime',
                                    linewidth=1.2))
-    ax.text(x - 0.5, y - 1, f"{detection['class']} {detection['score']:.2f}", color='black',
-            fontsize=6, va='bottom', bbox=dict(facecolor='lime', edgecolor='none', pad=0.5))
+    ax.text(x - 0.5, y - 1, label, color='black', fontsize=6, va='bottom',
+            bbox=dict(facecolor='lime', edgecolor='none', pad=0.5))
   ax.set_title(title, fontsize=8)
   return save(fig, path)
+
+
+def box_labels(found: Sequence[Mapping]) -> list[tuple[tuple[float, ...], str]]:
+  """One (box, label) per distinct box of the detections, in their order: the label names each
+  class found in that box with its score, best first ('Coat 0.52 / Pullover 0.46').
+
+  CenterNet sizes a box per peak, not per class, so one object can come back in several classes
+  with the same box; their labels drawn one by one would print over each other."""
+  labels: dict[tuple[float, ...], list[Mapping]] = {}
+  for detection in found:
+    labels.setdefault(tuple(round(float(v), 1) for v in detection['bbox']), []).append(detection)
+  return [(box, ' / '.join(f"{d['class']} {d['score']:.2f}"
+                           for d in sorted(same, key=lambda d: -d['score'])))
+          for box, same in labels.items()]
