@@ -413,8 +413,9 @@ class BatchNorm(nn.BatchNorm):
   too slowly for short runs.
 
   In training, where convolutions take the 'onednn' backend (conv_backend), a float32 (or, where
-  oneDNN has the kernels, bfloat16) channels-last input is normalised by oneDNN (onednn_norm.batch_norm: one fused pass each way
-  where XLA makes several); elsewhere flax computes it. Both give the same numbers up to rounding.
+  oneDNN has the kernels, bfloat16) channels-last input is normalised by oneDNN
+  (onednn_norm.batch_norm: one fused pass each way where XLA makes several); elsewhere flax
+  computes it. Both give the same numbers up to rounding.
   relu=True returns relu(batch norm(x)), in oneDNN's same pass where oneDNN normalises (see
   `norm_act`, which the models call).
   """

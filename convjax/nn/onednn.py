@@ -75,6 +75,15 @@ def library() -> ctypes.CDLL:
   return loaded
 
 
+@functools.cache
+def has_kernels(probe: str, bfloat16: bool) -> bool:
+  """Whether the extension is available and its probe `probe` (a C function of the extension,
+  int64 bf16 -> 1 or 0, such as 'ConvjaxNormSupports') builds its primitives here for bfloat16 (or
+  float32): where this processor's oneDNN has no such kernels, XLA computes the operation."""
+  loaded = _load()[0]
+  return bool(loaded and getattr(loaded, probe)(ctypes.c_int64(bfloat16)))
+
+
 def version() -> str:
   """oneDNN's version, as the extension was built against it ('' when unavailable)."""
   loaded = _load()[0]

@@ -27,17 +27,11 @@ from convjax.nn import onednn
 ENABLED = os.environ.get('CONVJAX_ONEDNN_GELU', '1') != '0'
 
 
-@functools.cache
-def _has_kernels(bfloat16: bool) -> bool:
-  return bool(onednn.available()
-              and onednn.library().ConvjaxGeluSupports(ctypes.c_int64(bfloat16)))
-
-
 def supports(x) -> bool:
   """Whether `gelu` takes x: float32, or bfloat16 where this processor's oneDNN has bfloat16
   kernels (and CONVJAX_ONEDNN_GELU is not 0)."""
   return (ENABLED and x.dtype in (jnp.float32, jnp.bfloat16)
-          and _has_kernels(x.dtype == jnp.bfloat16))
+          and onednn.has_kernels('ConvjaxGeluSupports', x.dtype == jnp.bfloat16))
 
 
 def overrun_bytes(count: int, backward: bool, threads: int = 1, approximate: bool = False,

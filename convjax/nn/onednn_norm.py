@@ -35,17 +35,11 @@ ENABLED = os.environ.get('CONVJAX_ONEDNN_NORM', '1') != '0'
 FUSE_RELU = os.environ.get('CONVJAX_ONEDNN_NORM_RELU', '1') != '0'
 
 
-@functools.cache
-def _has_kernels(bfloat16: bool) -> bool:
-  return bool(onednn.available()
-              and onednn.library().ConvjaxNormSupports(ctypes.c_int64(bfloat16)))
-
-
 def supports(x) -> bool:
   """Whether `batch_norm` takes x: float32, or bfloat16 where this processor's oneDNN has
   bfloat16 kernels, with at least one position and channel (and CONVJAX_ONEDNN_NORM is not 0)."""
   return (ENABLED and x.dtype in (jnp.float32, jnp.bfloat16) and x.ndim >= 2 and x.size > 0
-          and _has_kernels(x.dtype == jnp.bfloat16))
+          and onednn.has_kernels('ConvjaxNormSupports', x.dtype == jnp.bfloat16))
 
 
 def overrun_bytes(rows: int, channels: int, backward: bool, epsilon: float = 1e-5,
