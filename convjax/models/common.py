@@ -23,7 +23,7 @@ def classify(features: jnp.ndarray, num_classes: int, return_features: bool,
 
   Logits are cast to float32 so the loss and softmax run in float32 whatever the compute dtype.
   """
-  logits = nn.Dense(num_classes, dtype=dtype, name=name)(features).astype(jnp.float32)
+  logits = layers.dense(num_classes, dtype=dtype, name=name)(features).astype(jnp.float32)
   return outputs(logits, features, return_features)
 
 
@@ -39,7 +39,7 @@ def hidden_layers(x: jnp.ndarray, width: int, depth: int, activation: Callable, 
   x: [b, d] -> [b, width].
   """
   for _ in range(depth):
-    x = activation(nn.Dense(width, dtype=dtype)(x))
+    x = activation(layers.dense(width, dtype=dtype)(x))
     x = layers.dropout(x, dropout_rate, train)
   return x
 

@@ -34,8 +34,8 @@ class ConvNeXtBlock(nn.Module):
     width = x.shape[-1]
     y = layers.conv2d(width, 7, padding=3, groups=width, dtype=self.dtype, name='depthwise')(x)
     y = blocks.channel_layer_norm(self.dtype, name='norm')(y)
-    y = layers.gelu(nn.Dense(4 * width, dtype=self.dtype, name='expand')(y), approximate=False)
-    y = nn.Dense(width, dtype=self.dtype, name='project')(y)
+    y = layers.gelu(layers.dense(4 * width, dtype=self.dtype, name='expand')(y), approximate=False)
+    y = layers.dense(width, dtype=self.dtype, name='project')(y)
     scale = self.param('layer_scale', nn.initializers.constant(self.layer_scale), (width,))
     return x + layers.drop_path(y * scale.astype(y.dtype), self.drop_path_rate, self.train)
 

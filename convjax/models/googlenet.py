@@ -122,9 +122,9 @@ class AuxClassifier(nn.Module):
   def __call__(self, x, train: bool):
     x = layers.avg_pool(x, window=5, strides=3, padding='CEIL')
     x = layers.flatten(self.unit(AUX_WIDTH, 1)(x, train))
-    x = nn.relu(nn.Dense(1024, dtype=self.dtype)(x))
+    x = nn.relu(layers.dense(1024, dtype=self.dtype)(x))
     x = layers.dropout(x, 0.7, train)
-    return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
+    return layers.dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
 
 class GoogLeNet(nn.Module):

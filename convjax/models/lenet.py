@@ -79,8 +79,8 @@ class LeNet5(nn.Module):
     if taps.take(x):
       return taps.maps
     x = layers.flatten(x)
-    x = self.activation(nn.Dense(120, dtype=self.dtype)(x))  # C5 (a 5x5 conv on 5x5 maps)
-    x = self.activation(nn.Dense(84, dtype=self.dtype)(x))   # F6
+    x = self.activation(layers.dense(120, dtype=self.dtype)(x))  # C5 (a 5x5 conv on 5x5 maps)
+    x = self.activation(layers.dense(84, dtype=self.dtype)(x))   # F6
     return common.classify(x, self.num_classes, return_features, self.dtype)
 
 
@@ -205,7 +205,7 @@ class LeNet5_1998(nn.Module):  # pylint: disable=invalid-name
     x = self.activation(conv(120)(x))                                          # C5
     if taps.take(x):
       return taps.maps
-    features = self.activation(nn.Dense(84, dtype=self.dtype, name='F6')(layers.flatten(x)))
+    features = self.activation(layers.dense(84, dtype=self.dtype, name='F6')(layers.flatten(x)))
     prototypes = jnp.asarray(rbf_prototypes(self.num_classes))
     distances = jnp.sum(jnp.square(features.astype(jnp.float32)[:, None, :] - prototypes), -1)
     return common.outputs(-distances, features, return_features)

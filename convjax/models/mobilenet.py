@@ -137,8 +137,8 @@ class MobileNetV3(nn.Module):
     x, maps = trunk.body(x, residuals, 6 * self.settings[-1][2], nn.hard_swish)
     if maps is not None:
       return maps
-    x = nn.hard_swish(nn.Dense(self.last_width, dtype=self.dtype,
-                               name='hidden')(layers.global_pool(x)))
+    x = nn.hard_swish(layers.dense(self.last_width, dtype=self.dtype,
+                                   name='hidden')(layers.global_pool(x)))
     x = layers.dropout(x, self.dropout_rate, train)
     return common.classify(x, self.num_classes, return_features, self.dtype)
 

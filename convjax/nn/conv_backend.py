@@ -15,7 +15,9 @@ convolution reaches a few GFLOP/s on the narrow channel counts of early layers (
 conv: 6 GFLOP/s forward). Gradients need nothing special: autodiff of a matmul is two matmuls,
 and T's gradient folds back onto the kernel through the fixed 0/1 band.
 
-`conv_general_dilated` is what every convjax conv layer calls (layers.conv). On CPU with the
+`conv_general_dilated` is what every convjax conv layer calls (layers.conv), and `dot_general`
+what every dense layer calls (layers.dense): a dense layer's product goes to oneDNN's matmul under
+the same backend. On CPU with the
 'onednn' backend (convjax.nn.onednn, the default where its extension is built) every 2-D NHWC
 convolution runs as oneDNN primitives, forward and both gradients. Otherwise it takes the row
 GEMM where `prefers_rows` says so, and lax.conv_general_dilated everywhere else.
@@ -32,7 +34,7 @@ import numpy as np
 from jax import lax
 
 from convjax import errors
-from convjax.nn import onednn
+from convjax.nn import onednn, onednn_dense
 
 # Flax's dimension numbers for 2-D channels-last convolutions: NHWC inputs, HWIO kernels.
 NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1),
@@ -236,3 +238,21 @@ def conv1d_as_2d(lhs, rhs, strides, padding, dilation, groups: int, precision=No
                              rhs_dilation=(1, *(dilation or (1,))), dimension_numbers=NHWC,
                              feature_group_count=groups, precision=precision)
   return out[:, 0]
+
+
+def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None,
+                **kwargs):
+  """lax.dot_general's signature (what flax.linen.Dense calls). With the 'onednn' backend, a
+  dense layer's product, lhs [..., K] contracted with rhs [K, O] -> [..., O] in one dtype, goes to
+  `onednn_dense.dense` (the leading axes flattened into rows); everything else to lax."""
+  (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = dimension_numbers
+  dense = (rhs.ndim == 2 and tuple(lhs_contract) == (lhs.ndim - 1,) and tuple(rhs_contract) == (0,)
+           and not lhs_batch and not rhs_batch and not kwargs
+           and preferred_element_type in (None, lhs.dtype))
+  if dense and backend_name() == 'onednn':
+    rows = lhs.reshape(-1, lhs.shape[-1])
+    if onednn_dense.supports(rows, rhs):
+      y = onednn_dense.dense(rows, rhs, onednn_threads())
+      return y.reshape(*lhs.shape[:-1], rhs.shape[1])
+  return lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                         preferred_element_type=preferred_element_type, **kwargs)

@@ -122,6 +122,15 @@ conv2d = functools.partial(conv, ndim=2)
 conv3d = functools.partial(conv, ndim=3)
 
 
+def dense(features: int, *, dtype: Any = jnp.float32, name: str | None = None,
+          **kwargs) -> nn.Dense:
+  """A fully connected layer, x [..., K] -> x @ kernel [K, features] + bias: flax's Dense (the
+  same parameters and names), its product computed by `conv_backend.dot_general` (oneDNN's matmul
+  under the 'onednn' backend, XLA's elsewhere; the same numbers up to rounding)."""
+  return nn.Dense(features, dtype=dtype, name=name, dot_general=conv_backend.dot_general,
+                  **kwargs)
+
+
 # ------------------------------------------------------------------------------------------------
 # Pooling.
 

@@ -1,11 +1,11 @@
 """Builds convjax's oneDNN extension: python -m convjax.nn.native.build [--force].
 
-Compiles onednn_conv.cc (convolutions), onednn_norm.cc (batch normalisation) and
-onednn_gelu.cc (GELU, exact and tanh's) with g++ against jax's FFI headers and the pinned oneDNN
-wheels of requirements.txt (onednn-cpu-gomp for the library, onednn-devel-cpu-gomp for the
-headers), into convjax/nn/native/_onednn.so. It rebuilds only when a source, jaxlib or oneDNN
-changed (a stamp file records them). It never fails the set-up: if the build is impossible, it
-prints one warning line and convjax computes convolutions, batch norm and GELU with XLA.
+Compiles onednn_conv.cc (convolutions), onednn_norm.cc (batch normalisation), onednn_gelu.cc
+(GELU, exact and tanh's) and onednn_dense.cc (matrix products) with g++ against jax's FFI headers
+and the pinned oneDNN wheels of requirements.txt (onednn-cpu-gomp for the library,
+onednn-devel-cpu-gomp for the headers), into convjax/nn/native/_onednn.so. It rebuilds only when a source, jaxlib or oneDNN changed (a stamp
+file records them). It never fails the set-up: if the build is impossible, it prints one warning
+line and convjax computes all of these with XLA.
 """
 import hashlib
 import importlib.metadata
@@ -15,7 +15,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = [os.path.join(HERE, name) for name in ('onednn_conv.cc', 'onednn_norm.cc',
-                                                   'onednn_gelu.cc')]
+                                                   'onednn_gelu.cc', 'onednn_dense.cc')]
 HEADERS = [os.path.join(HERE, name) for name in ('engine.h', 'guarded.h')]
 OUTPUT = os.path.join(HERE, '_onednn.so')
 STAMP = OUTPUT + '.stamp'

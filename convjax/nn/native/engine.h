@@ -1,5 +1,6 @@
 // The one oneDNN CPU engine that every primitive of the extension is built and run on (shared by
-// onednn_conv.cc, onednn_norm.cc and onednn_gelu.cc; inline, so the process holds a single one).
+// onednn_conv.cc, onednn_norm.cc, onednn_gelu.cc and onednn_dense.cc; inline, so the process
+// holds a single one).
 #ifndef CONVJAX_NN_NATIVE_ENGINE_H_
 #define CONVJAX_NN_NATIVE_ENGINE_H_
 
