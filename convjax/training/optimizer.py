@@ -3,6 +3,7 @@ import jax
 import optax
 
 from convjax import errors, models
+from convjax.training import fused_sgd
 
 OPTIMIZERS = ('sgd', 'momentum', 'nesterov', 'adam', 'adamw')
 SCHEDULES = ('constant', 'cosine', 'linear', 'step', 'onecycle')
@@ -85,6 +86,8 @@ def _base_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransform
 
   `weight_decay` is decoupled (Loshchilov & Hutter) for adamw and an L2 term added to the
   gradient for the others, as in PyTorch's SGD and Adam. Either way it skips biases and norms.
+  momentum and nesterov are `fused_sgd` (the same optimiser, updated in one pass) where
+  config.fused_update is set.
   """
   name, decay = config.optimizer, config.weight_decay
   if name == 'adamw':
@@ -94,6 +97,9 @@ def _base_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransform
     base = optax.adam(schedule, config.adam_b1, config.adam_b2, config.adam_eps)
   elif name == 'sgd':
     base = optax.sgd(schedule)
+  elif name in ('momentum', 'nesterov') and config.get('fused_update', False):
+    return fused_sgd.fused_sgd(schedule, config.momentum, name == 'nesterov', decay,
+                               _decay_kernels_only)
   elif name in ('momentum', 'nesterov'):
     base = optax.sgd(schedule, momentum=config.momentum, nesterov=name == 'nesterov')
   else:

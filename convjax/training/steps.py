@@ -15,6 +15,7 @@ from flax.training import train_state
 
 from convjax import models, parallel
 from convjax.data import mixing as mixing_lib
+from convjax.training import fused_sgd
 
 # Folded into a step's dropout key for its Mixup/CutMix draws (micro-batches fold in 0..K-1).
 _MIX_STREAM = 0x6d6978
@@ -167,12 +168,12 @@ def apply_update(state: TrainState, grads, batch_stats, step_metrics: dict,
   # A frozen backbone's statistics stay bit for bit: a mean over devices could round them.
   batch_stats = state.batch_stats if recipe.frozen_backbone else parallel.mean(batch_stats)
   with jax.named_scope('optimizer'):  # How analysis.profile tells the update's operations.
-    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    new_state, grad_squares = _apply_gradients(state, grads, batch_stats)
     if recipe.ema_decay:
       new_state = new_state.replace(ema=ema_update(state.ema, new_state, recipe.ema_decay))
   step_metrics = parallel.mean(step_metrics)
   # From averaged values, so every device takes the same decision.
-  finite = jnp.isfinite(step_metrics.pop('total_loss')) & jnp.isfinite(optax.tree.norm(grads))
+  finite = jnp.isfinite(step_metrics.pop('total_loss')) & jnp.isfinite(grad_squares)
   if recipe.skip_nonfinite:
     keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(finite, new, old))
     new_state = new_state.replace(params=keep(new_state.params, state.params),
@@ -182,6 +183,17 @@ def apply_update(state: TrainState, grads, batch_stats, step_metrics: dict,
   step_metrics['learning_rate'] = schedule(state.step)
   step_metrics['finite'] = finite
   return new_state, step_metrics
+
+
+def _apply_gradients(state: TrainState, grads, batch_stats) -> tuple[TrainState, jnp.ndarray]:
+  """(state.apply_gradients(...), the squared norm of grads): in one pass per parameter where
+  the optimiser is a fused_sgd.FusedSGD, which sums the squares as it reads the gradients."""
+  if isinstance(state.tx, fused_sgd.FusedSGD):
+    params, opt_state, squares = state.tx.apply(grads, state.opt_state, state.params)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                         batch_stats=batch_stats), squares
+  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  return new_state, optax.tree.norm(grads, squared=True)
 
 
 def ema_decay_at(step: jnp.ndarray, decay: float) -> jnp.ndarray:
