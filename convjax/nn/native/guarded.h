@@ -1,10 +1,11 @@
 // Guarded buffers: how the extension checks that oneDNN writes only inside what it is given
-// (ConvjaxOverrunBytes, ConvjaxNormOverrunBytes). Shared by onednn_conv.cc and onednn_norm.cc.
+// (ConvjaxOverrunBytes and the other *OverrunBytes functions). Shared by the extension's files.
 #ifndef CONVJAX_NN_NATIVE_GUARDED_H_
 #define CONVJAX_NN_NATIVE_GUARDED_H_
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 namespace convjax {
@@ -20,6 +21,14 @@ class Guarded {
   Guarded(size_t size, size_t guard)
       : size_(size), guard_(guard), bytes_(size + 2 * guard, kPattern) {}
   void* data() { return bytes_.data() + guard_; }
+  // Fills the buffer with small finite values, as float32 or bfloat16: halfwords 0x3f00 + j % 13
+  // are bfloat16 numbers in [0.5, 0.6), and pairs of them float32 numbers near 0.5.
+  void FillSmall() {
+    for (size_t j = 0; j + 1 < size_; j += 2) {
+      const uint16_t half = 0x3f00 + (j / 2) % 13;
+      std::memcpy(bytes_.data() + guard_ + j, &half, 2);
+    }
+  }
   // How many guard bytes (before or after the buffer) no longer hold kPattern.
   int64_t Overrun() const {
     int64_t changed = 0;

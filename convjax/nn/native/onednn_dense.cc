@@ -80,16 +80,13 @@ ffi::Error Run(const MatmulKey& k, void* a, void* b, void* c, size_t guard = 0,
   try {
     omp_set_num_threads(static_cast<int>(k.threads));  // Before the build, as for convolutions.
     const MatmulPrimitive& p = Cached(k);
-    Guarded scratch(p.scratchpad.get_size(), guard);
-    std::unordered_map<int, memory> args = {
-        {DNNL_ARG_SRC, memory(p.a, Engine(), a)},
-        {DNNL_ARG_WEIGHTS, memory(p.b, Engine(), b)},
-        {DNNL_ARG_DST, memory(p.c, Engine(), c)},
-        {DNNL_ARG_SCRATCHPAD, memory(p.scratchpad, Engine(), scratch.data())}};
-    dnnl::stream stream(Engine());
-    p.primitive.execute(stream, args);
-    stream.wait();
-    if (overrun) *overrun += scratch.Overrun();
+    const int64_t changed = convjax::Execute(
+        p.primitive,
+        {{DNNL_ARG_SRC, memory(p.a, Engine(), a)},
+         {DNNL_ARG_WEIGHTS, memory(p.b, Engine(), b)},
+         {DNNL_ARG_DST, memory(p.c, Engine(), c)}},
+        p.scratchpad, guard);
+    if (overrun) *overrun += changed;
   } catch (const dnnl::error& e) {
     return ffi::Error::Internal(std::string("onednn_dense: ") + e.what());
   }
@@ -171,9 +168,7 @@ extern "C" int64_t ConvjaxMatmulOverrunBytes(int64_t m, int64_t k, int64_t n, in
   buffers.reserve(3);
   for (int64_t count : {m * k, k * n, m * n}) {
     buffers.emplace_back(element * count, kGuard);
-    // Halfwords 0x3f00 + j % 13: bfloat16 values in [0.5, 0.6), float32 ones near 0.5.
-    uint16_t* halves = static_cast<uint16_t*>(buffers.back().data());
-    for (size_t j = 0; j < element * count / 2; ++j) halves[j] = 0x3f00 + j % 13;
+    buffers.back().FillSmall();
   }
   int64_t overrun = 0;
   const MatmulKey key{m, k, n, threads, trans_a != 0, trans_b != 0, bf16 != 0};

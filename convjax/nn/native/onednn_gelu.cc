@@ -17,6 +17,7 @@
 #include <string>
 #include <tuple>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "engine.h"
@@ -82,12 +83,8 @@ ffi::Error Run(const GeluKey& k, const std::map<int, void*>& buffers, size_t gua
     const GeluPrimitive& p = Cached(k);
     std::unordered_map<int, memory> args;
     for (const auto& [arg, pointer] : buffers) args.emplace(arg, memory(p.data, Engine(), pointer));
-    Guarded scratch(p.scratchpad.get_size(), guard);
-    args.emplace(DNNL_ARG_SCRATCHPAD, memory(p.scratchpad, Engine(), scratch.data()));
-    dnnl::stream stream(Engine());
-    p.primitive.execute(stream, args);
-    stream.wait();
-    if (overrun) *overrun += scratch.Overrun();
+    const int64_t changed = convjax::Execute(p.primitive, std::move(args), p.scratchpad, guard);
+    if (overrun) *overrun += changed;
   } catch (const dnnl::error& e) {
     return ffi::Error::Internal(std::string("onednn_gelu: ") + e.what());
   }
@@ -163,10 +160,7 @@ extern "C" int64_t ConvjaxGeluOverrunBytes(int64_t count, int64_t threads, int64
   std::map<int, void*> pointers;
   for (int i = 0; i < arg_count; ++i) {
     buffers.emplace_back(bytes, kGuard);
-    // Small finite values: as bfloat16, 0x3f00 + j % 13 lies in [0.5, 0.6); as float32 the
-    // same halfwords make numbers near 0.5 too.
-    uint16_t* halves = static_cast<uint16_t*>(buffers.back().data());
-    for (size_t j = 0; j < bytes / 2; ++j) halves[j] = 0x3f00 + j % 13;
+    buffers.back().FillSmall();
     pointers[args[i]] = buffers.back().data();
   }
   int64_t overrun = 0;

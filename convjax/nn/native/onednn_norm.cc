@@ -29,6 +29,7 @@
 #include <string>
 #include <tuple>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "engine.h"
@@ -116,15 +117,12 @@ ffi::Error Run(const NormKey& k, const std::map<int, std::pair<void*, bool>>& bu
     for (const auto& [arg, buffer] : buffers) {
       args.emplace(arg, memory(buffer.second ? p.data : p.channel, Engine(), buffer.first));
     }
-    Guarded scratch(p.scratchpad.get_size(), guard), workspace(p.workspace.get_size(), guard);
-    args.emplace(DNNL_ARG_SCRATCHPAD, memory(p.scratchpad, Engine(), scratch.data()));
+    Guarded workspace(p.workspace.get_size(), guard);
     if (p.workspace.get_size()) {
       args.emplace(DNNL_ARG_WORKSPACE, memory(p.workspace, Engine(), workspace.data()));
     }
-    dnnl::stream stream(Engine());
-    p.primitive.execute(stream, args);
-    stream.wait();
-    if (overrun) *overrun += scratch.Overrun() + workspace.Overrun();
+    const int64_t changed = convjax::Execute(p.primitive, std::move(args), p.scratchpad, guard);
+    if (overrun) *overrun += changed + workspace.Overrun();
   } catch (const dnnl::error& e) {
     return ffi::Error::Internal(std::string("onednn_norm: ") + e.what());
   }
