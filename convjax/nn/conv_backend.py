@@ -15,12 +15,12 @@ convolution reaches a few GFLOP/s on the narrow channel counts of early layers (
 conv: 6 GFLOP/s forward). Gradients need nothing special: autodiff of a matmul is two matmuls,
 and T's gradient folds back onto the kernel through the fixed 0/1 band.
 
-`conv_general_dilated` is what every convjax conv layer calls (layers.conv), and `dot_general`
-what every dense layer calls (layers.dense): a dense layer's product goes to oneDNN's matmul under
-the same backend. On CPU with the
+`conv_general_dilated` is what every convjax conv layer calls (layers.conv). On CPU with the
 'onednn' backend (convjax.nn.onednn, the default where its extension is built) every 2-D NHWC
 convolution runs as oneDNN primitives, forward and both gradients. Otherwise it takes the row
-GEMM where `prefers_rows` says so, and lax.conv_general_dilated everywhere else.
+GEMM where `prefers_rows` says so, and lax.conv_general_dilated everywhere else. `dot_general`
+is what every dense layer calls (layers.dense): under the same backend a dense layer's product
+goes to oneDNN's matmul (convjax.nn.onednn_dense).
 
 The backend is chosen once per process, before anything is traced (`use_backend`, called with
 config.conv_backend when a run is assembled): a jitted function keeps the backend it was traced
