@@ -3,6 +3,14 @@
 Models and the training loop never mention devices. Per-device functions call `mean`, `sum` and
 `device_index` from here, and `pmap` turns them into data-parallel programs over every local
 device. Swapping this module's pmap for jit + shard_map changes nothing elsewhere.
+
+Arrays live on the devices in one of two ways. SHARDED arrays (`shard`: batches, and per-device
+outputs) carry a leading [devices] axis, one slice per device. REPLICATED arrays (`replicate`:
+the train state, datasets held on the devices) are whole on every device, with no device axis,
+and a pmapped function takes them whole (in_axes None). The train state must be whole: its
+update then writes into the donated buffers in place, where a device slice of a stacked state
+reaches the update through a reshape that makes XLA:CPU copy every parameter and momentum trace
+twice a step (a quarter of AlexNet's step; PERFORMANCE.md).
 """
 import collections
 import itertools
@@ -19,6 +27,10 @@ from jax.experimental import multihost_utils
 from convjax import errors
 
 AXIS = 'batch'  # The named axis that gradients and metrics are averaged over.
+# pmap's in_axes and out_axes for the two ways an array lives on the devices (module docstring).
+REPLICATED, SHARDED = None, 0
+# A step's arguments: (the train state, whole on every device; a batch split over them).
+STATE_AND_BATCH = (REPLICATED, SHARDED)
 
 # At most this many multi-device launches run ahead of the host. XLA:CPU's client gives each
 # device 32 permits for computations in flight and takes one, blocking, on a thread of a pool
@@ -203,7 +215,8 @@ class DataParallel:
   """Data parallelism over `num_local_devices` devices of this process (all of them by default).
 
   The global batch is split over every device of every process; each process feeds its own
-  devices with arrays whose leading axis is [num_local_devices].
+  devices with arrays whose leading axis is [num_local_devices] (SHARDED), and keeps the train
+  state whole on each (REPLICATED).
   """
 
   def __init__(self, num_local_devices: int | None = None):
@@ -216,6 +229,8 @@ class DataParallel:
     self._pmap_devices = _first_devices_per_process(len(self.devices))
     mesh = jax.sharding.Mesh(np.array(self.devices), (AXIS,))
     self._sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(AXIS))
+    self._replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    self._device_indices = self.shard(np.arange(len(self.devices), dtype=np.int32))
 
   @property
   def num_local_devices(self) -> int:
@@ -226,8 +241,10 @@ class DataParallel:
     """Devices over all processes: what the global batch is divided by."""
     return len(self.devices) * jax.process_count()
 
-  def pmap(self, per_device_fn: Callable, donate_first_arg: bool = False) -> Callable:
-    """Runs `per_device_fn` on every device; arguments carry a leading [devices] axis.
+  def pmap(self, per_device_fn: Callable, in_axes: Any = SHARDED, out_axes: Any = SHARDED,
+           donate_first_arg: bool = False) -> Callable:
+    """Runs `per_device_fn` on every device. in_axes and out_axes are jax.pmap's: SHARDED (0) for
+    arrays with a leading [devices] axis, REPLICATED (None) for arrays whole on every device.
 
     With `donate_first_arg`, the first argument's buffers (the train state) are reused for
     the output, so a step holds one copy of the state in memory, not two. Calls go through the
@@ -235,42 +252,57 @@ class DataParallel:
     itself (with the window's int8 token), so after a call, `.lower(...).compile()` reuses that
     call's compilation: memory figures cost no second compile.
     """
-    options = dict(axis_name=AXIS, devices=self._pmap_devices,
-                   donate_argnums=(0,) if donate_first_arg else ())
-    with_token = jax.pmap(lambda *args: (per_device_fn(*args), jnp.zeros((), jnp.int8)), **options)
+    programs = {}
+
+    def program(num_args: int) -> Callable:
+      # jax.pmap takes its axis size from a SHARDED argument, and a function of REPLICATED
+      # arguments alone has none, so every call passes the devices' indices (SHARDED) last;
+      # per_device_fn never sees them.
+      if num_args not in programs:
+        axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * num_args
+        programs[num_args] = jax.pmap(
+            lambda *args: (per_device_fn(*args[:-1]), jnp.zeros((), jnp.int8)), axis_name=AXIS,
+            devices=self._pmap_devices, in_axes=axes + (SHARDED,), out_axes=(out_axes, SHARDED),
+            donate_argnums=(0,) if donate_first_arg else ())
+      return programs[num_args]
 
     def launch(*args):
       _LAUNCHES.admit()
-      outputs, token = with_token(*args)
+      outputs, token = program(len(args))(*args, self._device_indices)
       _LAUNCHES.add(token)
       return outputs
-    launch.lower = with_token.lower
+    launch.lower = lambda *args: program(len(args)).lower(*args, self._device_indices)
     return launch
 
+  def pmap_step(self, per_device_step: Callable) -> Callable:
+    """pmap of a train step (state, batch) -> (state, metrics): the state replicated and
+    donated, the batch and the metrics sharded."""
+    return self.pmap(per_device_step, in_axes=STATE_AND_BATCH, out_axes=(REPLICATED, SHARDED),
+                     donate_first_arg=True)
+
   def replicate(self, tree: Any) -> Any:
-    """Copies every leaf to every local device: leaf [...] -> [devices, ...].
+    """Puts every leaf whole on every local device: leaf [...] -> the same [...], REPLICATED.
 
     Each device receives the host array directly, so a whole dataset is never stacked on the host.
     """
     def put(x):
-      x = np.asarray(x)[None]
+      x = np.asarray(x)
       copies = [jax.device_put(x, device) for device in self.devices]
-      return jax.make_array_from_single_device_arrays(
-          (len(copies),) + x.shape[1:], self._sharding, copies)
+      return jax.make_array_from_single_device_arrays(x.shape, self._replicated, copies)
     return jax.tree.map(put, tree)
 
   @staticmethod
   def unreplicate(tree: Any) -> Any:
-    """The first device's copy of a replicated tree, fetched to host: [devices, ...] -> [...].
+    """The first device's copy of a replicated tree, fetched to host: [...] -> [...].
 
-    A copy of device 0's shard, not `x[0]`: indexing a replicated array launches a program on
+    A copy of device 0's shard, which runs no program: indexing a device array launches one on
     every device for every leaf, outside the launch window, and enough of those deadlock XLA:CPU
     just as unbounded steps do (see MAX_LAUNCHES_IN_FLIGHT).
     """
     def first(x):
       if isinstance(x, jax.Array):
-        return np.asarray(x.addressable_shards[0].data)[0]
-      return np.asarray(x)[0]
+        return np.asarray(x.addressable_shards[0].data)
+      return np.asarray(x)
     return jax.tree.map(first, tree)
 
   def shard(self, batch: Any) -> Any:

@@ -20,7 +20,7 @@ def fitted_accuracy(model, info: datasets.DatasetInfo, examples, labels, learnin
   dp = parallel.DataParallel(1)
   state = dp.replicate(steps.create_train_state(model, optax.adam(learning_rate),
                                                 examples.shape[1:], seed=0))
-  step = dp.pmap(functools.partial(
+  step = dp.pmap_step(functools.partial(
       steps.train_step, normalize=normalize,
       schedule=optax.constant_schedule(learning_rate), recipe=steps.Recipe()))
   for _ in range(num_steps):

@@ -551,9 +551,9 @@ def test_model_is_pure_returns_features_and_learns(name):
   assert (not np.allclose(train_logits[0], logits)) == differs
 
   # The real pmapped train step (with aux losses for GoogLeNet) lowers the loss on a fixed batch.
-  step = dp.pmap(functools.partial(steps.train_step, normalize=normalize,
-                                   schedule=optax.constant_schedule(1e-3),
-                                   recipe=steps.Recipe(aux_loss_weight=0.3)))
+  step = dp.pmap_step(functools.partial(steps.train_step, normalize=normalize,
+                                        schedule=optax.constant_schedule(1e-3),
+                                        recipe=steps.Recipe(aux_loss_weight=0.3)))
   replicated = dp.replicate(state)
   for _ in range(5):
     replicated, _ = step(replicated, dp.shard({'image': images, 'label': labels}))

@@ -41,8 +41,8 @@ def one_step(recipe: steps.Recipe, seed: int = 0):
   rng = np.random.default_rng(seed)
   batch = dp.shard({'image': rng.integers(0, 256, (16, 4, 4, 1)).astype(np.uint8),
                     'label': rng.integers(0, 3, 16).astype(np.int32)})
-  step = dp.pmap(functools.partial(steps.train_step, normalize=lambda u: u / 255.0,
-                                   schedule=optax.constant_schedule(0.5), recipe=recipe))
+  step = dp.pmap_step(functools.partial(steps.train_step, normalize=lambda u: u / 255.0,
+                                        schedule=optax.constant_schedule(0.5), recipe=recipe))
   new_state, step_metrics = step(dp.replicate(state), batch)
   return dp.unreplicate(new_state).params, jax.device_get(step_metrics)
 
@@ -65,7 +65,8 @@ def test_tta_averages_the_logits_of_the_image_and_its_mirror():
   labels, normalize = np.arange(6, dtype=np.int32) % 3, lambda u: u / 255.0
   batch = dp.shard({'image': images, 'label': labels, 'mask': np.ones(6, np.float32)})
   evaluate = dp.pmap(functools.partial(steps.eval_step, normalize=normalize,
-                                       recipe=steps.Recipe(tta_flip=True)))
+                                       recipe=steps.Recipe(tta_flip=True)),
+                     in_axes=parallel.STATE_AND_BATCH)
   sums = jax.device_get(evaluate(dp.replicate(state), batch))
   logits = lambda x: model.apply({'params': state.params}, normalize(x))
   both = (logits(images) + logits(images[:, :, ::-1])) / 2
@@ -86,7 +87,8 @@ def test_translated_tta_weighs_the_shifted_views_half(flip):
   labels, normalize = np.arange(6, dtype=np.int32) % 3, lambda u: u / 255.0 - 0.5
   batch = dp.shard({'image': images, 'label': labels, 'mask': np.ones(6, np.float32)})
   evaluate = dp.pmap(functools.partial(steps.eval_step, normalize=normalize,
-                                       recipe=steps.Recipe(tta_flip=flip, tta_translate=2)))
+                                       recipe=steps.Recipe(tta_flip=flip, tta_translate=2)),
+                     in_axes=parallel.STATE_AND_BATCH)
   sums = jax.device_get(evaluate(dp.replicate(state), batch))
   up_left, down_right = np.zeros_like(images), np.zeros_like(images)
   up_left[:, :3, :3], down_right[:, 2:, 2:] = images[:, 2:, 2:], images[:, :3, :3]
@@ -243,8 +245,8 @@ def run_steps(recipe: steps.Recipe, count: int):
   dp = parallel.DataParallel(1)
   state = dp.replicate(steps.create_train_state(TinyDense(), optax.sgd(0.5), (4, 4, 1), seed=0,
                                                 ema=recipe.ema_decay > 0))
-  step = dp.pmap(functools.partial(steps.train_step, normalize=lambda u: u / 255.0,
-                                   schedule=optax.constant_schedule(0.5), recipe=recipe))
+  step = dp.pmap_step(functools.partial(steps.train_step, normalize=lambda u: u / 255.0,
+                                        schedule=optax.constant_schedule(0.5), recipe=recipe))
   rng, states = np.random.default_rng(5), []
   for _ in range(count):
     batch = dp.shard({'image': rng.integers(0, 256, (16, 4, 4, 1)).astype(np.uint8),
@@ -275,7 +277,8 @@ def test_ema_evaluation_uses_the_averaged_variables():
   labels = np.arange(6, dtype=np.int32) % 3
   batch = dp.shard({'image': images, 'label': labels, 'mask': np.ones(6, np.float32)})
   evaluate = dp.pmap(functools.partial(steps.eval_step, normalize=normalize,
-                                       recipe=steps.Recipe(ema_decay=0.5)))
+                                       recipe=steps.Recipe(ema_decay=0.5)),
+                     in_axes=parallel.STATE_AND_BATCH)
   sums = jax.device_get(evaluate(dp.replicate(state), batch))
   averaged = model.apply(state.ema, normalize(images))
   np.testing.assert_allclose(sums['ema_loss'][0], steps.cross_entropy(averaged, labels).sum(),

@@ -199,10 +199,12 @@ def test_batch_stats_are_averaged_so_every_replica_holds_the_same_state():
   batch = dp.shard({'image': images.astype(np.uint8),
                     'label': np.zeros(NUM_TEST_DEVICES * 4, np.int32)})
   normalize = functools.partial(datasets.normalize, mean=(0.,), std=(1.,))
-  step = dp.pmap(functools.partial(steps.train_step, normalize=normalize,
-                                   schedule=optax.constant_schedule(0.1)))
+  step = dp.pmap_step(functools.partial(steps.train_step, normalize=normalize,
+                                        schedule=optax.constant_schedule(0.1)))
   new_state, _ = step(dp.replicate(state), batch)
-  means = np.asarray(new_state.batch_stats['BatchNorm_0']['mean'])
+  means = [np.asarray(shard.data)
+           for shard in new_state.batch_stats['BatchNorm_0']['mean'].addressable_shards]
+  assert len(means) == NUM_TEST_DEVICES
   for replica in means[1:]:
     np.testing.assert_array_equal(replica, means[0])
   assert not np.allclose(means[0], initial_mean)

@@ -76,7 +76,8 @@ def peak_matmul_flops(dp: parallel.DataParallel, dtype=jnp.float32, size: int = 
   a = dp.replicate(np.random.default_rng(0).normal(size=(size, size)).astype(np.float32))
   a = jax.tree.map(lambda x: x.astype(dtype), a)
   # b <- a @ b / size keeps the values bounded, and chains the steps so none can be skipped.
-  matmul = dp.pmap(lambda a, b: (a, jnp.dot(a, b, preferred_element_type=dtype) / size))
+  matmul = dp.pmap(lambda a, b: (a, jnp.dot(a, b, preferred_element_type=dtype) / size),
+                   in_axes=parallel.REPLICATED, out_axes=parallel.REPLICATED)
   timing = time_steps(lambda ab: matmul(*ab), (a, a), min_seconds=min_seconds)
   return n * 2 * size ** 3 / (timing.median_ms / 1e3)
 
@@ -91,7 +92,8 @@ def peak_memory_bandwidth(dp: parallel.DataParallel, megabytes: int = 256,
   """
   n = megabytes * 2 ** 20 // 4
   x = dp.replicate(np.zeros(n, np.float32))
-  add_one = dp.pmap(lambda x: x + 1, donate_first_arg=True)
+  add_one = dp.pmap(lambda x: x + 1, in_axes=parallel.REPLICATED, out_axes=parallel.REPLICATED,
+                    donate_first_arg=True)
   timing = time_steps(add_one, x, min_seconds=min_seconds)
   return dp.num_local_devices * 2 * 4 * n / (timing.median_ms / 1e3)
 

@@ -66,12 +66,14 @@ class InMemoryPipeline:
     self._train, self._test = (
         dp.replicate({'image': split.images, 'label': split.labels, **split.targets})
         for split in (dataset.train, dataset.test))
+    # Every argument is whole on every device; each device returns its own part of the batch.
     self._p_train_batch = dp.pmap(functools.partial(
         _train_batch, batch_size=batch_size, steps_per_epoch=self._steps_per_epoch,
         local_batch=batch_size // dp.num_devices, augmentation=augmentation,
-        fill=augment.mean_pixel(self.info.mean), seed=seed))
+        fill=augment.mean_pixel(self.info.mean), seed=seed), in_axes=parallel.REPLICATED)
     self._p_eval_batch = dp.pmap(functools.partial(
-        _eval_batch, local_batch=eval_batch_size // dp.num_devices))
+        _eval_batch, local_batch=eval_batch_size // dp.num_devices),
+        in_axes=parallel.REPLICATED)
 
   def train_batches(self, start_step: int, stop_step: int) -> Iterator[dict]:
     """Global batches start_step .. stop_step - 1, this process's devices' parts, on device."""

@@ -111,9 +111,8 @@ class Run:
       step = functools.partial(detection.train_step, weights=loss_weights(self.config))
     else:
       step = steps.train_step
-    return self.dp.pmap(functools.partial(
-        step, normalize=self.normalize, schedule=self.schedule, recipe=self.recipe),
-        donate_first_arg=True)
+    return self.dp.pmap_step(functools.partial(
+        step, normalize=self.normalize, schedule=self.schedule, recipe=self.recipe))
 
   @functools.cached_property
   def p_eval_step(self) -> Callable:
@@ -122,14 +121,16 @@ class Run:
     if self.detection:
       return self.dp.pmap(functools.partial(
           detection.eval_step, normalize=self.normalize,
-          max_detections=self.config.detection.max_detections, flip=self.config.tta_flip))
+          max_detections=self.config.detection.max_detections, flip=self.config.tta_flip),
+          in_axes=parallel.STATE_AND_BATCH)
     return self.dp.pmap(functools.partial(steps.eval_step, normalize=self.normalize,
-                                          recipe=self.recipe))
+                                          recipe=self.recipe), in_axes=parallel.STATE_AND_BATCH)
 
   @functools.cached_property
   def p_infer_step(self) -> Callable:
     """(replicated state, sharded uint8 images) -> logits in evaluation mode."""
-    return self.dp.pmap(functools.partial(steps.infer_step, normalize=self.normalize))
+    return self.dp.pmap(functools.partial(steps.infer_step, normalize=self.normalize),
+                        in_axes=parallel.STATE_AND_BATCH)
 
   def train_step_memory_bytes(self, state, batch) -> int | None:
     """Per-device bytes of the compiled train step for these arguments, where XLA reports them.

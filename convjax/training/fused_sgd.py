@@ -15,9 +15,10 @@ backend each float32 parameter is updated by the extension's `convjax_sgd_moment
 (native/fused_sgd.cc) in one pass that also sums the squared gradient; elsewhere by the same
 formula in XLA. Both give optax's numbers bit for bit (tests/test_fused_sgd.py).
 
-The pass writes new buffers, not its operands': declared in place (input_output_aliases), XLA:CPU
-copied every parameter and trace into the call, since a pmapped state reaches it through a
-squeeze of the donated arguments, and the step was slower than without the fusion.
+The pass writes the parameter and trace in place (input_output_aliases), into the train state's
+donated buffers. That needs the state whole on each device (parallel.REPLICATED): a slice of a
+stacked [devices, ...] state reaches the call through a reshape, and XLA:CPU then copies every
+parameter and trace into the call and out of it again.
 """
 from typing import Any, Callable, NamedTuple
 
@@ -71,7 +72,7 @@ def update_leaf(p, t, g, rate, momentum: float, weight_decay: float, nesterov: b
     out = jax.ShapeDtypeStruct(p.shape, jnp.float32)
     return jax.ffi.ffi_call(
         'convjax_sgd_momentum', (out, out, jax.ShapeDtypeStruct((), jnp.float32)),
-        vmap_method='sequential')(
+        vmap_method='sequential', input_output_aliases={0: 0, 1: 1})(
             p, t, g, rate, momentum=np.float32(momentum), weight_decay=np.float32(weight_decay),
             nesterov=np.int64(nesterov), threads=np.int64(conv_backend.onednn_threads()))
   decayed = g + weight_decay * p if weight_decay else g
