@@ -116,6 +116,19 @@ def test_pmapped_function_keeps_its_outputs_and_lowering(caplog):
     assert 'Compiling' in caplog.text
 
 
+def test_the_first_argument_is_donated_from_donate_min_bytes():
+  dp = parallel.DataParallel(2)
+  add_one = lambda: dp.pmap(lambda x: x + 1, in_axes=parallel.REPLICATED,
+                            out_axes=parallel.REPLICATED, donate_first_arg=True)
+  small = dp.replicate(np.zeros(16, np.float32))
+  large = dp.replicate(np.zeros(parallel.DONATE_MIN_BYTES // 4, np.float32))
+  assert parallel.tree_bytes({'a': large, 'b': 3}) == parallel.DONATE_MIN_BYTES
+  outputs = add_one()(small), add_one()(large)
+  assert not small.is_deleted() and large.is_deleted()
+  for output in outputs:
+    assert np.all(dp.unreplicate(output) == 1)
+
+
 def test_unreplicate_copies_device_zeros_shard_without_launching_programs(monkeypatch):
   dp = parallel.DataParallel(2)
   tree = dp.replicate({'w': np.arange(6.0).reshape(2, 3), 'step': np.int32(7)})

@@ -55,8 +55,8 @@ class DataSpec:
 class Run:
   """A config's model and steps for one data spec on one set of devices.
 
-  The pmapped steps are built on first use; `p_train_step` donates its state argument, so
-  callers keep only the state it returns.
+  The pmapped steps are built on first use; `p_train_step` may donate its state argument
+  (parallel.DONATE_MIN_BYTES), so callers keep only the state it returns.
   """
   config: Any
   dp: parallel.DataParallel
