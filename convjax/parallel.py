@@ -253,12 +253,12 @@ class DataParallel:
     """Runs `per_device_fn` on every device. in_axes and out_axes are jax.pmap's: SHARDED (0) for
     arrays with a leading [devices] axis, REPLICATED (None) for arrays whole on every device.
 
-    With `donate_first_arg`, the first argument's buffers (the train state) are reused for
-    the output where they hold at least DONATE_MIN_BYTES at the first call, so a step holds one
-    copy of the state in memory, not two. Calls go through the
-    process's launch window (MAX_LAUNCHES_IN_FLIGHT). `.lower` lowers the launched program
-    itself (with the window's int8 token), so after a call, `.lower(...).compile()` reuses that
-    call's compilation: memory figures cost no second compile.
+    With `donate_first_arg`, the first argument's buffers (the train state) are reused for the
+    output where they hold at least DONATE_MIN_BYTES at the first call, so a step holds one copy
+    of the state in memory, not two. Calls go through the process's launch window
+    (MAX_LAUNCHES_IN_FLIGHT). `.lower` lowers the launched program itself (with the window's int8
+    token), so after a call, `.lower(...).compile()` reuses that call's compilation: memory
+    figures cost no second compile.
     """
     programs = {}
     # jax.pmap takes its axis size from a SHARDED argument. A function of REPLICATED arguments
