@@ -7,10 +7,10 @@ device. Swapping this module's pmap for jit + shard_map changes nothing elsewher
 Arrays live on the devices in one of two ways. SHARDED arrays (`shard`: batches, and per-device
 outputs) carry a leading [devices] axis, one slice per device. REPLICATED arrays (`replicate`:
 the train state, datasets held on the devices) are whole on every device, with no device axis,
-and a pmapped function takes them whole (in_axes None). The train state must be whole: its
-update then writes into the donated buffers in place, where a device slice of a stacked state
-reaches the update through a reshape that makes XLA:CPU copy every parameter and momentum trace
-twice a step (a quarter of AlexNet's step; PERFORMANCE.md).
+and a pmapped function takes them whole (in_axes None). The train state is whole so that a
+donated one (from DONATE_MIN_BYTES) is updated in place: a device slice of a stacked state reaches
+the update through a reshape that makes XLA:CPU copy every parameter and momentum trace twice a
+step (a quarter of AlexNet's step; PERFORMANCE.md).
 """
 import collections
 import itertools
@@ -33,10 +33,11 @@ REPLICATED, SHARDED = None, 0
 STATE_AND_BATCH = (REPLICATED, SHARDED)
 
 # A donated train state is updated in place, which spares a large state's copy and its memory:
-# AlexNet's step (b16, 224) went from 458 to 348 ms and its peak memory from 1,959 to 1,565 MiB.
-# A small state has nothing to spare, and its in-place updates cost XLA:CPU's schedule time:
-# LeNet-5 (b256) took 11.8 ms a step donated against 11.0 not, ResNet-20 (b128) 195-201 ms
-# against 191. So `pmap` donates a state of at least this size only.
+# AlexNet's step (b16, 224) went from 414-422 to 322-338 ms and its peak memory from 1,975 to
+# 1,565 MiB. A small state has nothing to spare, and its in-place updates cost XLA:CPU's
+# schedule time: LeNet-5 (b256) took 11.8-12.5 ms a step donated against 11.0-11.2 not,
+# ResNet-20 (b128) 195-201 ms against 191-192. So `pmap` donates a state of at least this size
+# only. The size is a measured dividing line between those models, not a modelled cost.
 DONATE_MIN_BYTES = 16 * 2 ** 20
 
 # At most this many multi-device launches run ahead of the host. XLA:CPU's client gives each
