@@ -1,4 +1,5 @@
-"""experiments.cli's process set-up: the restart with huge pages, and what it changes."""
+"""experiments.cli's process set-up: the restart with TCMalloc or huge pages, and what each changes."""
+import ctypes.util
 import os
 import subprocess
 import sys
@@ -7,12 +8,20 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHOW = ("import os, sys; sys.path.insert(0, '.'); from experiments import cli; "
-        "print(os.getpid(), os.environ.get('GLIBC_TUNABLES'), flush=True); cli.with_huge_pages()")
+        "print(os.getpid(), os.environ.get('GLIBC_TUNABLES'), flush=True); cli.with_fast_malloc()")
+TCMALLOC = ctypes.util.find_library('tcmalloc_minimal')
+# A large buffer allocated, written, freed and allocated and written again, as XLA:CPU does with
+# its buffers every step; prints the page faults of the second writing.
+REUSE = ('import ctypes, resource; libc = ctypes.CDLL(None); libc.malloc.restype = ctypes.c_void_p; '
+         'libc.free.argtypes = [ctypes.c_void_p]; n = 256 << 20; p = libc.malloc(n); '
+         'ctypes.memset(p, 1, n); libc.free(p); p = libc.malloc(n); '
+         'before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt; ctypes.memset(p, 1, n); '
+         'print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)')
 
 
 def _run(code: str, **env) -> list[str]:
   environment = {k: v for k, v in os.environ.items()
-                 if k not in ('GLIBC_TUNABLES', 'CONVJAX_HUGE_PAGES')}
+                 if k not in ('GLIBC_TUNABLES', 'CONVJAX_HUGE_PAGES', 'CONVJAX_TCMALLOC', 'LD_PRELOAD')}
   result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
                           env={**environment, **env}, timeout=60, check=True)
   return result.stdout.split()
@@ -29,6 +38,27 @@ def test_existing_tunables_are_kept_and_the_restart_can_be_turned_off():
   assert _run(SHOW, GLIBC_TUNABLES='glibc.malloc.arena_max=2')[3] == \
       'glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1'
   assert len(_run(SHOW, CONVJAX_HUGE_PAGES='0')) == 2
+
+
+SHOW_MALLOC = ("import os, sys; sys.path.insert(0, '.'); from experiments import cli; "
+               "cli.with_fast_malloc(); print(os.environ.get('LD_PRELOAD'), "
+               "any('tcmalloc' in line for line in open('/proc/self/maps')))")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TCMALLOC, reason='TCMalloc is not installed (.ci/setup installs it)')
+def test_the_restart_runs_on_tcmalloc_unless_turned_off():
+  assert _run(SHOW_MALLOC) == [TCMALLOC, 'True']
+  assert _run(SHOW_MALLOC, CONVJAX_TCMALLOC='0') == ['None', 'False']
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TCMALLOC, reason='TCMalloc is not installed (.ci/setup installs it)')
+def test_tcmalloc_reuses_a_freed_large_buffer_without_page_faults():
+  """glibc unmaps a freed buffer above 32 MB, so the next one faults in every page again."""
+  glibc = int(_run(REUSE)[0])
+  tcmalloc = int(_run(REUSE, LD_PRELOAD=TCMALLOC)[0])
+  assert glibc > 10_000 and tcmalloc < 100, (glibc, tcmalloc)
 
 
 def _transparent_huge_pages() -> str:
