@@ -13,11 +13,14 @@ The runs so far, alone on 2 Intel Xeon cores (Emerald Rapids), test AP / AP50 (f
 - bfloat16, 19 epochs, every 4 (after the max pools' bfloat16 fix, before batch norm's):
   0.6082 / 0.8183 (0.6352 / 0.8315) in 1,511 s, at 158 scenes/s against float32's 107. AP was
   0.4046 after 4 epochs, 0.4826 after 8 and 0.5630 after 12;
-- this config, 22 epochs with batch norm in bfloat16 too, at 177 scenes/s: 0.6327 / 0.8323
-  (0.6545 / 0.8419), AP75 0.7516, in 1,564 s. AP was 0.3886, 0.4815, 0.5383, 0.6050 and 0.6289
-  after 4, 8, 12, 16 and 20 epochs.
-More epochs within the 30 minutes are what bfloat16 buys; what limits AP is telling garments
-apart (docs/detection.md).
+- 22 epochs with batch norm in bfloat16 too, at 177 scenes/s: 0.6327 / 0.8323 (0.6545 /
+  0.8419), AP75 0.7516, in 1,564 s. AP was 0.3886, 0.4815, 0.5383, 0.6050 and 0.6289 after 4, 8,
+  12, 16 and 20 epochs;
+- this config, 28 epochs, at 212 scenes/s once the scripts ran on TCMalloc (PERFORMANCE.md):
+  0.6683 / 0.8555 (0.6887 / 0.8672), AP75 0.7811, in 1,674 s (1,588 s of training). AP was
+  0.3843, 0.4644, 0.4496, 0.5948, 0.5862 and 0.6628 after 4, 8, 12, 16, 20 and 24 epochs.
+More epochs within the 30 minutes are what bfloat16 and TCMalloc buy; what limits AP is telling
+garments apart (docs/detection.md).
 """
 from configs import default
 
@@ -33,7 +36,7 @@ def get_config():
   config.augment.scene_scale = (0.8, 1.25)
   config.batch_size = 32
   config.eval_batch_size = 100
-  config.num_epochs = 22.0
+  config.num_epochs = 28.0
   config.optimizer = 'adamw'
   config.learning_rate = 4e-3
   config.weight_decay = 1e-4
