@@ -22,7 +22,9 @@ The runs so far, alone on 2 Intel Xeon cores (Emerald Rapids), test AP / AP50 (f
 - the same at learning rate 6e-3: 0.6846 / 0.8696 (0.7013 / 0.8772), in 1,648 s. AP was
   0.4166, 0.5086, 0.4893, 0.5890, 0.6311 and 0.6678 after 4 to 24 epochs;
 - this config, at 8e-3: 0.6904 / 0.8753 (0.7088 / 0.8842), AP75 0.8080, in 1,661 s. AP was
-  0.4004, 0.4824, 0.5119, 0.5988, 0.6280 and 0.6764 after 4 to 24 epochs.
+  0.4004, 0.4824, 0.5119, 0.5988, 0.6280 and 0.6764 after 4 to 24 epochs;
+- at 1e-2: 0.6918 / 0.8753 (0.7102 / 0.8871), the same as 8e-3 within a seed's spread, in
+  1,839 s on a slow hour (193 scenes/s): 8e-3 stays.
 More epochs within the 30 minutes are what bfloat16 and TCMalloc buy; what limits AP is telling
 garments apart (docs/detection.md).
 """
