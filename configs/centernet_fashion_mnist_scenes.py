@@ -24,7 +24,10 @@ The runs so far, alone on 2 Intel Xeon cores (Emerald Rapids), test AP / AP50 (f
 - this config, at 8e-3: 0.6904 / 0.8753 (0.7088 / 0.8842), AP75 0.8080, in 1,661 s. AP was
   0.4004, 0.4824, 0.5119, 0.5988, 0.6280 and 0.6764 after 4 to 24 epochs;
 - at 1e-2: 0.6918 / 0.8753 (0.7102 / 0.8871), the same as 8e-3 within a seed's spread, in
-  1,839 s on a slow hour (193 scenes/s): 8e-3 stays.
+  1,839 s on a slow hour (193 scenes/s): 8e-3 stays;
+- batch 64 at 1.4e-2 for 30 epochs (218 scenes/s, against 195 for batch 32 that hour): 0.6555 /
+  0.8525 (0.6785 / 0.8628) in 1,756 s. AP was 0.5851 after 16 epochs against this config's
+  0.5988: half the steps cost more than the extra epochs give.
 More epochs within the 30 minutes are what bfloat16 and TCMalloc buy; what limits AP is telling
 garments apart (docs/detection.md).
 """
