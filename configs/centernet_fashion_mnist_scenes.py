@@ -27,7 +27,11 @@ The runs so far, alone on 2 Intel Xeon cores (Emerald Rapids), test AP / AP50 (f
   1,839 s on a slow hour (193 scenes/s): 8e-3 stays;
 - batch 64 at 1.4e-2 for 30 epochs (218 scenes/s, against 195 for batch 32 that hour): 0.6555 /
   0.8525 (0.6785 / 0.8628) in 1,756 s. AP was 0.5851 after 16 epochs against this config's
-  0.5988: half the steps cost more than the extra epochs give.
+  0.5988: half the steps cost more than the extra epochs give;
+- this config with a moving average of the weights (--config.ema_decay=0.999): the plain AP the
+  same 0.6904 and the average's 0.6937, in 1,741 s. The average leads by far mid-run (AP 0.6508
+  against 0.5988 after 16 epochs, 0.6893 against 0.6764 after 24), but the cosine schedule's end
+  all but catches it up, so the config reports the plain weights.
 More epochs within the 30 minutes are what bfloat16 and TCMalloc buy; what limits AP is telling
 garments apart (docs/detection.md).
 """

@@ -149,7 +149,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.mix_switch_prob = 0.5
   # > 0: keep an exponential moving average of the parameters and batch statistics with this
   # decay, warmed up as min(decay, (1 + step) / (10 + step)); every evaluation also reports it as
-  # ema_test_accuracy and ema_test_loss. Checkpointed with the state.
+  # ema_test_accuracy and ema_test_loss (a detector's as ema_test_AP, ema_test_AP50, ...).
+  # Checkpointed with the state.
   config.ema_decay = 0.0
   # > 0: stochastic depth (Huang et al. 2016) for ResNets and DenseNet: block l of L is skipped
   # per example with probability drop_path_rate * l / L in training (the model's field).

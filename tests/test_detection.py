@@ -1,5 +1,6 @@
 """Detection: Fashion-MNIST scenes, CenterNet's targets, loss and decoding, the model, and COCO AP
 by pycocotools on hand-made cases."""
+import functools
 import json
 import math
 import os
@@ -15,7 +16,7 @@ import pytest
 from convjax import errors, models, parallel
 from convjax.data import augment, datasets, pipeline, scenes
 from convjax.models import detection as detection_model
-from convjax.training import coco, config as config_lib, detection, loop, metrics
+from convjax.training import coco, config as config_lib, detection, loop, metrics, steps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -237,6 +238,23 @@ def test_centernet_overfits_a_few_scenes():
   assert result['AP50'] > 0.9, (result, float(value))
 
 
+def test_evaluation_decodes_the_averaged_weights_beside_the_plain_ones():
+  model, tx = tiny_centernet(), optax.adam(1e-3)
+  state = steps.create_train_state(model, tx, (128, 128, 1), seed=0, ema=True)
+  other = steps.create_train_state(model, tx, (128, 128, 1), seed=1)
+  state = state.replace(ema={'params': other.params, 'batch_stats': other.batch_stats})
+  canvases, _, _ = scenes.make_scenes(*fake_items(), 2, seed=0)
+  batch = {'image': jnp.asarray(canvases), 'mask': jnp.ones(2)}
+  evaluate = lambda s, **kw: jax.jit(functools.partial(
+      detection.eval_step, normalize=lambda x: x.astype(jnp.float32) / 255, max_detections=5,
+      **kw))(s, batch)
+  found, expected = evaluate(state, ema=True, flip=True), evaluate(other)
+  for key in ('boxes', 'scores', 'classes'):  # The averages decode as a model of their own.
+    np.testing.assert_allclose(found[f'ema_{key}'], expected[key], rtol=1e-5, atol=1e-5)
+  assert not np.allclose(found['scores'], found['ema_scores'])
+  assert 'tta_boxes' in found and 'ema_tta_boxes' not in found
+
+
 # ------------------------------------------------------------------------------------------------
 # Box-aware augmentation, the pipeline, the config and the training loop.
 
@@ -285,6 +303,7 @@ def scenes_config():
   config.num_train_steps, config.log_every_steps = 4, 2
   config.eval_every_steps = config.checkpoint_every_steps = 2
   config.tta_flip = True
+  config.ema_decay = 0.9
   return config
 
 
@@ -310,6 +329,7 @@ def test_a_detector_trains_evaluates_with_coco_ap_and_resumes(trained_detector, 
   workdir, result = trained_detector
   assert result.step == 4 and 0 <= result.metrics['test_AP'] <= 1
   assert 0 <= result.metrics['tta_test_AP'] <= 1  # CenterNet's flip test, beside the plain AP.
+  assert 0 <= result.metrics['ema_test_AP'] <= 1  # The averaged weights', beside it too.
   assert result.metrics['num_test_examples'] == 6
   records = metrics.read_metrics(workdir)
   assert [r['step'] for r in records if 'test_AP50' in r] == [2, 4]

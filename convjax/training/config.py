@@ -175,7 +175,7 @@ def _models_for(info) -> list[str]:
 _CLASSIFICATION_ONLY = (('augment.crop_padding', 0), ('augment.cutout', 0),
                         ('augment.random_erasing', 0.0), ('augment.randaugment_ops', 0),
                         ('mixup_alpha', 0.0), ('label_smoothing', 0.0),
-                        ('grad_accum_steps', 1), ('ema_decay', 0.0), ('aux_loss_weight', 0.0),
+                        ('grad_accum_steps', 1), ('aux_loss_weight', 0.0),
                         ('freeze', 'none'))
 
 

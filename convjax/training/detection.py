@@ -147,14 +147,27 @@ def train_step(state: steps.TrainState, batch: dict, *, normalize: Callable,
 
 
 def eval_step(state: steps.TrainState, batch: dict, *, normalize: Callable,
-              max_detections: int, flip: bool = False) -> dict:
+              max_detections: int, flip: bool = False, ema: bool = False) -> dict:
   """One device's detections: boxes [n, max_detections, 4] (x, y, w, h in input pixels),
   scores and classes [n, max_detections], best first, and the batch's mask [n]. With `flip`,
   also 'tta_boxes', 'tta_scores' and 'tta_classes' from CenterNet's flip test
-  (detection_model.flip_average of the images and their mirrors)."""
+  (detection_model.flip_average of the images and their mirrors); with `ema` (state.ema, kept
+  where Recipe.ema_decay > 0), also 'ema_boxes', 'ema_scores' and 'ema_classes' from the
+  averaged variables, without the flip test."""
   images = normalize(batch['image'])
-  apply = lambda x: state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats}, x,
-                                   train=False)
+  found = _detections(state, {'params': state.params, 'batch_stats': state.batch_stats}, images,
+                      max_detections, flip)
+  if ema:
+    averaged = _detections(state, state.ema, images, max_detections, flip=False)
+    found.update({f'ema_{key}': value for key, value in averaged.items()})
+  return {**found, 'mask': batch['mask']}
+
+
+def _detections(state: steps.TrainState, variables: dict, images: jnp.ndarray,
+                max_detections: int, flip: bool) -> dict:
+  """decode's boxes, scores and classes of normalised images [n, h, w, c] under `variables`,
+  and with `flip` the flip test's as tta_*."""
+  apply = lambda x: state.apply_fn(variables, x, train=False)
   outputs = apply(images)
   stride = detection_model.output_stride(images, outputs)
   found = dict(zip(_FOUND, detection_model.decode(outputs, stride, max_detections)))
@@ -162,7 +175,7 @@ def eval_step(state: steps.TrainState, batch: dict, *, normalize: Callable,
     averaged = detection_model.flip_average(outputs, apply(jnp.flip(images, axis=2)))
     found.update({f'tta_{key}': value for key, value in zip(
         _FOUND, detection_model.decode(averaged, stride, max_detections))})
-  return {**found, 'mask': batch['mask']}
+  return found
 
 
 def evaluate(p_eval_step: Callable, state: steps.TrainState, batches: Iterable[dict],
@@ -181,7 +194,8 @@ def evaluate(p_eval_step: Callable, state: steps.TrainState, batches: Iterable[d
       found.setdefault(key, []).append(value.reshape((-1,) + value.shape[2:])[keep])
   found = {key: np.concatenate(values) for key, values in found.items()}
   results = {'num_test_examples': len(found['boxes'])}
-  for prefix in ('', 'tta_'):  # The plain detections, and the flip test's where it ran.
+  # The plain detections, and the flip test's and the averaged weights' where they ran.
+  for prefix in ('', 'tta_', 'ema_'):
     if f'{prefix}boxes' not in found:
       continue
     boxes, scores, classes = (found[f'{prefix}{key}'] for key in _FOUND)

@@ -214,7 +214,7 @@ def _train_and_report(loop: _Loop, state: steps.TrainState, start_step: int,
              if last_step < loop.run.total_steps else '')
   extra = ''.join(f', {label} {final[key]:.4f}' for key, label in (
       ('ema_test_accuracy', 'EMA'), ('tta_test_accuracy', _tta_name(config)),
-      ('tta_test_AP', 'flip-test AP'), ('tta_test_AP50', 'AP50'),
+      ('tta_test_AP', 'flip-test AP'), ('tta_test_AP50', 'AP50'), ('ema_test_AP', 'EMA AP'),
       ('baseline_test_accuracy', f'{config.baseline} baseline')) if key in final)
   loop.progress.message(
       f"done: {config.model} on {config.dataset}, {_headline(final)}"
