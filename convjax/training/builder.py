@@ -121,8 +121,7 @@ class Run:
     if self.detection:
       return self.dp.pmap(functools.partial(
           detection.eval_step, normalize=self.normalize,
-          max_detections=self.config.detection.max_detections, flip=self.config.tta_flip,
-          ema=self.config.ema_decay > 0),
+          max_detections=self.config.detection.max_detections, flip=self.config.tta_flip),
           in_axes=parallel.STATE_AND_BATCH)
     return self.dp.pmap(functools.partial(steps.eval_step, normalize=self.normalize,
                                           recipe=self.recipe), in_axes=parallel.STATE_AND_BATCH)

@@ -147,17 +147,17 @@ def train_step(state: steps.TrainState, batch: dict, *, normalize: Callable,
 
 
 def eval_step(state: steps.TrainState, batch: dict, *, normalize: Callable,
-              max_detections: int, flip: bool = False, ema: bool = False) -> dict:
+              max_detections: int, flip: bool = False) -> dict:
   """One device's detections: boxes [n, max_detections, 4] (x, y, w, h in input pixels),
   scores and classes [n, max_detections], best first, and the batch's mask [n]. With `flip`,
   also 'tta_boxes', 'tta_scores' and 'tta_classes' from CenterNet's flip test
-  (detection_model.flip_average of the images and their mirrors); with `ema` (state.ema, kept
-  where Recipe.ema_decay > 0), also 'ema_boxes', 'ema_scores' and 'ema_classes' from the
-  averaged variables, without the flip test."""
+  (detection_model.flip_average of the images and their mirrors); where the state keeps
+  averaged variables (state.ema, Recipe.ema_decay > 0), also 'ema_boxes', 'ema_scores' and
+  'ema_classes' from them, without the flip test."""
   images = normalize(batch['image'])
   found = _detections(state, {'params': state.params, 'batch_stats': state.batch_stats}, images,
                       max_detections, flip)
-  if ema:
+  if state.ema is not None:
     averaged = _detections(state, state.ema, images, max_detections, flip=False)
     found.update({f'ema_{key}': value for key, value in averaged.items()})
   return {**found, 'mask': batch['mask']}
