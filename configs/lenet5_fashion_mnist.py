@@ -31,8 +31,8 @@ zero padding is background (the mean subtracted, padding is a grey frame), seeds
 0.0012 / 0.9241), for a fifth more time; 20 epochs over seeds 0-4 (2026-12-07): 0.9216, 0.9200,
 0.9200, 0.9193, 0.9183 / 0.9248, 0.9263, 0.9257, 0.9262, 0.9244 (0.9198 +- 0.0012 / 0.9255), no
 more than 18 plain; 18 epochs with erasing on a tenth, seeds 0 and 1: 0.9177, 0.9182. None
-leaves the seed spread, so the rest of the config stays as it was. The accuracy tries ran two at a time; the
-times were taken alone.
+leaves the seed spread, so the rest of the config stays as it was. The accuracy tries ran two
+at a time; the times were taken alone.
 
 Tried before, with ReLU, at 15 epochs on the 2 Xeon cores (test accuracy, plain / flip TTA),
 starting from the 30-epoch recipe's settings (configs/lenet5_fashion_mnist_recipe.py: this config
