@@ -22,7 +22,11 @@ STEPS_PER_EPOCH = 234  # 60,000 // 256: training drops the last partial batch.
 
 
 def get_config():
-  config = lenet5_fashion_mnist.get_config()  # Batch 256, AdamW, label smoothing, flips, TTA.
+  config = lenet5_fashion_mnist.get_config()  # AdamW, label smoothing, flips, TTA.
+  # Batch 256 on the cosine schedule, as the recipe's results ran; the main job moved to batch 128
+  # with a linear decay.
+  config.batch_size = 256
+  config.lr_schedule = 'cosine'
   config.model = 'lenet5'  # ReLU, as the recipe's results ran; the main job moved to ELU.
   config.num_epochs = 30.0
   config.learning_rate = 4e-3
