@@ -110,8 +110,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.adam_b2 = 0.999
   config.adam_eps = 1e-8
   config.weight_decay = 0.0  # Kernels only; decoupled for adamw, L2 for the rest.
-  # momentum and nesterov: each parameter updated in one pass (convjax.training.fused_sgd), with
-  # optax's numbers bit for bit; False: optax's update and flax's apply_gradients.
+  # adamw, momentum and nesterov: each parameter updated in one pass (convjax.training.fused_adamw
+  # and fused_sgd), with optax's numbers bit for bit; False: optax's update and apply_gradients.
   config.fused_update = True
   # constant; cosine (to 0 at the end); linear (to 0 at the end); step (lr_decay_*); onecycle:
   # triangular, from learning_rate / onecycle_div_factor up to learning_rate over the first

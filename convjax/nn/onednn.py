@@ -37,7 +37,7 @@ _TARGETS = {'convjax_conv_forward': 'ConvjaxConvForward',
             'convjax_gelu_backward': 'ConvjaxGeluBackward',
             'convjax_matmul': 'ConvjaxMatmul',
             'convjax_dense_backward': 'ConvjaxDenseBackward',
-            'convjax_sgd_momentum': 'ConvjaxSgdMomentum'}
+            'convjax_sgd_momentum': 'ConvjaxSgdMomentum', 'convjax_adamw': 'ConvjaxAdamw'}
 # Which layouts oneDNN may choose: 0 none (XLA's NHWC / HWIO throughout), 1 the weights',
 # 2 the weights' and the activations' (each costing a reorder per call).
 LAYOUT = int(os.environ.get('CONVJAX_ONEDNN_LAYOUT', '1'))

@@ -13,7 +13,7 @@ optimiser (optax's own `init` and `update`, state and checkpoints unchanged) wit
 `apply`, that the train step calls instead of `update` + `apply_updates`: under the 'onednn'
 backend each float32 parameter is updated by the extension's `convjax_sgd_momentum`
 (native/fused_sgd.cc) in one pass that also sums the squared gradient; elsewhere by the same
-formula in XLA. Both give optax's numbers bit for bit (tests/test_fused_sgd.py).
+formula in XLA. Both give optax's numbers bit for bit (tests/test_fused_update.py).
 
 The pass writes the parameter and trace in place (input_output_aliases), into the train state's
 donated buffers. That needs the state whole on each device (parallel.REPLICATED): a slice of a
@@ -49,7 +49,7 @@ def fused_sgd(schedule: optax.Schedule, momentum: float, nesterov: bool = False,
   def apply(grads, state, params):
     decayed = mask(params) if mask else jax.tree.map(lambda _: True, params)
     decays = jax.tree.map(lambda flag: weight_decay if flag else 0.0, decayed)
-    trace, count = _find(state, optax.TraceState).trace, _find(
+    trace, count = find(state, optax.TraceState).trace, find(
         state, optax.ScaleByScheduleState).count
     rate = jnp.asarray(schedule(count), jnp.float32)
     leaves = jax.tree.map(
@@ -82,7 +82,7 @@ def update_leaf(p, t, g, rate, momentum: float, weight_decay: float, nesterov: b
   return new_p, traced, jnp.sum(jnp.square(g.astype(jnp.float32)))
 
 
-def _find(state, kind) -> Any:
+def find(state, kind) -> Any:
   """The one node of type `kind` in an optax state."""
   found = [node for node in jax.tree.leaves(state, is_leaf=lambda n: isinstance(n, kind))
            if isinstance(node, kind)]

@@ -3,7 +3,7 @@ import jax
 import optax
 
 from convjax import errors, models
-from convjax.training import fused_sgd
+from convjax.training import fused_adamw, fused_sgd
 
 OPTIMIZERS = ('sgd', 'momentum', 'nesterov', 'adam', 'adamw')
 SCHEDULES = ('constant', 'cosine', 'linear', 'step', 'onecycle')
@@ -86,10 +86,13 @@ def _base_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransform
 
   `weight_decay` is decoupled (Loshchilov & Hutter) for adamw and an L2 term added to the
   gradient for the others, as in PyTorch's SGD and Adam. Either way it skips biases and norms.
-  momentum and nesterov are `fused_sgd` (the same optimiser, updated in one pass) where
-  config.fused_update is set.
+  adamw, momentum and nesterov are `fused_adamw` and `fused_sgd` (the same optimisers, updated
+  in one pass) where config.fused_update is set.
   """
   name, decay = config.optimizer, config.weight_decay
+  if name == 'adamw' and config.get('fused_update', False):
+    return fused_adamw.fused_adamw(schedule, config.adam_b1, config.adam_b2, config.adam_eps,
+                                   decay, _decay_kernels_only)
   if name == 'adamw':
     return optax.adamw(schedule, config.adam_b1, config.adam_b2, config.adam_eps,
                        weight_decay=decay, mask=_decay_kernels_only)

@@ -15,7 +15,7 @@ from flax.training import train_state
 
 from convjax import models, parallel
 from convjax.data import mixing as mixing_lib
-from convjax.training import fused_sgd
+from convjax.training import fused_adamw, fused_sgd
 
 # Folded into a step's dropout key for its Mixup/CutMix draws (micro-batches fold in 0..K-1).
 _MIX_STREAM = 0x6d6978
@@ -187,8 +187,9 @@ def apply_update(state: TrainState, grads, batch_stats, step_metrics: dict,
 
 def _apply_gradients(state: TrainState, grads, batch_stats) -> tuple[TrainState, jnp.ndarray]:
   """(state.apply_gradients(...), the squared norm of grads): in one pass per parameter where
-  the optimiser is a fused_sgd.FusedSGD, which sums the squares as it reads the gradients."""
-  if isinstance(state.tx, fused_sgd.FusedSGD):
+  the optimiser is fused (fused_sgd, fused_adamw), which sums the squares as it reads the
+  gradients."""
+  if isinstance(state.tx, (fused_sgd.FusedSGD, fused_adamw.FusedAdamW)):
     params, opt_state, squares = state.tx.apply(grads, state.opt_state, state.params)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                          batch_stats=batch_stats), squares

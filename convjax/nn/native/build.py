@@ -1,9 +1,9 @@
 """Builds convjax's oneDNN extension: python -m convjax.nn.native.build [--force].
 
 Compiles onednn_conv.cc (convolutions), onednn_norm.cc (batch normalisation), onednn_gelu.cc
-(GELU, exact and tanh's), onednn_dense.cc (matrix products) and fused_sgd.cc (the SGD update in
-one pass) with g++ against jax's FFI headers and the pinned oneDNN wheels of requirements.txt
-(onednn-cpu-gomp for the library, onednn-devel-cpu-gomp for the headers), into
+(GELU, exact and tanh's), onednn_dense.cc (matrix products), fused_sgd.cc and fused_adamw.cc (the
+SGD and AdamW updates in one pass) with g++ against jax's FFI headers and the pinned oneDNN wheels
+of requirements.txt (onednn-cpu-gomp for the library, onednn-devel-cpu-gomp for the headers), into
 convjax/nn/native/_onednn.so. It rebuilds only when a source, jaxlib or oneDNN changed (a stamp
 file records them). It never fails the set-up: if the build is impossible, it prints one warning
 line and convjax computes all of these with XLA.
@@ -17,7 +17,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = [os.path.join(HERE, name) for name in ('onednn_conv.cc', 'onednn_norm.cc',
                                                    'onednn_gelu.cc', 'onednn_dense.cc',
-                                                   'fused_sgd.cc')]
+                                                   'fused_sgd.cc', 'fused_adamw.cc')]
 HEADERS = [os.path.join(HERE, name) for name in ('engine.h', 'guarded.h')]
 OUTPUT = os.path.join(HERE, '_onednn.so')
 STAMP = OUTPUT + '.stamp'
@@ -45,7 +45,7 @@ COMPILER = 'g++'
 
 def _command(include: str, library: str) -> list[str]:
   import jax  # pylint: disable=import-outside-toplevel
-  # -ffp-contract=off: no fused multiply-adds, so fused_sgd rounds each step as XLA does.
+  # -ffp-contract=off: no fused multiply-adds, so the fused updates round each step as XLA does.
   return [COMPILER, '-O2', '-std=c++17', '-ffp-contract=off', '-shared', '-fPIC', '-fopenmp',
           f'-I{jax.ffi.include_dir()}', f'-I{include}', *SOURCES, '-o', OUTPUT + '.tmp',
           f'-L{library}', '-l:libdnnl.so.3', f'-Wl,-rpath,{library}']
