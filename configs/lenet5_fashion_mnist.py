@@ -17,9 +17,11 @@ at 7e-3 on the cosine 0.9182, 0.9203, 0.9203, 0.9195, 0.9213 (0.9199); both toge
 0.9218, 0.9204, 0.9206, 0.9218, 0.9201 (0.9209 +- 0.0008 / 0.9251), every seed above the old
 mean. The same at 13 epochs 0.9203, 0.9211, 0.9196, 0.9197, 0.9194 (0.9200); batch 160 at 7.5e-3
 0.9189, 0.9210, 0.9198, 0.9197, 0.9205 (0.9200); batch 192 at 8.5e-3 0.9219, 0.9189, 0.9208,
-0.9208, 0.9179 (0.9201). Twice the steps cost a third more time: a step of 128 images takes 7 to
-9 ms against 12 to 14 ms for 256, as LeNet-5's step is small enough that its fixed costs count.
-Before this, every config below was batch 256 on the cosine schedule.
+0.9208, 0.9179 (0.9201). Twice the steps took 84 s alone against 60 s, until AdamW's update moved
+into one pass per parameter (convjax/training/fused_adamw.py): then this config gave 0.9187,
+0.9214, 0.9194, 0.9213, 0.9214 (0.9204 +- 0.0013 / 0.9254) in 65 s, the update rounding the
+last bit differently enough to move each seed. Before this, every config below was batch 256 on
+the cosine schedule.
 
 Why ELU: with only six C1 maps, a ReLU unit whose input stays negative stops learning, and the net
 underfits (training accuracy 0.95 by the end). ELU keeps a gradient there. On the 2 EPYC cores, over
