@@ -33,7 +33,11 @@ The runs so far, alone on 2 Intel Xeon cores (Emerald Rapids), test AP / AP50 (f
   against 0.5988 after 16 epochs, 0.6893 against 0.6764 after 24), but the cosine schedule's end
   all but catches it up, so the config reports the plain weights. The same at 1.2e-2: plain
   0.6922 / 0.8786 (0.7112 / 0.8849), the average 0.6953, in 1,758 s. Evaluating the average too
-  made each run's evaluations take 121 s in all, against 73.
+  made each run's evaluations take 121 s in all, against 73;
+- this config once AdamW's update ran in the extension (convjax/training/fused_adamw.py, which
+  rounds differently from XLA's program of optax's): 0.6879 / 0.8709 (0.7048 / 0.8774) in 1,595
+  s at 221 scenes/s. AP was 0.3858, 0.5047, 0.5311, 0.6204, 0.6445 and 0.6647 after 4 to 24
+  epochs.
 More epochs within the 30 minutes are what bfloat16 and TCMalloc buy; what limits AP is telling
 garments apart (docs/detection.md).
 """
