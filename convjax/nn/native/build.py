@@ -45,7 +45,7 @@ COMPILER = 'g++'
 
 def _command(include: str, library: str) -> list[str]:
   import jax  # pylint: disable=import-outside-toplevel
-  # -ffp-contract=off: no fused multiply-adds, so the fused updates round each step as XLA does.
+  # -ffp-contract=off: no fused multiply-adds, so the fused updates round each operation on its own.
   return [COMPILER, '-O2', '-std=c++17', '-ffp-contract=off', '-shared', '-fPIC', '-fopenmp',
           f'-I{jax.ffi.include_dir()}', f'-I{include}', *SOURCES, '-o', OUTPUT + '.tmp',
           f'-L{library}', '-l:libdnnl.so.3', f'-Wl,-rpath,{library}']

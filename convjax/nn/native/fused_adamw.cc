@@ -12,8 +12,9 @@
 // so the power rounds the same. Each operation rounds on its own, as optax's run op by op do,
 // bit for bit (XLA's fused program of the same update rounds some elements differently). XLA:CPU
 // computes this as several loops over each parameter, scheduled among the backward pass's oneDNN
-// calls; here p, m, v and g are read once and p', m' and v' written once. It also returns sum(g^2) (accumulated in double, rounded to float32
-// once), which the train step checks for finiteness instead of reading every gradient again.
+// calls; here p, m, v and g are read once and p', m' and v' written once. It also returns
+// sum(g^2) (accumulated in double, rounded to float32 once), which the train step checks for
+// finiteness instead of reading every gradient again.
 #include <omp.h>
 
 #include <cmath>
