@@ -18,7 +18,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = [os.path.join(HERE, name) for name in ('onednn_conv.cc', 'onednn_norm.cc',
                                                    'onednn_gelu.cc', 'onednn_dense.cc',
                                                    'fused_sgd.cc', 'fused_adamw.cc')]
-HEADERS = [os.path.join(HERE, name) for name in ('engine.h', 'guarded.h')]
+HEADERS = [os.path.join(HERE, name) for name in ('engine.h', 'guarded.h', 'team.h')]
 OUTPUT = os.path.join(HERE, '_onednn.so')
 STAMP = OUTPUT + '.stamp'
 LIBRARY_PACKAGE, HEADER_PACKAGE = 'onednn-cpu-gomp', 'onednn-devel-cpu-gomp'

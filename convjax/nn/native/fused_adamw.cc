@@ -20,14 +20,12 @@
 #include <cmath>
 #include <cstdint>
 
+#include "team.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
-
-// Below this many elements one thread is faster than waking another.
-constexpr int64_t kMinPerThread = 1 << 15;
 
 ffi::Error AdamW(ffi::Buffer<ffi::F32> params, ffi::Buffer<ffi::F32> mu, ffi::Buffer<ffi::F32> nu,
                  ffi::Buffer<ffi::F32> grads, ffi::Buffer<ffi::F32> scalars,
@@ -54,7 +52,7 @@ ffi::Error AdamW(ffi::Buffer<ffi::F32> params, ffi::Buffer<ffi::F32> mu, ffi::Bu
   const float c1 = scalars.typed_data()[1];
   const float c2 = scalars.typed_data()[2];
   const bool decay = weight_decay != 0.0f;
-  const int team = static_cast<int>(n >= kMinPerThread * threads ? threads : 1);
+  const int team = convjax::Team(n, threads);
   double squares = 0;
 #pragma omp parallel for simd num_threads(team) schedule(static) reduction(+ : squares)
   for (int64_t i = 0; i < n; ++i) {

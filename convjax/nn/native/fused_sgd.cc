@@ -17,14 +17,12 @@
 
 #include <cstdint>
 
+#include "team.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
-
-// Below this many elements one thread is faster than waking another.
-constexpr int64_t kMinPerThread = 1 << 15;
 
 ffi::Error SgdMomentum(ffi::Buffer<ffi::F32> params, ffi::Buffer<ffi::F32> trace,
                        ffi::Buffer<ffi::F32> grads, ffi::Buffer<ffi::F32> rate,
@@ -45,7 +43,7 @@ ffi::Error SgdMomentum(ffi::Buffer<ffi::F32> params, ffi::Buffer<ffi::F32> trace
   float* t_out = new_trace->typed_data();   // may be p (and t_out t) if a caller aliases them.
   const float step = -rate.typed_data()[0];
   const bool decay = weight_decay != 0.0f;
-  const int team = static_cast<int>(n >= kMinPerThread * threads ? threads : 1);
+  const int team = convjax::Team(n, threads);
   double squares = 0;
 #pragma omp parallel for simd num_threads(team) schedule(static) reduction(+ : squares)
   for (int64_t i = 0; i < n; ++i) {
