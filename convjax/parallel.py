@@ -185,6 +185,15 @@ def sum(tree: Any) -> Any:  # pylint: disable=redefined-builtin
   return tree if _one_device() else lax.psum(tree, AXIS)
 
 
+def gather(tree: Any) -> Any:
+  """Outside: every device's part of SHARDED outputs (a pmapped function's), from every process,
+  as numpy arrays [num_devices, ...] in the data-parallel axis's order. jax.device_get alone
+  returns only this process's devices' parts once the run spans several processes."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
 def local_device_count() -> int:
   """This process's devices, all of them (a DataParallel may use fewer)."""
   return jax.local_device_count()

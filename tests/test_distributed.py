@@ -1,4 +1,5 @@
 """Two processes joined by jax.distributed (gloo on loopback) train exactly like one process."""
+import json
 import os
 import socket
 import subprocess
@@ -60,3 +61,34 @@ def test_two_processes_match_one_process_with_two_devices(tmp_path):
   final = [r for r in metrics.read_metrics(multi) if 'num_test_examples' in r][-1]
   assert final['num_test_examples'] == 359
   assert os.listdir(os.path.join(multi, 'checkpoints')) == ['6']
+
+
+def run_detector(workdir, env):
+  """tests/detection_worker.py in a process: its printed {'axis', 'metrics'}."""
+  base = {k: v for k, v in os.environ.items() if not k.startswith(('XLA_FLAGS', 'JAX_'))}
+  return subprocess.Popen([sys.executable, os.path.join(ROOT, 'tests', 'detection_worker.py'),
+                           workdir], cwd=ROOT,
+                          env={**base, 'JAX_PLATFORMS': 'cpu', 'CONVJAX_CPU_DEVICES': '1', **env},
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def printed(process):
+  return json.loads(finish(process).strip().splitlines()[-1])
+
+
+def test_a_detector_in_two_processes_scores_every_test_scene_in_each(tmp_path):
+  # COCO's AP needs every device's detections in one place; device_get alone would give each
+  # process its own devices' scenes (4 and 2 of the 6) and a different AP in each.
+  single = printed(run_detector(str(tmp_path / 'one_process'),
+                                {'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}))
+  address = f'127.0.0.1:{free_port()}'
+  workers = [run_detector(str(tmp_path / 'two_processes'),
+                          {'JAX_COORDINATOR_ADDRESS': address, 'JAX_NUM_PROCESSES': '2',
+                           'JAX_PROCESS_ID': str(i)}) for i in range(2)]
+  both = [printed(worker) for worker in workers]
+  for result in [single] + both:
+    assert result['axis'] == [0, 1]  # Both devices, in the data-parallel axis's order.
+    assert result['metrics']['num_test_examples'] == 6
+  for result in both:
+    for key in ('test_AP', 'test_AP50', 'tta_test_AP', 'ema_test_AP'):
+      np.testing.assert_allclose(result['metrics'][key], single['metrics'][key], atol=1e-6)

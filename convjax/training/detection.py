@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from convjax import parallel
 from convjax.models import detection as detection_model
 from convjax.training import coco, steps
 
@@ -188,7 +189,7 @@ def evaluate(p_eval_step: Callable, state: steps.TrainState, batches: Iterable[d
   """
   found = {}
   for batch in batches:
-    result = jax.device_get(p_eval_step(state, batch))
+    result = parallel.gather(p_eval_step(state, batch))  # Every process's devices' parts.
     keep = result.pop('mask').reshape(-1) > 0  # [devices * per_device]
     for key, value in result.items():
       found.setdefault(key, []).append(value.reshape((-1,) + value.shape[2:])[keep])
