@@ -26,12 +26,17 @@ def free_port():
     return s.getsockname()[1]
 
 
-def launch(workdir, env, overrides=()):
+def start(args, env):
+  """python args in a process, on one CPU device unless env says otherwise (convjax would split
+  into cores), without this process's XLA and JAX settings."""
   base = {k: v for k, v in os.environ.items() if not k.startswith(('XLA_FLAGS', 'JAX_'))}
-  # One CPU device per process unless env says otherwise (convjax would split into cores).
-  return subprocess.Popen([sys.executable, *ARGS, *overrides, f'--workdir={workdir}'], cwd=ROOT,
+  return subprocess.Popen([sys.executable, *args], cwd=ROOT,
                           env={**base, 'JAX_PLATFORMS': 'cpu', 'CONVJAX_CPU_DEVICES': '1', **env},
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def launch(workdir, env, overrides=()):
+  return start([*ARGS, *overrides, f'--workdir={workdir}'], env)
 
 
 def finish(process):
@@ -65,11 +70,7 @@ def test_two_processes_match_one_process_with_two_devices(tmp_path):
 
 def run_detector(workdir, env):
   """tests/detection_worker.py in a process: its printed {'axis', 'metrics'}."""
-  base = {k: v for k, v in os.environ.items() if not k.startswith(('XLA_FLAGS', 'JAX_'))}
-  return subprocess.Popen([sys.executable, os.path.join(ROOT, 'tests', 'detection_worker.py'),
-                           workdir], cwd=ROOT,
-                          env={**base, 'JAX_PLATFORMS': 'cpu', 'CONVJAX_CPU_DEVICES': '1', **env},
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  return start([os.path.join(ROOT, 'tests', 'detection_worker.py'), workdir], env)
 
 
 def printed(process):
