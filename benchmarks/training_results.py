@@ -87,8 +87,18 @@ def overrides_of(config_file: str, ran: ml_collections.ConfigDict, completed: bo
   """
   base, run = config_lib.flat(file_config(config_file)), config_lib.flat(ran)
   ignored = UNRECORDED | ({'train_budget_seconds'} if completed else set())
-  return ' '.join(f'--config.{field}={_flag_value(run[field])}' for field in base
-                  if field in run and run[field] != base[field] and field not in ignored)
+  return ' '.join(flag for field in base
+                  if field in run and run[field] != base[field] and field not in ignored
+                  for flag in _flags(field, base[field], run[field]))
+
+
+def _flags(field: str, base, run) -> list[str]:
+  """The flags that set `field` from `base` to `run`. model_kwargs, compared whole, is set one
+  key at a time, as the command line does: --config.model_kwargs.dropout_rate=0.0."""
+  if isinstance(base, dict) and isinstance(run, dict):
+    return [f'--config.{field}.{key}={_flag_value(value)}' for key, value in run.items()
+            if key not in base or base[key] != value]
+  return [f'--config.{field}={_flag_value(run)}']
 
 
 def _flag_value(value) -> str:

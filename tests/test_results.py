@@ -50,6 +50,12 @@ def test_overrides_are_the_flags_that_change_the_config_file(tmp_path):
       results.markdown([row]))
 
 
+def test_model_kwargs_are_written_one_key_at_a_time_as_the_command_line_sets_them(tmp_path):
+  workdir = finished_workdir(tmp_path / 'run', model_kwargs={'pool_first': True})
+  row = results.row_of(CONFIG, workdir, 'here', 'abc')
+  assert row['overrides'] == '--config.model_kwargs.pool_first=True'
+
+
 def test_a_time_budget_counts_only_when_it_stopped_the_run(tmp_path):
   finished = finished_workdir(tmp_path / 'finished', train_budget_seconds=100.0)
   stopped = finished_workdir(tmp_path / 'stopped', train_budget_seconds=100.0, total_steps=500)
